@@ -1,0 +1,138 @@
+"""Frozen dataclass configs with a strict JSON round trip.
+
+A run folder's ``config.json`` is the single source of truth: ``{"model_type": ..., "model": {...},
+"training": {...}, "data": {...}}``. ``save_pretrained`` writes only ``model_type`` and ``model``.
+Unknown or ill-typed fields are errors that name the field, so an edited config fails loudly.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import tempfile
+import typing
+from pathlib import Path
+from typing import Any
+
+from .errors import VaekitError
+
+
+def _coerce(value: Any, annotation: Any, where: str) -> Any:
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if origin is typing.Union:
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(value, inner[0], where)
+    if origin is typing.Literal:
+        if value not in args:
+            raise VaekitError(f"{where} is {value!r}; expected one of {', '.join(map(repr, args))}")
+        return value
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise VaekitError(f"{where} is {value!r}; expected a list")
+        return tuple(_coerce(v, args[0], where) for v in value)
+    if annotation is bool:
+        if not isinstance(value, bool):
+            raise VaekitError(f"{where} is {value!r}; expected true or false")
+        return value
+    if annotation is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise VaekitError(f"{where} is {value!r}; expected an integer")
+        return value
+    if annotation is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise VaekitError(f"{where} is {value!r}; expected a number")
+        return float(value)
+    if annotation is str:
+        if not isinstance(value, str):
+            raise VaekitError(f"{where} is {value!r}; expected a string")
+        return value
+    return value
+
+
+def from_dict(cls, data: dict, where: str = "config"):
+    """Build dataclass ``cls`` from ``data``, rejecting unknown fields and wrong types."""
+    if not isinstance(data, dict):
+        raise VaekitError(f"{where} must be a JSON object")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise VaekitError(f"{where} has unknown field {unknown[0]!r}")
+    kwargs = {k: _coerce(v, hints[k], f"{where} field {k!r}") for k, v in data.items()}
+    try:
+        return cls(**kwargs)
+    except TypeError as exc:  # a required field is missing
+        raise VaekitError(f"{where}: {exc}") from None
+
+
+def to_dict(cfg) -> dict:
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(cfg).items()}
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Write via a temporary file in the same folder and rename: a crash never leaves half a file."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def write_json(path: str | os.PathLike, data: dict) -> None:
+    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
+
+
+def read_json(path: str | os.PathLike) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise VaekitError(f"{path}: file is missing")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise VaekitError(f"{path}: not valid JSON ({exc})") from None
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """How a model is trained. Stored under ``"training"`` in a run's config.json."""
+
+    epochs: int = 10
+    batch_size: int = 128
+    lr: float = 1e-3
+    optimizer: typing.Literal["adam", "adamw", "rmsprop"] = "adam"
+    weight_decay: float = 0.0
+    grad_clip: float = 0.0  # max global grad norm; 0 disables
+    val_fraction: float = 0.1
+    seed: int = 0
+    precision: typing.Literal["auto", "bf16", "fp32"] = "auto"
+    early_stop: int = 0  # stop after this many epochs without a better validation loss; 0 disables
+    # KL weight: beta * schedule(step); see objectives.kl_weight
+    beta: float = 1.0
+    kl_schedule: typing.Literal["constant", "linear", "logistic", "cyclical"] = "constant"
+    kl_warmup_steps: int = 0
+    kl_cycles: int = 4
+    free_bits: float = 0.0
+
+    def __post_init__(self):
+        checks = [
+            (self.epochs >= 1, "epochs must be at least 1"),
+            (self.batch_size >= 1, "batch_size must be at least 1"),
+            (self.lr > 0, "lr must be positive"),
+            (0 <= self.val_fraction < 1, "val_fraction must be in [0, 1)"),
+            (self.beta >= 0, "beta must be non-negative"),
+            (self.free_bits >= 0, "free_bits must be non-negative"),
+            (self.early_stop >= 0, "early_stop must be non-negative"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise VaekitError(f"training config: {message}")

@@ -1,0 +1,227 @@
+"""Image workflows: train a run folder, and use a trained model (sample, reconstruct, interpolate, plot,
+encode, evaluate). The ``vaekit`` CLI calls exactly these functions."""
+from __future__ import annotations
+
+import dataclasses
+import logging
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from . import viz
+from .config import TrainConfig, from_dict, read_json, write_json
+from .data.images import ImageBatches, ImageDataset, load_images
+from .errors import VaekitError
+from .evaluate import evaluate
+from .models.base import CONFIG_NAME
+from .models.image import PRESETS, ImageVAE, ImageVAEConfig
+from .runs import clear_run_dir, load, prepare_run_dir
+from .train import Trainer, TrainResult
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass
+class ImageRun:
+    run_dir: Path
+    result: TrainResult
+    model: ImageVAE
+
+
+def train_image(data: str | Path | ImageDataset, out: str | Path, *, preset: str = "default",
+                model_overrides: dict | None = None, training: TrainConfig | None = None,
+                binarize: str = "none", resize: str | None = None, resume: bool = False,
+                overwrite: bool = False, progress: bool = False, epochs: int | None = None) -> ImageRun:
+    """Train an ImageVAE into run folder ``out``.
+
+    Everything is validated (the folder, the data, the model and training settings) before anything is
+    written. With ``resume`` the settings come from the run's config.json; only ``epochs`` may change.
+    """
+    out = prepare_run_dir(out, overwrite=overwrite, resume=resume)
+    if resume:
+        saved = read_json(out / CONFIG_NAME)
+        model_config = from_dict(ImageVAEConfig, saved.get("model"), where=f"{out / CONFIG_NAME} \"model\"")
+        training = from_dict(TrainConfig, saved.get("training"), where=f"{out / CONFIG_NAME} \"training\"")
+        if epochs is not None:
+            training = dataclasses.replace(training, epochs=epochs)
+        data_info = saved.get("data", {})
+        binarize, resize = data_info.get("binarize", "none"), data_info.get("resize")
+        if data is None:
+            data = data_info.get("path")
+    else:
+        training = training or TrainConfig()
+        if epochs is not None:
+            training = dataclasses.replace(training, epochs=epochs)
+    if binarize not in ("none", "threshold", "dynamic"):
+        raise VaekitError(f"--binarize {binarize!r}: choose none, threshold or dynamic")
+    dataset = data if isinstance(data, ImageDataset) else load_images(data, resize=resize, split="train")
+    train_set, val_set = dataset.split(training.val_fraction, training.seed)
+    c, h, w = dataset.shape
+    if not resume:
+        if preset not in PRESETS:
+            raise VaekitError(f"--preset {preset!r}: choose from {', '.join(PRESETS)}")
+        model_config = ImageVAEConfig(**{**PRESETS[preset], **(model_overrides or {}),
+                                         "in_channels": c, "height": h, "width": w})
+    elif (model_config.in_channels, model_config.height, model_config.width) != (c, h, w):
+        raise VaekitError(f"{dataset.source}: images are {c}x{h}x{w} (c, h, w) but the run was trained on "
+                          f"{model_config.in_channels}x{model_config.height}x{model_config.width}")
+    model = ImageVAE(model_config)
+    train_batches = ImageBatches(train_set, binarize, eval_seed=training.seed)
+    val_batches = ImageBatches(val_set, binarize, eval_seed=training.seed) if val_set is not None else None
+    trainer = Trainer(model, train_batches, val_batches, training, out, progress=progress)
+    if not resume:
+        clear_run_dir(out)
+        write_json(out / CONFIG_NAME, {"data": {
+            "path": dataset.source or None,
+            "resize": resize,
+            "binarize": binarize,
+            "shape": [c, h, w],
+            "train_items": len(train_set),
+            "val_items": len(val_set) if val_set is not None else 0,
+            "label_names": dataset.label_names,
+        }})
+    result = trainer.fit(resume=resume)
+    best = load(out) if (out / "model.safetensors").is_file() else model
+    if result.epochs > 0:
+        finish_plots(best, val_set or train_set, dataset, binarize, out, seed=training.seed)
+    return ImageRun(out, result, best)
+
+
+def finish_plots(model: ImageVAE, held_out: ImageDataset, everything: ImageDataset, binarize: str, run_dir: Path,
+                 seed: int = 0) -> None:
+    """The best model's samples, reconstructions (of held-out images) and latent plot (of all images, at
+    most 5,000) in run_dir/plots."""
+    from .monitor import Monitor
+
+    batches = ImageBatches(held_out, binarize, eval_seed=seed)
+    monitor = Monitor(run_dir, metrics=False, tensorboard=False)
+    with torch.no_grad():
+        model.log_examples(monitor, batches.fixed()[:64], 0, torch.Generator().manual_seed(seed))
+    latent_plot(model, everything, run_dir / "plots" / "latent.png", binarize=binarize, seed=seed)
+
+
+def _inputs(model: ImageVAE, data: ImageDataset, binarize: str | None, seed: int) -> ImageBatches:
+    want = (model.config.in_channels, model.config.height, model.config.width)
+    if data.shape != want:
+        raise VaekitError(f"{data.source}: images are {data.shape} (c, h, w) but the model takes {want}; "
+                          "use --resize HxW for other sizes")
+    return ImageBatches(data, binarize or "none", eval_seed=seed)
+
+
+def run_binarize(run_dir: str | Path) -> str:
+    """The binarization a run was trained with ("none" for a plain save_pretrained folder)."""
+    raw = read_json(Path(run_dir) / CONFIG_NAME)
+    return (raw.get("data") or {}).get("binarize", "none")
+
+
+def sample_grid(model: ImageVAE, n: int, out: str | Path, seed: int = 0, temperature: float = 1.0) -> Path:
+    """Decode n prior samples; .png writes a grid, .npy/.npz the float array (n, c, h, w)."""
+    if n < 1:
+        raise VaekitError(f"-n {n}: must be at least 1")
+    images = model.sample(n, generator=torch.Generator().manual_seed(seed), temperature=temperature)
+    return _write_images(images, out, nrow=int(np.ceil(np.sqrt(n))), scale=viz.auto_scale(model.config.height))
+
+
+def _write_images(images: torch.Tensor, out: str | Path, nrow: int, scale: int) -> Path:
+    out = Path(out)
+    if out.suffix == ".npy":
+        np.save(out, images.numpy())
+        return out
+    if out.suffix == ".npz":
+        np.savez_compressed(out, images=images.numpy())
+        return out
+    if out.suffix.lower() != ".png":
+        raise VaekitError(f"--out {out}: use a .png, .npy or .npz file name")
+    return viz.save_png(viz.image_grid(images, nrow=nrow, scale=scale), out)
+
+
+def _pick(data: ImageDataset, indices: Sequence[int]) -> list[int]:
+    for i in indices:
+        if not 0 <= i < len(data):
+            raise VaekitError(f"--index {i}: out of range; the data holds {len(data)} images (0 to {len(data) - 1})")
+    return list(indices)
+
+
+def reconstruct_grid(model: ImageVAE, data: ImageDataset, out: str | Path, n: int = 32,
+                     indices: Sequence[int] = (), binarize: str | None = None, seed: int = 0) -> Path:
+    """Images (odd columns) beside their reconstructions from the posterior mean (even columns)."""
+    batches = _inputs(model, data, binarize, seed)
+    chosen = _pick(data, indices) if indices else list(range(min(n, len(data))))
+    x = batches.fixed()[chosen]
+    pairs = torch.stack([x, model.reconstruct(x)], dim=1).flatten(0, 1)
+    return _write_images(pairs, out, nrow=min(16, len(pairs)), scale=viz.auto_scale(model.config.height))
+
+
+def interpolate_grid(model: ImageVAE, data: ImageDataset, indices: Sequence[int], out: str | Path,
+                     steps: int = 10, binarize: str | None = None, seed: int = 0) -> Path:
+    """One row per consecutive pair of indices: decoded points between their posterior means."""
+    if len(indices) < 2:
+        raise VaekitError("--index: give at least two images to interpolate between")
+    if steps < 2:
+        raise VaekitError(f"--steps {steps}: must be at least 2")
+    batches = _inputs(model, data, binarize, seed)
+    chosen = _pick(data, indices)
+    x = batches.fixed()
+    rows = [model.interpolate(x[a:a + 1], x[b:b + 1], steps) for a, b in zip(chosen[:-1], chosen[1:])]
+    return _write_images(torch.cat(rows), out, nrow=steps, scale=viz.auto_scale(model.config.height))
+
+
+@torch.no_grad()
+def encode_data(model: ImageVAE, data: ImageDataset, binarize: str | None = None, seed: int = 0,
+                batch_size: int = 512) -> dict[str, np.ndarray]:
+    """Posterior means and log-variances (n, d), with labels and ids when the data has them."""
+    batches = _inputs(model, data, binarize, seed)
+    means, logvars = [], []
+    for batch in batches.eval_batches(batch_size):
+        posterior = model.encode(batch)
+        means.append(posterior.mean)
+        logvars.append(posterior.logvar)
+    codes = {"mean": torch.cat(means).numpy(), "logvar": torch.cat(logvars).numpy()}
+    if data.labels is not None:
+        codes["labels"] = data.labels
+    if data.ids is not None:
+        codes["ids"] = np.array(data.ids)
+    return codes
+
+
+def save_codes(codes: dict[str, np.ndarray], out: str | Path) -> Path:
+    out = Path(out)
+    if out.suffix != ".npz":
+        raise VaekitError(f"--out {out}: codes are written as .npz")
+    np.savez_compressed(out, **codes)
+    return out
+
+
+def manifold_picture(model: ImageVAE, size: int = 15) -> np.ndarray:
+    """For a 2-D latent: decode a size x size grid at the Gaussian's quantiles (Kingma & Welling 2014, fig. 4)."""
+    q = torch.distributions.Normal(0.0, 1.0).icdf(torch.linspace(0.05, 0.95, size))
+    z = torch.stack(torch.meshgrid(q, q.flip(0), indexing="xy"), dim=-1).reshape(-1, 2)  # rows: z2 high to low
+    with torch.no_grad():
+        images = model.decode(z)
+    return viz.image_grid(images, nrow=size, padding=1, scale=viz.auto_scale(model.config.height) // 2 or 1)
+
+
+def latent_plot(model: ImageVAE, data: ImageDataset, out: str | Path, binarize: str | None = None,
+                seed: int = 0, max_items: int = 5000) -> Path:
+    """Posterior means coloured by label; for a 2-D latent also the decoded manifold."""
+    if len(data) > max_items:
+        data = data.subset(torch.randperm(len(data), generator=torch.Generator().manual_seed(seed))[:max_items])
+    codes = encode_data(model, data, binarize, seed)
+    manifold = manifold_picture(model) if model.latent_dim == 2 else None
+    return viz.plot_latent(codes["mean"], codes.get("labels"), data.label_names, out, manifold=manifold,
+                           title=f"posterior means of {len(data)} images")
+
+
+def evaluate_images(model: ImageVAE, data: ImageDataset, iw_samples: int = 100, binarize: str | None = None,
+                    seed: int = 0, precision: str = "fp32", progress: bool = False) -> dict:
+    """Negative ELBO, reconstruction, KL, importance-weighted NLL, MI and active units, nats per image.
+    With "dynamic" binarization the data are binarized stochastically once, with ``seed``."""
+    if iw_samples < 1:
+        raise VaekitError(f"--iw-samples {iw_samples}: must be at least 1")
+    batches = _inputs(model, data, binarize, seed)
+    report = evaluate(model, batches.eval_batches(500), iw_samples=iw_samples, seed=seed, precision=precision,
+                      progress=progress, total=len(data))
+    report.update({"data": data.source, "binarize": binarize or "none", "seed": seed, "precision": precision})
+    return report

@@ -1,0 +1,191 @@
+"""What every vaekit model shares: the ELBO, importance-weighted NLL, and the save/load format.
+
+A saved model is a folder with ``config.json`` ({"model_type", "model": {...}}) and ``model.safetensors``
+whose metadata repeats the model config, so an edited config.json is caught and named on load.
+Loading never executes code from the folder.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from ..config import from_dict, read_json, to_dict, write_json
+from ..distributions import DiagonalGaussian
+from ..errors import VaekitError
+from ..objectives import iw_log_likelihood, kl_term
+
+WEIGHTS_NAME = "model.safetensors"
+CONFIG_NAME = "config.json"
+
+
+@dataclasses.dataclass
+class LossOutput:
+    """Batch means of the per-item terms, in nats. ``loss`` is what is optimised."""
+
+    loss: torch.Tensor
+    rec: torch.Tensor
+    kl: torch.Tensor
+
+    def items(self) -> dict[str, float]:
+        return {"loss": self.loss.item(), "rec": self.rec.item(), "kl": self.kl.item()}
+
+
+def save_weights(module: nn.Module, path: str | os.PathLike, metadata: dict[str, str]) -> None:
+    """Write a safetensors file atomically (temporary file, then rename)."""
+    path = Path(path)
+    tensors = {k: v.detach().contiguous().cpu() for k, v in module.state_dict().items()}
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        save_file(tensors, tmp, metadata=metadata)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+class VAE(nn.Module):
+    """Base class. A subclass sets ``model_type`` and ``config_class`` and implements
+    ``encode(x) -> DiagonalGaussian``, ``log_likelihood(x, z) -> log p(x|z)`` and ``decode(z)``."""
+
+    model_type: ClassVar[str]
+    config_class: ClassVar[type]
+
+    def __init__(self, config):
+        super().__init__()
+        self.config = config
+
+    # --- the model's own pieces -------------------------------------------------------------
+    def encode(self, x: Any) -> DiagonalGaussian:
+        raise NotImplementedError
+
+    def log_likelihood(self, x: Any, z: torch.Tensor) -> torch.Tensor:
+        """log p(x|z) in nats, summed over each item's dimensions: z (..., b, d) -> (..., b)."""
+        raise NotImplementedError
+
+    @property
+    def latent_dim(self) -> int:
+        return self.config.latent_dim
+
+    # --- the ELBO (Kingma & Welling 2014, eq. 3) ----------------------------------------------
+    def loss(self, x: Any, kl_weight: float = 1.0, free_bits: float = 0.0,
+             generator: torch.Generator | None = None) -> LossOutput:
+        """Negative ELBO with a weighted KL: E_q[-log p(x|z)] + kl_weight * KL(q(z|x) || p(z)).
+
+        One reparameterised sample per item; terms are summed over each item and averaged over the batch.
+        """
+        posterior = self.encode(x)
+        z = posterior.sample(generator)
+        rec = -self.log_likelihood(x, z)  # (b,)
+        kl_dims = posterior.kl()  # (b, d), fp32
+        objective = rec + kl_weight * kl_term(kl_dims, free_bits)
+        return LossOutput(loss=objective.mean(), rec=rec.mean(), kl=kl_dims.sum(-1).mean())
+
+    @torch.no_grad()
+    def iw_nll(self, x: Any, k: int = 100, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+        """Per item: importance-weighted NLL with k samples (Burda et al. 2016), and from the same samples the
+        negative ELBO (mean reconstruction term + closed-form KL) and its parts. All (b,), nats."""
+        posterior = self.encode(x)
+        z = posterior.sample_k(k, generator)  # (k, b, d)
+        log_px_z = self.log_likelihood(x, z).float()  # (k, b)
+        rec = -log_px_z.mean(0)
+        kl = posterior.kl().sum(-1)
+        return {
+            "iw_nll": -iw_log_likelihood(log_px_z, z, posterior),
+            "neg_elbo": rec + kl,
+            "rec": rec,
+            "kl": kl,
+            "mean": posterior.mean,
+            "logvar": posterior.logvar,
+        }
+
+    @torch.no_grad()
+    def sample(self, n: int, generator: torch.Generator | None = None, temperature: float = 1.0):
+        """Decode n draws from the prior N(0, I), scaled by ``temperature``."""
+        device = next(self.parameters()).device
+        z = temperature * torch.randn((n, self.latent_dim), generator=generator, device=device)
+        return self.decode(z)
+
+    @torch.no_grad()
+    def interpolate(self, a: Any, b: Any, steps: int = 10):
+        """Decode ``steps`` points on the straight line between the posterior means of a and b."""
+        za, zb = self.encode(a).mean, self.encode(b).mean  # (1, d) each
+        t = torch.linspace(0, 1, steps, device=za.device)[:, None]
+        return self.decode((1 - t) * za + t * zb)
+
+    # --- save and load ----------------------------------------------------------------------
+    def config_dict(self) -> dict:
+        return {"model_type": self.model_type, "model": to_dict(self.config)}
+
+    def save_pretrained(self, directory: str | os.PathLike) -> Path:
+        """Write ``config.json`` and ``model.safetensors`` into ``directory`` (created if needed)."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        self.save_weights(directory / WEIGHTS_NAME)
+        config_path = directory / CONFIG_NAME
+        existing = read_json(config_path) if config_path.is_file() else {}
+        write_json(config_path, {**existing, **self.config_dict()})
+        return directory
+
+    def save_weights(self, path: str | os.PathLike) -> None:
+        save_weights(self, path, {"vaekit_config": json.dumps(self.config_dict())})
+
+    @classmethod
+    def from_pretrained(cls, directory: str | os.PathLike, map_location: str = "cpu") -> "VAE":
+        """Load a folder written by ``save_pretrained`` or by training; the model comes back in eval mode.
+
+        Raises VaekitError naming the problem: missing files, unknown or ill-typed config fields, a config
+        that no longer matches the weights, missing or unexpected tensors.
+        """
+        directory = Path(directory)
+        if not directory.is_dir():
+            raise VaekitError(f"{directory}: no such run folder")
+        raw = read_json(directory / CONFIG_NAME)
+        model_type = raw.get("model_type")
+        if model_type != cls.model_type:
+            raise VaekitError(f"{directory / CONFIG_NAME}: model_type is {model_type!r}, expected {cls.model_type!r}")
+        config = from_dict(cls.config_class, raw.get("model"), where=f"{directory / CONFIG_NAME} \"model\"")
+        weights_path = directory / WEIGHTS_NAME
+        if not weights_path.is_file():
+            raise VaekitError(f"{weights_path}: file is missing")
+        try:
+            state = load_file(weights_path, device=map_location)
+            from safetensors import safe_open
+
+            with safe_open(weights_path, framework="pt") as fh:
+                metadata = fh.metadata() or {}
+        except (SafetensorError, OSError) as exc:
+            raise VaekitError(f"{weights_path}: not a readable safetensors file ({exc})") from None
+        saved = json.loads(metadata.get("vaekit_config", "{}")).get("model")
+        if saved is not None:
+            current = to_dict(config)
+            for key in sorted(set(saved) | set(current)):
+                if saved.get(key) != current.get(key):
+                    raise VaekitError(
+                        f"{directory / CONFIG_NAME}: field 'model.{key}' is {current.get(key)!r} but the weights were "
+                        f"saved with {saved.get(key)!r}; the config was edited after saving"
+                    )
+        model = cls(config)
+        expected = model.state_dict()
+        missing = sorted(set(expected) - set(state))
+        unexpected = sorted(set(state) - set(expected))
+        if missing or unexpected:
+            raise VaekitError(f"{weights_path}: missing tensors {missing[:3]}, unexpected tensors {unexpected[:3]}")
+        for key, tensor in state.items():
+            if tensor.shape != expected[key].shape:
+                raise VaekitError(
+                    f"{weights_path}: tensor {key!r} has shape {tuple(tensor.shape)}, the config needs "
+                    f"{tuple(expected[key].shape)}"
+                )
+        model.load_state_dict(state)
+        return model.to(map_location).eval()

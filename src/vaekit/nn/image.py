@@ -1,0 +1,96 @@
+"""Convolutional encoder and decoder that adapt to any image size.
+
+Shape letters: b batch, c channels, h height, w width, d latent dimension.
+Each encoder level is a 3x3 convolution with stride 2 and padding 1, so a side of n pixels becomes
+ceil(n / 2). The decoder mirrors it with 3x3 transposed convolutions whose output padding (0 or 1) is
+chosen per level so that every level gets back exactly the size the encoder saw there.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import nn
+
+ACTIVATIONS = {"relu": nn.ReLU, "elu": nn.ELU, "silu": nn.SiLU}
+
+
+def level_sizes(height: int, width: int, levels: int) -> list[tuple[int, int]]:
+    """Spatial size at the input of each level and after the last: [(h0, w0), ..., (hL, wL)]."""
+    sizes = [(height, width)]
+    for _ in range(levels):
+        h, w = sizes[-1]
+        sizes.append(((h + 1) // 2, (w + 1) // 2))
+    return sizes
+
+
+def mlp(dims: Sequence[int], activation: str, last_activation: bool) -> list[nn.Module]:
+    layers: list[nn.Module] = []
+    for i, (n_in, n_out) in enumerate(zip(dims[:-1], dims[1:])):
+        layers.append(nn.Linear(n_in, n_out))
+        if last_activation or i < len(dims) - 2:
+            layers.append(ACTIVATIONS[activation]())
+    return layers
+
+
+class ChannelsLast(nn.Module):
+    """Lays activations out channels-last, the layout oneDNN's convolutions are fastest on."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.contiguous(memory_format=torch.channels_last)
+
+
+class ConvEncoder(nn.Module):
+    """x (b, c, h, w) -> (mean, logvar), each (b, d)."""
+
+    def __init__(self, in_channels: int, height: int, width: int, channels: Sequence[int],
+                 hidden_dims: Sequence[int], latent_dim: int, activation: str, convs_per_level: int = 1):
+        super().__init__()
+        act = ACTIVATIONS[activation]
+        layers: list[nn.Module] = []
+        c_in = in_channels
+        for c_out in channels:
+            layers += [nn.Conv2d(c_in, c_out, 3, stride=2, padding=1), act()]
+            for _ in range(convs_per_level - 1):
+                layers += [nn.Conv2d(c_out, c_out, 3, padding=1), act()]
+            c_in = c_out
+        layers.append(nn.Flatten())
+        h, w = level_sizes(height, width, len(channels))[-1]
+        layers += mlp([c_in * h * w, *hidden_dims], activation, last_activation=True)
+        self.body = nn.Sequential(*layers)
+        self.head = nn.Linear(hidden_dims[-1] if hidden_dims else c_in * h * w, 2 * latent_dim)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        mean, logvar = self.head(self.body(x)).chunk(2, dim=-1)  # (b, d) each
+        return mean, logvar
+
+
+class ConvDecoder(nn.Module):
+    """z (..., d) -> logits (..., c, h, w). The design documents' decoder when channels=(32, 64) and
+    hidden_dims=(): Dense 7*7*64, ConvTranspose 64 and 32 with stride 2, ConvTranspose c with stride 1."""
+
+    def __init__(self, out_channels: int, height: int, width: int, channels: Sequence[int],
+                 hidden_dims: Sequence[int], latent_dim: int, activation: str, convs_per_level: int = 1):
+        super().__init__()
+        act = ACTIVATIONS[activation]
+        sizes = level_sizes(height, width, len(channels))
+        h, w = sizes[-1]
+        self.start_shape = (channels[-1], h, w)
+        layers = mlp([latent_dim, *hidden_dims, channels[-1] * h * w], activation, last_activation=True)
+        layers += [nn.Unflatten(1, self.start_shape), ChannelsLast()]
+        c_in = channels[-1]
+        for level, c_out in zip(reversed(range(len(channels))), reversed(channels)):
+            (h_in, w_in), (h_out, w_out) = sizes[level + 1], sizes[level]
+            # a stride-2 transposed 3x3 conv with padding 1 gives 2n - 1 + output_padding
+            pad = (h_out - (2 * h_in - 1), w_out - (2 * w_in - 1))
+            layers += [nn.ConvTranspose2d(c_in, c_out, 3, stride=2, padding=1, output_padding=pad), act()]
+            for _ in range(convs_per_level - 1):
+                layers += [nn.Conv2d(c_out, c_out, 3, padding=1), act()]
+            c_in = c_out
+        layers.append(nn.ConvTranspose2d(c_in, out_channels, 3, stride=1, padding=1))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        lead = z.shape[:-1]
+        logits = self.net(z.reshape(-1, z.shape[-1]))  # (b', c, h, w)
+        return logits.reshape(*lead, *logits.shape[1:])

@@ -1,0 +1,259 @@
+"""One Trainer for every vaekit model.
+
+The run folder it writes:
+    config.json        model, training and data settings (written by the caller before training)
+    model.safetensors  the best weights by validation loss (the last ones when there is no validation set)
+    resume.pt          last epoch's model, optimizer, step, epoch and RNG state, for --resume
+    metrics.jsonl      one JSON row per logged training step and per validation pass
+    tensorboard/       TensorBoard event files
+    plots/             curves.png, redrawn every epoch, and the model's example pictures
+Every file is written to a temporary name and renamed, so a crash or Ctrl-C leaves the last good one.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Iterable, Protocol
+
+import torch
+from tqdm.auto import tqdm
+
+from .config import TrainConfig, read_json, to_dict, write_json
+from .errors import NonFiniteLossError, VaekitError
+from .models.base import CONFIG_NAME, VAE, WEIGHTS_NAME
+from .monitor import Monitor
+from .objectives import kl_weight
+from .precision import autocast, resolve_precision
+
+log = logging.getLogger(__name__)
+
+RESUME_NAME = "resume.pt"
+
+
+class TrainData(Protocol):
+    def __len__(self) -> int: ...
+    def train_batches(self, batch_size: int, generator: torch.Generator) -> Iterable[Any]: ...
+    def num_train_batches(self, batch_size: int) -> int: ...
+    def eval_batches(self, batch_size: int) -> Iterable[Any]: ...
+
+
+@dataclasses.dataclass
+class TrainResult:
+    status: str  # "finished", "early-stopped" or "interrupted"
+    epochs: int
+    step: int
+    best_val_loss: float | None
+    items_per_second: float
+
+
+def make_optimizer(cfg: TrainConfig, params) -> torch.optim.Optimizer:
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return torch.optim.RMSprop(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+def _atomic_torch_save(obj: dict, path: Path) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def batch_size_of(batch: Any) -> int:
+    return batch.shape[0] if isinstance(batch, torch.Tensor) else len(batch)
+
+
+@torch.no_grad()
+def validation_loss(model: VAE, data: TrainData, batch_size: int, precision: str, seed: int) -> dict[str, float]:
+    """Mean per-item negative ELBO (KL weight 1), reconstruction and KL over ``data``, one posterior sample
+    per item drawn with a fixed seed so that epochs compare like with like."""
+    was_training = model.training
+    model.eval()
+    generator = torch.Generator().manual_seed(seed)
+    totals = {"loss": 0.0, "rec": 0.0, "kl": 0.0}
+    count = 0
+    for batch in data.eval_batches(batch_size):
+        n = batch_size_of(batch)
+        with autocast(precision):
+            out = model.loss(batch, kl_weight=1.0, generator=generator)
+        for key, value in out.items().items():
+            totals[key] += value * n
+        count += n
+    model.train(was_training)
+    return {k: v / max(count, 1) for k, v in totals.items()}
+
+
+class Trainer:
+    """Fits ``model`` on ``train_data``, validating on ``val_data`` each epoch, writing into ``run_dir``.
+
+    The model gives ``loss(batch, kl_weight, free_bits, generator)``; it may give
+    ``log_examples(monitor, batch, step, generator)`` to draw samples and reconstructions each epoch.
+    """
+
+    def __init__(self, model: VAE, train_data: TrainData, val_data: TrainData | None, config: TrainConfig,
+                 run_dir: str | os.PathLike, *, progress: bool = False, log_every: int = 20,
+                 tensorboard: bool = True):
+        self.model = model
+        self.train_data = train_data
+        self.val_data = val_data
+        self.config = config
+        self.run_dir = Path(run_dir)
+        self.progress = progress
+        self.log_every = log_every
+        self.tensorboard = tensorboard
+        self.precision = resolve_precision(config.precision)
+        if config.batch_size > len(train_data):
+            raise VaekitError(f"--batch-size {config.batch_size} is larger than the {len(train_data)} training items")
+        self.generator = torch.Generator().manual_seed(config.seed)
+        torch.manual_seed(config.seed)
+        self.optimizer = make_optimizer(config, model.parameters())
+        self.step = 0
+        self.epoch = 0  # epochs completed
+        self.best_val: float | None = None
+        self.epochs_since_best = 0
+
+    # --- checkpoints ------------------------------------------------------------------------
+    def _write_config(self) -> None:
+        """config.json gets the model and training sections; other sections (data, tokenizer) that the
+        caller wrote before are kept."""
+        path = self.run_dir / CONFIG_NAME
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        existing = read_json(path) if path.is_file() else {}
+        ours = {**self.model.config_dict(), "training": to_dict(self.config)}
+        write_json(path, {**ours, **{k: v for k, v in existing.items() if k not in ours}})
+
+    def _save_resume_state(self) -> None:
+        _atomic_torch_save({
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "step": self.step,
+            "epoch": self.epoch,
+            "generator": self.generator.get_state(),
+            "torch_rng": torch.get_rng_state(),
+            "best_val": self.best_val,
+            "epochs_since_best": self.epochs_since_best,
+        }, self.run_dir / RESUME_NAME)
+
+    def load_resume_state(self) -> None:
+        path = self.run_dir / RESUME_NAME
+        if not path.is_file():
+            raise VaekitError(f"{path}: no resume state to continue from (was the run stopped before its first epoch ended?)")
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+            self.model.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
+        except (RuntimeError, KeyError, ValueError, OSError) as exc:
+            raise VaekitError(f"{path}: resume state does not fit this run ({str(exc).splitlines()[0]})") from None
+        self.step, self.epoch = int(state["step"]), int(state["epoch"])
+        self.generator.set_state(state["generator"])
+        torch.set_rng_state(state["torch_rng"])
+        self.best_val = state["best_val"]
+        self.epochs_since_best = int(state["epochs_since_best"])
+
+    # --- the loop ---------------------------------------------------------------------------
+    def fit(self, resume: bool = False) -> TrainResult:
+        cfg = self.config
+        if resume:
+            self.load_resume_state()
+        self._write_config()
+        monitor = Monitor(self.run_dir, resume_step=self.step if resume else None, tensorboard=self.tensorboard)
+        batches_per_epoch = self.train_data.num_train_batches(cfg.batch_size)
+        total_steps = cfg.epochs * batches_per_epoch
+        status, seen, busy = "finished", 0, 0.0
+        self.model.train()
+        try:
+            while self.epoch < cfg.epochs:
+                seen_epoch, busy_epoch = self._train_epoch(monitor, batches_per_epoch, total_steps)
+                seen, busy = seen + seen_epoch, busy + busy_epoch
+                self.epoch += 1
+                stop = self._end_epoch(monitor, seen_epoch / max(busy_epoch, 1e-9))
+                if stop:
+                    status = "early-stopped"
+                    break
+        except KeyboardInterrupt:
+            status = "interrupted"
+            log.warning("interrupted at step %d; the last checkpoint (epoch %d) is kept", self.step, self.epoch)
+        finally:
+            monitor.close()
+        return TrainResult(status, self.epoch, self.step, self.best_val, seen / max(busy, 1e-9))
+
+    def _train_epoch(self, monitor: Monitor, batches_per_epoch: int, total_steps: int) -> tuple[int, float]:
+        cfg = self.config
+        bar = tqdm(total=batches_per_epoch, desc=f"epoch {self.epoch + 1}/{cfg.epochs}", unit="batch",
+                   disable=not self.progress, leave=True, dynamic_ncols=True, mininterval=0.5)
+        window = {"loss": 0.0, "rec": 0.0, "kl": 0.0}
+        window_n, seen, done = 0, 0, 0
+        start = time.perf_counter()
+        try:
+            for batch in self.train_data.train_batches(cfg.batch_size, self.generator):
+                weight = kl_weight(self.step, cfg, total_steps)
+                with autocast(self.precision):
+                    out = self.model.loss(batch, kl_weight=weight, free_bits=cfg.free_bits, generator=self.generator)
+                loss_value = out.loss.item()
+                if not math.isfinite(loss_value):
+                    raise NonFiniteLossError(self.step + 1, self.epoch + 1, loss_value)
+                self.optimizer.zero_grad(set_to_none=True)
+                out.loss.backward()
+                if cfg.grad_clip > 0:
+                    torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+                self.optimizer.step()
+                self.step += 1
+                seen += batch_size_of(batch)
+                values = out.items()
+                for key in window:
+                    window[key] += values[key]
+                window_n += 1
+                done += 1
+                bar.update(1)
+                if window_n == self.log_every or done == batches_per_epoch:
+                    means = {k: v / window_n for k, v in window.items()}
+                    bar.set_postfix(loss=f"{means['loss']:.2f}", rec=f"{means['rec']:.2f}", kl=f"{means['kl']:.2f}")
+                    monitor.log("train", self.step, self.epoch + 1, {**means, "kl_weight": weight})
+                    window = dict.fromkeys(window, 0.0)
+                    window_n = 0
+        finally:
+            bar.close()
+        return seen, time.perf_counter() - start
+
+    def _end_epoch(self, monitor: Monitor, items_per_second: float) -> bool:
+        """Validate, log, keep the best weights, write the resume state. Returns True to stop early."""
+        cfg = self.config
+        if self.val_data is not None:
+            val = validation_loss(self.model, self.val_data, max(cfg.batch_size, 256), self.precision, cfg.seed)
+            monitor.log("val", self.step, self.epoch, {**val, "train_items_per_s": items_per_second})
+            improved = self.best_val is None or val["loss"] < self.best_val
+            if improved:
+                self.best_val, self.epochs_since_best = val["loss"], 0
+            else:
+                self.epochs_since_best += 1
+            if self.progress:
+                tqdm.write(f"epoch {self.epoch}: validation negative ELBO {val['loss']:.2f} nats "
+                           f"(rec {val['rec']:.2f}, KL {val['kl']:.2f}){'  best' if improved else ''}")
+        else:
+            improved = True
+        if improved:
+            self.model.save_weights(self.run_dir / WEIGHTS_NAME)
+        self._save_resume_state()
+        examples = getattr(self.model, "log_examples", None)
+        if examples is not None:
+            data = self.val_data if self.val_data is not None else self.train_data
+            first = next(iter(data.eval_batches(64)))
+            self.model.eval()
+            with torch.no_grad():
+                examples(monitor, first, self.step, torch.Generator().manual_seed(cfg.seed))
+            self.model.train()
+        monitor.plot_curves()
+        monitor.flush()
+        return cfg.early_stop > 0 and self.epochs_since_best >= cfg.early_stop

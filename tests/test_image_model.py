@@ -1,0 +1,132 @@
+"""Contract tests every model passes on a tiny config."""
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+from torch import nn
+
+import vaekit
+from vaekit import ImageVAE, ImageVAEConfig, VaekitError
+from vaekit.models.image import PRESETS
+
+from conftest import blobs, tiny_model
+
+
+def batch(n=8, h=12, w=10, c=1):
+    x = torch.from_numpy(blobs(n, h, w, c)).float() / 255
+    return x[:, None] if c == 1 else x.permute(0, 3, 1, 2).contiguous()
+
+
+@pytest.mark.parametrize("shape", [(1, 12, 10), (3, 9, 13), (1, 28, 28), (1, 8, 8), (3, 5, 7)])
+@pytest.mark.parametrize("loss", ["bce", "mse"])
+def test_shapes_finite_loss_and_backward(shape, loss):
+    c, h, w = shape
+    model = tiny_model(in_channels=c, height=h, width=w, loss=loss)
+    x = batch(6, h, w, c)
+    posterior = model.encode(x)
+    assert posterior.mean.shape == (6, 3) and posterior.logvar.shape == (6, 3)
+    assert model.decode(posterior.sample()).shape == (6, c, h, w)
+    assert model.sample(4).shape == (4, c, h, w)
+    assert model.reconstruct(x).shape == x.shape
+    assert model.interpolate(x[:1], x[1:2], steps=5).shape == (5, c, h, w)
+    out = model.loss(x)
+    assert torch.isfinite(out.loss) and out.kl >= 0
+    out.loss.backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
+
+
+def test_seed_preset_is_the_design_documents_network():
+    model = ImageVAE.from_preset("seed")
+    convs = [m for m in model.encoder.modules() if isinstance(m, nn.Conv2d)]
+    assert [(m.in_channels, m.out_channels, m.kernel_size, m.stride) for m in convs] == [
+        (1, 32, (3, 3), (2, 2)), (32, 64, (3, 3), (2, 2))]
+    dense = [m for m in model.encoder.modules() if isinstance(m, nn.Linear)]
+    assert [(m.in_features, m.out_features) for m in dense] == [(7 * 7 * 64, 16), (16, 4)]  # 4 = mean + logvar of latent 2
+    assert [(m.in_features, m.out_features) for m in model.decoder.modules() if isinstance(m, nn.Linear)] == [(2, 7 * 7 * 64)]
+    deconvs = [m for m in model.decoder.modules() if isinstance(m, nn.ConvTranspose2d)]
+    assert [(m.in_channels, m.out_channels, m.stride) for m in deconvs] == [(64, 64, (2, 2)), (64, 32, (2, 2)), (32, 1, (1, 1))]
+    assert model.decode(torch.zeros(1, 2)).shape == (1, 1, 28, 28)
+
+
+def test_save_load_round_trip_is_bit_exact(tmp_path):
+    model = tiny_model()
+    model.save_pretrained(tmp_path / "m")
+    for loaded in (ImageVAE.from_pretrained(tmp_path / "m"), vaekit.load(tmp_path / "m")):
+        assert not loaded.training
+        assert loaded.config == model.config
+        ours, theirs = model.state_dict(), loaded.state_dict()
+        assert ours.keys() == theirs.keys()
+        for key in ours:
+            assert torch.equal(ours[key], theirs[key]), key
+    assert set(load_file(tmp_path / "m" / "model.safetensors")) == set(model.state_dict())
+
+
+def test_loading_catches_an_edited_config(tmp_path):
+    import json
+
+    tiny_model().save_pretrained(tmp_path / "m")
+    config = json.loads((tmp_path / "m" / "config.json").read_text())
+    config["model"]["latent_dim"] = 5
+    (tmp_path / "m" / "config.json").write_text(json.dumps(config))
+    with pytest.raises(VaekitError, match="latent_dim"):
+        vaekit.load(tmp_path / "m")
+    config["model"]["latent_dim"] = 3
+    config["model"]["colour"] = "red"
+    (tmp_path / "m" / "config.json").write_text(json.dumps(config))
+    with pytest.raises(VaekitError, match="unknown field 'colour'"):
+        vaekit.load(tmp_path / "m")
+    (tmp_path / "m" / "config.json").unlink()
+    with pytest.raises(VaekitError, match="config.json: file is missing"):
+        vaekit.load(tmp_path / "m")
+
+
+def test_seeded_runs_are_deterministic():
+    x = batch()
+    losses = []
+    for _ in range(2):
+        model = tiny_model()
+        opt = torch.optim.Adam(model.parameters(), 1e-3)
+        g = torch.Generator().manual_seed(3)
+        for _ in range(5):
+            out = model.loss(x, generator=g)
+            opt.zero_grad()
+            out.loss.backward()
+            opt.step()
+        losses.append(out.loss.item())
+    assert losses[0] == losses[1]
+
+
+def test_overfits_one_small_batch():
+    x = (batch(8) > 0.5).float()
+    model = tiny_model(latent_dim=4)
+    opt = torch.optim.Adam(model.parameters(), 3e-3)
+    g = torch.Generator().manual_seed(0)
+    first = model.loss(x, generator=g).rec.item()
+    for _ in range(400):
+        out = model.loss(x, generator=g)
+        opt.zero_grad()
+        out.loss.backward()
+        opt.step()
+    model.eval()
+    assert out.rec.item() < 0.2 * first
+    assert ((model.reconstruct(x) > 0.5).float() == x).float().mean() > 0.97
+
+
+def test_iw_nll_is_at_most_negative_elbo():
+    model = tiny_model()
+    x = (batch(16) > 0.5).float()
+    out = model.iw_nll(x, k=100, generator=torch.Generator().manual_seed(0))
+    assert out["iw_nll"].mean() <= out["neg_elbo"].mean()
+    one = model.iw_nll(x, k=1, generator=torch.Generator().manual_seed(0))
+    assert one["iw_nll"].mean() > out["iw_nll"].mean()
+
+
+def test_wrong_input_shape_and_bad_config_are_named():
+    model = tiny_model()
+    with pytest.raises(VaekitError, match=r"do not fit this model"):
+        model.encode(torch.zeros(2, 1, 28, 28))
+    with pytest.raises(VaekitError, match="latent dimension must be positive"):
+        ImageVAEConfig(latent_dim=0)
+    with pytest.raises(VaekitError, match="1 or 3 channels"):
+        ImageVAEConfig(in_channels=2)
+    assert set(PRESETS) == {"seed", "default"}

@@ -1,0 +1,122 @@
+import json
+
+import pytest
+import torch
+
+import vaekit
+from vaekit import NonFiniteLossError, TrainConfig, Trainer, VaekitError
+from vaekit.data.images import ImageBatches, load_images
+from vaekit.models.image import ImageVAE
+
+from conftest import tiny_model
+
+
+def make_trainer(tiny_npz, run_dir, **cfg):
+    data = load_images(tiny_npz)
+    train, val = data.split(0.25, seed=0)
+    config = TrainConfig(**{"epochs": 2, "batch_size": 8, "precision": "fp32", **cfg})
+    return Trainer(tiny_model(), ImageBatches(train, "threshold"), ImageBatches(val, "threshold"), config, run_dir)
+
+
+def test_training_writes_a_complete_run_folder(tiny_npz, tmp_path):
+    trainer = make_trainer(tiny_npz, tmp_path)
+    result = trainer.fit()
+    assert result.status == "finished" and result.epochs == 2 and result.step == 12
+    assert (tmp_path / "model.safetensors").is_file() and (tmp_path / "resume.pt").is_file()
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert {r["split"] for r in rows} == {"train", "val"} and sum(r["split"] == "val" for r in rows) == 2
+    assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
+    for name in ("curves.png", "samples.png", "reconstructions.png"):
+        assert (tmp_path / "plots" / name).stat().st_size > 0
+
+
+def test_loss_falls(tiny_npz, tmp_path):
+    trainer = make_trainer(tiny_npz, tmp_path, epochs=15, lr=3e-3)
+    trainer.fit()
+    val = [json.loads(l) for l in (tmp_path / "metrics.jsonl").read_text().splitlines() if '"val"' in l]
+    assert val[-1]["loss"] < 0.8 * val[0]["loss"]
+
+
+def test_resume_continues_step_count_and_matches_an_uninterrupted_run(tiny_npz, tmp_path):
+    straight = make_trainer(tiny_npz, tmp_path / "a", epochs=3)
+    straight.fit()
+    first = make_trainer(tiny_npz, tmp_path / "b", epochs=1)
+    first.fit()
+    assert first.step == 6
+    resumed = make_trainer(tiny_npz, tmp_path / "b", epochs=3)
+    result = resumed.fit(resume=True)
+    assert result.step == 18 and result.epochs == 3
+    for key, value in straight.model.state_dict().items():
+        assert torch.equal(value, resumed.model.state_dict()[key]), key
+    steps = [json.loads(l)["step"] for l in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()]
+    assert steps == sorted(steps) and steps[-1] == 18
+
+
+def test_resume_without_state_is_an_error(tiny_npz, tmp_path):
+    with pytest.raises(VaekitError, match="no resume state"):
+        make_trainer(tiny_npz, tmp_path).fit(resume=True)
+
+
+class Interrupting(ImageBatches):
+    """Raises KeyboardInterrupt (as Ctrl-C would) after ``after`` batches of epoch 2."""
+
+    def __init__(self, base, after):
+        super().__init__(base.data, base.binarize)
+        self.calls, self.after = 0, after
+
+    def train_batches(self, batch_size, generator):
+        self.calls += 1
+        for i, batch in enumerate(super().train_batches(batch_size, generator)):
+            if self.calls == 2 and i == self.after:
+                raise KeyboardInterrupt
+            yield batch
+
+
+def test_ctrl_c_keeps_the_last_checkpoint(tiny_npz, tmp_path):
+    trainer = make_trainer(tiny_npz, tmp_path, epochs=3)
+    trainer.train_data = Interrupting(trainer.train_data, after=2)
+    result = trainer.fit()
+    assert result.status == "interrupted" and result.epochs == 1
+    state = torch.load(tmp_path / "resume.pt", weights_only=True)
+    assert state["epoch"] == 1 and state["step"] == 6
+    vaekit.load(tmp_path)  # the best weights are still loadable
+    resumed = make_trainer(tiny_npz, tmp_path, epochs=3).fit(resume=True)
+    assert resumed.status == "finished" and resumed.step == 18
+
+
+class Exploding(ImageVAE):
+    def loss(self, x, **kwargs):
+        out = super().loss(x, **kwargs)
+        self.calls = getattr(self, "calls", 0) + 1
+        if self.calls == 9:
+            out.loss = out.loss * float("nan")
+        return out
+
+
+def test_non_finite_loss_names_the_step_and_keeps_the_checkpoint(tiny_npz, tmp_path):
+    trainer = make_trainer(tiny_npz, tmp_path, epochs=3)
+    torch.manual_seed(0)
+    trainer.model = Exploding(trainer.model.config)
+    trainer.optimizer = torch.optim.Adam(trainer.model.parameters())
+    with pytest.raises(NonFiniteLossError, match="at step 8 \\(epoch 2\\)"):
+        trainer.fit()
+    state = torch.load(tmp_path / "resume.pt", weights_only=True)
+    assert state["epoch"] == 1 and all(torch.isfinite(v).all() for v in state["model"].values())
+
+
+def test_early_stop_and_best_checkpoint(tiny_npz, tmp_path):
+    trainer = make_trainer(tiny_npz, tmp_path, epochs=50, lr=1e-9, early_stop=2)
+    result = trainer.fit()
+    assert result.status == "early-stopped" and result.epochs < 50
+    best = vaekit.load(tmp_path)
+    assert result.best_val_loss is not None and best is not None
+
+
+def test_batch_larger_than_data_is_an_error(tiny_npz, tmp_path):
+    with pytest.raises(VaekitError, match="larger than the 48 training items"):
+        make_trainer(tiny_npz, tmp_path, batch_size=100)
+
+
+def test_bf16_autocast_trains(tiny_npz, tmp_path):
+    result = make_trainer(tiny_npz, tmp_path, precision="bf16").fit()
+    assert result.status == "finished" and torch.isfinite(torch.tensor(result.best_val_loss))
