@@ -41,3 +41,27 @@ def tiny_model(**overrides) -> ImageVAE:
     cfg.update(overrides)
     torch.manual_seed(0)
     return ImageVAE(ImageVAEConfig(**cfg))
+
+
+CATS = ["black", "small", "lazy", "old", "happy", "grey"]
+PLACES = ["red", "soft", "warm", "dirty", "new", "blue"]
+FIRMS = ["banks", "airlines", "miners", "retailers", "insurers", "carmakers"]
+TIMES = ["early", "late", "heavy", "light", "monday", "friday"]
+
+
+def two_topic_sentences() -> list[str]:
+    """36 cat sentences and 36 market sentences with disjoint vocabularies."""
+    cats = [f"the {a} cat sat on the {b} mat." for a in CATS for b in PLACES]
+    markets = [f"shares of {f} fell in {t} trading today." for f in FIRMS for t in TIMES]
+    return cats + markets
+
+
+@pytest.fixture
+def corpus_txt(tmp_path) -> Path:
+    path = tmp_path / "corpus.txt"
+    path.write_text("\n".join(two_topic_sentences() * 3) + "\n", encoding="utf-8")
+    return path
+
+
+def tiny_text_overrides() -> dict:
+    return dict(embedding_dim=16, encoder_hidden=(16,), decoder_hidden=32, latent_dim=4, dropout=0.0)

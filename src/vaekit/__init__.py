@@ -8,11 +8,11 @@
 from .config import TrainConfig
 from .distributions import DiagonalGaussian
 from .errors import NonFiniteLossError, VaekitError
-from .models import ImageVAE, ImageVAEConfig, VAE
+from .models import ImageVAE, ImageVAEConfig, TextVAE, TextVAEConfig, VAE
 from .runs import load
 from .train import Trainer
 
 __version__ = "0.1.0"
 
-__all__ = ["DiagonalGaussian", "ImageVAE", "ImageVAEConfig", "NonFiniteLossError", "TrainConfig", "Trainer",
-           "VAE", "VaekitError", "load", "__version__"]
+__all__ = ["DiagonalGaussian", "ImageVAE", "ImageVAEConfig", "NonFiniteLossError", "TextVAE", "TextVAEConfig",
+           "TrainConfig", "Trainer", "VAE", "VaekitError", "load", "__version__"]

@@ -139,16 +139,7 @@ def train_image_command(ctx, data, out, preset, latent_dim, epochs, batch_size, 
     from .config import TrainConfig
     from .images import train_image
 
-    if resume:
-        changed = [p for p in ctx.params if p not in RESUMABLE
-                   and ctx.get_parameter_source(p) == ParameterSource.COMMANDLINE]
-        if changed:
-            raise VaekitError(f"--{changed[0].replace('_', '-')} cannot change on --resume; the run keeps the "
-                              "settings in its config.json (only --epochs and --early-stop can change)")
-        if overwrite:
-            raise VaekitError("--resume and --overwrite contradict each other; choose one")
-    elif data is None:
-        raise VaekitError("--data is required (unless --resume)")
+    _check_resume(ctx, resume, overwrite, data, RESUMABLE)
     training = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer,
                            val_fraction=val_fraction, seed=seed, precision=precision, beta=beta,
                            early_stop=early_stop)
@@ -177,64 +168,339 @@ def _report_run(run) -> None:
         sys.exit(130)
 
 
+TEXT_RESUMABLE = RESUMABLE | {"text_column", "title_column", "label_column", "encoding", "val_data"}
+
+
+@train.command("text", context_settings=CONTEXT)
+@click.option("--data", type=click.Path(path_type=Path), default=None,
+              help="A .txt file (one text per line), a folder of .txt files (one document each, read recursively), "
+                   "a .csv or .jsonl (see --text-column), or a .gz of any of these. Required unless --resume.")
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="Run folder to write.")
+@click.option("--text-column", default=None, help="CSV/JSONL column with the text (default: 'text' or 'content').")
+@click.option("--title-column", default=None, help="CSV/JSONL column with a title, kept with each record.")
+@click.option("--label-column", default=None, help="CSV/JSONL column with a label, stored with each text.")
+@click.option("--encoding", default="utf-8", show_default=True, help="Text encoding of the input files.")
+@click.option("--val-data", type=click.Path(path_type=Path), default=None,
+              help="A separate validation corpus (then --val-fraction is not used).")
+@click.option("--unit", type=click.Choice(["sentence", "paragraph", "document"]), default="sentence", show_default=True,
+              help="Documents longer than --max-tokens are split into these units (document: truncate instead).")
+@click.option("--max-tokens", type=click.IntRange(min=1), default=64, show_default=True,
+              help="Longest text in tokens; longer ones are truncated (and counted in the log).")
+@click.option("--tokenizer", "tokenizer_kind", type=click.Choice(["word", "bpe"]), default="word", show_default=True,
+              help="word: the --vocab-size most frequent words, others become <unk>; bpe: subword units.")
+@click.option("--vocab-size", type=click.IntRange(min=8), default=20000, show_default=True, help="Vocabulary size, special tokens included.")
+@click.option("--lowercase/--no-lowercase", default=True, show_default=True, help="Lowercase before tokenizing.")
+@click.option("--pretokenized", is_flag=True, help="The text is already tokenized (e.g. Penn Treebank): split on whitespace only.")
+@click.option("--preset", type=click.Choice(["seed", "default"]), default="default", show_default=True,
+              help="seed: the design documents' sizes (Embedding 64, BiGRU 32 -> BiGRU 16 -> Dense 16, latent 32); "
+                   "default: embedding 256, BiGRU 256, GRU decoder 512, latent 32.")
+@click.option("--rnn", type=click.Choice(["gru", "lstm"]), default=None, help="Recurrent cell for encoder and decoder.")
+@click.option("--layers", type=click.IntRange(min=1), default=None, help="Recurrent layers in the encoder and the decoder.")
+@click.option("--hidden", type=click.IntRange(min=1), default=None, help="Hidden units of encoder (per direction) and decoder.")
+@click.option("--decoder-hidden", type=click.IntRange(min=1), default=None, help="Decoder hidden units (overrides --hidden).")
+@click.option("--embedding-dim", type=click.IntRange(min=1), default=None, help="Word embedding size.")
+@click.option("--latent-dim", type=click.IntRange(min=1), default=None, help="Latent dimensions.")
+@click.option("--tie-embeddings", is_flag=True, help="Score output words with the input embedding matrix.")
+@click.option("--dropout", type=click.FloatRange(0, 1, max_open=True), default=None, help="Dropout on embeddings and decoder outputs.")
+@click.option("--word-dropout", type=click.FloatRange(0, 1, max_open=True), default=0.0, show_default=True,
+              help="Replace decoder inputs by <unk> with this probability (Bowman et al. 2016), forcing use of z.")
+@click.option("--kl-schedule", type=click.Choice(["constant", "linear", "logistic", "cyclical"]), default="linear",
+              show_default=True, help="KL weight over training: annealing (Bowman et al. 2016) or cyclical (Fu et al. 2019).")
+@click.option("--kl-warmup-steps", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Steps for linear/logistic annealing to reach --beta (0: a third of training).")
+@click.option("--kl-cycles", type=click.IntRange(min=1), default=4, show_default=True, help="Cycles for --kl-schedule cyclical.")
+@click.option("--free-bits", type=click.FloatRange(min=0), default=0.0, show_default=True,
+              help="Nats per latent dimension below which KL is not penalised (Kingma et al. 2016).")
+@click.option("--beta", type=click.FloatRange(min=0), default=1.0, show_default=True, help="Final weight on the KL term.")
+@click.option("--epochs", type=click.IntRange(min=1), default=10, show_default=True, help="Total epochs; with --resume, the new total.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True, help="Texts per step.")
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=1e-3, show_default=True, help="Learning rate.")
+@click.option("--optimizer", type=click.Choice(["adam", "rmsprop", "adamw"]), default="adam", show_default=True)
+@click.option("--grad-clip", type=click.FloatRange(min=0), default=5.0, show_default=True, help="Clip the gradient norm (0: off).")
+@click.option("--val-fraction", type=click.FloatRange(0, 1, max_open=True), default=0.1, show_default=True,
+              help="Fraction of documents held out for validation.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--precision", type=click.Choice(["auto", "bf16", "fp32"]), default="auto", show_default=True,
+              help="auto uses bf16 autocast where the CPU has native bf16; losses and optimizer stay fp32.")
+@click.option("--early-stop", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Stop after N epochs without a better validation loss (0: never).")
+@click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint, with its settings.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing run in --out.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+@click.pass_context
+def train_text_command(ctx, data, out, text_column, title_column, label_column, encoding, val_data, unit, max_tokens,
+                       tokenizer_kind, vocab_size, lowercase, pretokenized, preset, rnn, layers, hidden, decoder_hidden,
+                       embedding_dim, latent_dim, tie_embeddings, dropout, word_dropout, kl_schedule, kl_warmup_steps,
+                       kl_cycles, free_bits, beta, epochs, batch_size, lr, optimizer, grad_clip, val_fraction, seed,
+                       precision, early_stop, resume, overwrite, quiet):
+    """Train a text VAE on your texts, to generate variations of a given text.
+
+    \b
+    Examples:
+      vaekit train text --data headlines.txt --out runs/headlines
+      vaekit train text --data posts.csv --text-column content --unit sentence --out runs/blog
+      vaekit train text --data ../shared/data/ptb/ptb.train.txt --val-data ../shared/data/ptb/ptb.valid.txt \\
+          --pretokenized --out runs/ptb
+    """
+    from .config import TrainConfig
+    from .data.tokenizer import TokenizerConfig
+    from .texts import train_text
+
+    _check_resume(ctx, resume, overwrite, data, TEXT_RESUMABLE)
+    training = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer, grad_clip=grad_clip,
+                           val_fraction=val_fraction, seed=seed, precision=precision, early_stop=early_stop, beta=beta,
+                           kl_schedule=kl_schedule, kl_warmup_steps=kl_warmup_steps, kl_cycles=kl_cycles,
+                           free_bits=free_bits)
+    overrides = {"word_dropout": word_dropout, "tie_embeddings": tie_embeddings}
+    if rnn:
+        overrides["rnn"] = rnn
+    if embedding_dim:
+        overrides["embedding_dim"] = embedding_dim
+    if latent_dim:
+        overrides["latent_dim"] = latent_dim
+    if dropout is not None:
+        overrides["dropout"] = dropout
+    if hidden or layers:
+        from .models.text import PRESETS as TEXT_PRESETS
+
+        base = TEXT_PRESETS[preset]
+        size = hidden or base["encoder_hidden"][0]
+        overrides["encoder_hidden"] = (size,) * (layers or len(base["encoder_hidden"]))
+        overrides["decoder_hidden"] = hidden or base["decoder_hidden"]
+        overrides["decoder_layers"] = layers or base["decoder_layers"]
+    if decoder_hidden:
+        overrides["decoder_hidden"] = decoder_hidden
+    source = {"text_column": text_column, "title_column": title_column, "label_column": label_column, "encoding": encoding}
+    run = train_text(data, out, source=source, val_data=val_data,
+                     tokenizer_config=TokenizerConfig(kind=tokenizer_kind, vocab_size=vocab_size, lowercase=lowercase,
+                                                      pretokenized=pretokenized),
+                     preset=preset, model_overrides=overrides, training=training, unit=unit, max_tokens=max_tokens,
+                     resume=resume, overwrite=overwrite, progress=not quiet,
+                     epochs=epochs if resume and ctx.get_parameter_source("epochs") == ParameterSource.COMMANDLINE else None)
+    _report_text_run(run)
+
+
+def _report_text_run(run) -> None:
+    result = run.result
+    best = f"{result.best_val_loss:.2f} nats" if result.best_val_loss is not None else "n/a"
+    click.echo(f"{result.status} after {result.epochs} epochs ({result.step} steps, {result.items_per_second:,.0f} texts/s); "
+               f"best validation negative ELBO {best}")
+    click.echo(f"run folder: {run.run_dir}")
+    click.echo(f"  {run.run_dir / 'plots' / 'curves.png'}")
+    click.echo(f"  {run.run_dir / 'samples.txt'}")
+    click.echo(f"  TensorBoard: tensorboard --logdir {run.run_dir / 'tensorboard'}")
+    click.echo(f'  try: vaekit vary {run.run_dir} "a text like the ones you trained on" -n 5')
+    if result.status == "interrupted":
+        click.echo(f"interrupted: continue with `vaekit train text --out {run.run_dir} --resume`", err=True)
+        sys.exit(130)
+
+
+def _check_resume(ctx, resume, overwrite, data, allowed) -> None:
+    if resume:
+        changed = [p for p in ctx.params if p not in allowed
+                   and ctx.get_parameter_source(p) == ParameterSource.COMMANDLINE]
+        if changed:
+            raise VaekitError(f"--{changed[0].replace('_', '-')} cannot change on --resume; the run keeps the "
+                              "settings in its config.json (only --epochs and --early-stop can change)")
+        if overwrite:
+            raise VaekitError("--resume and --overwrite contradict each other; choose one")
+    elif data is None:
+        raise VaekitError("--data is required (unless --resume)")
+
+
 @cli.command(context_settings=CONTEXT)
 @click.option("--out", type=click.Path(path_type=Path), default=Path("runs/quickstart"), show_default=True,
-              help="Run folder; if it exists, a new one with a numbered suffix is used.")
-@click.option("--epochs", type=click.IntRange(min=1), default=80, show_default=True, help="Training epochs.")
+              help="Image run folder (the text run goes to OUT-text); an existing one gets a numbered suffix.")
+@click.option("--only", type=click.Choice(["image", "text"]), default=None, help="Run only one of the two parts.")
+@click.option("--epochs", type=click.IntRange(min=1), default=None, help="Training epochs (image: 80, text: 12).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def quickstart(out, epochs, quiet):
-    """Train a small image VAE on scikit-learn's bundled 8x8 handwritten digits (1,797 images) and write
-    samples, reconstructions, a latent plot and training curves. Takes about a minute on 2 CPU cores."""
-    from .quickstart import run_quickstart
+def quickstart(out, only, epochs, quiet):
+    """Train two small VAEs on real data bundled with the dependencies, in a few minutes on 2 CPU cores:
+    an image VAE on scikit-learn's 8x8 handwritten digits (samples, reconstructions, latent plot, curves),
+    and a text VAE on gensim's Lee news corpus, then print variations of three of its sentences."""
+    from .quickstart import LEE_EXAMPLES, run_image_quickstart, run_text_quickstart
 
-    _report_run(run_quickstart(out, epochs=epochs, progress=not quiet))
+    if only in (None, "image"):
+        run = run_image_quickstart(out, **({"epochs": epochs} if epochs else {}), progress=not quiet)
+        _report_run(run)
+    if only in (None, "text"):
+        run = run_text_quickstart(out.with_name(out.name + "-text"), **({"epochs": epochs} if epochs else {}),
+                                  progress=not quiet)
+        _report_text_run(run)
+        for sentence in LEE_EXAMPLES:
+            click.echo(f"\nvariations of: {sentence}")
+            for i, v in enumerate(run.model.vary(sentence, n=3, seed=0), 1):
+                click.echo(f"  {i}. {v.text}")
 
 
 # --- using a trained model ----------------------------------------------------------------
+def _is_text(model) -> bool:
+    from .models.text import TextVAE
+
+    return isinstance(model, TextVAE)
+
+
+def _need(value, option: str, kind: str):
+    if value is None or value == ():
+        raise VaekitError(f"{option} is required for {kind} models")
+    return value
+
+
+def text_source_options(f):
+    f = click.option("--encoding", default="utf-8", show_default=True, help="Text models: encoding of --data.")(f)
+    f = click.option("--text-column", default=None, help="Text models: CSV/JSONL column with the text.")(f)
+    return f
+
+
+def _source(text_column, encoding) -> dict:
+    return {"text_column": text_column, "encoding": encoding}
+
+
+def _echo_texts(texts, out: Path | None, what: str) -> None:
+    if out is not None:
+        from .config import atomic_write_text
+
+        atomic_write_text(out, "".join(t + "\n" for t in texts))
+        _done(what, out)
+    else:
+        for text in texts:
+            click.echo(text)
+
+
 @cli.command(context_settings=CONTEXT)
 @run_argument
-@click.option("-n", "n", type=click.IntRange(1, 10000), default=64, show_default=True, help="How many samples.")
-@click.option("--out", type=click.Path(path_type=Path), required=True, help=".png grid, or .npy/.npz array.")
+@click.argument("text")
+@click.option("-n", "n", type=click.IntRange(min=0), default=5, show_default=True,
+              help="How many variations (at most 100; more is capped with a message).")
+@click.option("--temperature", type=click.FloatRange(min=0), default=1.0, show_default=True,
+              help="Spread of the codes drawn around the text's posterior: 1 samples it, 0 decodes its mean.")
+@click.option("--strategy", type=click.Choice(["sample", "beam", "greedy"]), default="sample", show_default=True,
+              help="How each code is decoded: nucleus sampling, beam search or greedy.")
+@click.option("--top-p", type=click.FloatRange(0, 1, min_open=True), default=0.9, show_default=True,
+              help="Nucleus size for --strategy sample.")
+@click.option("--seed", type=int, default=None, help="Seed for repeatable variations.")
+@click.option("--keep-copies", is_flag=True, help="Keep variations identical to the input.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (text and score of each variation).")
+def vary(run, text, n, temperature, strategy, top_p, seed, keep_copies, as_json):
+    """Generate N variations of TEXT that keep its meaning and change its wording.
+
+    The text is encoded, codes are drawn around its posterior, decoded, de-duplicated (copies of the input
+    dropped) and ranked by the model's mean log-probability per token. A text longer than the model's
+    --max-tokens is varied unit by unit (sentences or paragraphs) and reassembled.
+    """
+    if n == 0:
+        raise VaekitError("-n 0: ask for at least one variation")
+    model = _load_model(run)
+    if not _is_text(model):
+        raise VaekitError(f"{run}: vary needs a text model; this run is an image model")
+    variations = model.vary(text, n=n, temperature=temperature, strategy=strategy, top_p=top_p, seed=seed,
+                            keep_copies=keep_copies)
+    if as_json:
+        click.echo(json.dumps([{"text": v.text, "score": round(v.score, 4)} for v in variations], indent=2))
+        return
+    if len(variations) < min(n, 100):
+        click.echo(f"({len(variations)} distinct variations found)", err=True)
+    for i, v in enumerate(variations, 1):
+        click.echo(f"{i}. {v.text}  [{v.score:.2f}]")
+
+
+@cli.command(context_settings=CONTEXT)
+@run_argument
+@click.option("-n", "n", type=click.IntRange(1, 10000), default=None, help="How many samples (image: 64, text: 10).")
+@click.option("--out", type=click.Path(path_type=Path), default=None,
+              help="Image models: .png grid or .npy/.npz array (required). Text models: a .txt file (default: print).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--temperature", type=click.FloatRange(min=0), default=1.0, show_default=True,
               help="Scale of the prior draws (below 1: more typical, less varied).")
-def sample(run, n, out, seed, temperature):
+@click.option("--strategy", type=click.Choice(["sample", "beam", "greedy"]), default="greedy", show_default=True,
+              help="Text models: how each code is decoded.")
+def sample(run, n, out, seed, temperature, strategy):
     """Decode draws from the prior N(0, I)."""
+    import torch
+
+    model = _load_model(run)
+    if _is_text(model):
+        texts = model.sample(n or 10, generator=torch.Generator().manual_seed(seed), temperature=temperature,
+                             strategy=strategy)
+        _echo_texts(texts, out, f"{len(texts)} samples")
+        return
     from .images import sample_grid
 
-    _done(f"{n} samples", sample_grid(_load_model(run), n, out, seed=seed, temperature=temperature))
+    _done(f"{n or 64} samples", sample_grid(model, n or 64, _need(out, "--out", "image"), seed=seed, temperature=temperature))
 
 
 @cli.command(context_settings=CONTEXT)
 @run_argument
-@use_data_options
-@click.option("--out", type=click.Path(path_type=Path), required=True, help=".png grid, or .npy/.npz array.")
-@click.option("-n", "n", type=click.IntRange(min=1), default=32, show_default=True, help="How many images (the first n).")
-@click.option("--index", "indices", type=int, multiple=True, help="Pick images by index (repeatable) instead of the first n.")
-def reconstruct(run, data, split, resize, binarize, seed, out, n, indices):
-    """Show images beside their reconstructions (decoded posterior means)."""
+@click.argument("texts", nargs=-1)
+@data_option(required=False, help_extra=" Text models: a file of texts, or give the texts as arguments.")
+@click.option("--split", type=click.Choice(["train", "test"]), default="test", show_default=True,
+              help="Image models: in a folder holding both MNIST-style sets, which one to read.")
+@click.option("--resize", metavar="HxW", default=None, help="Image models: resize every image to H x W pixels.")
+@click.option("--binarize", type=click.Choice(["none", "threshold", "dynamic"]), default=None,
+              help="Image models: binarization before encoding (default: as trained).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@text_source_options
+@click.option("--out", type=click.Path(path_type=Path), default=None,
+              help="Image models: .png grid or .npy/.npz (required). Text models: a .txt file (default: print).")
+@click.option("-n", "n", type=click.IntRange(min=1), default=32, show_default=True, help="How many items (the first n).")
+@click.option("--index", "indices", type=int, multiple=True, help="Image models: pick images by index (repeatable).")
+def reconstruct(run, texts, data, split, resize, binarize, seed, text_column, encoding, out, n, indices):
+    """Show items beside their reconstructions (decoded posterior means).
+
+    \b
+    vaekit reconstruct runs/mnist --data ../shared/data/mnist --out recon.png
+    vaekit reconstruct runs/headlines "a text to reconstruct" "and another"
+    """
+    model = _load_model(run)
+    if _is_text(model):
+        from .texts import read_texts
+
+        inputs = list(texts) or read_texts(_need(data, "--data or TEXT", "text"), _source(text_column, encoding), limit=n)
+        outputs = model.reconstruct(inputs)
+        _echo_texts([f"{a}\n  => {b}" for a, b in zip(inputs, outputs)], out, "reconstructions")
+        return
     from .images import reconstruct_grid
 
-    model = _load_model(run)
-    path = reconstruct_grid(model, _load_data(data, resize, split), out, n=n, indices=indices,
-                            binarize=_binarize(run, binarize), seed=seed)
+    path = reconstruct_grid(model, _load_data(_need(data, "--data", "image"), resize, split), _need(out, "--out", "image"),
+                            n=n, indices=indices, binarize=_binarize(run, binarize), seed=seed)
     _done("reconstructions", path)
 
 
 @cli.command(context_settings=CONTEXT)
 @run_argument
-@use_data_options
-@click.option("--index", "indices", type=int, multiple=True, required=True,
-              help="Image index (repeat it: --index 3 --index 17); each consecutive pair gives one row.")
-@click.option("--steps", type=click.IntRange(min=2), default=10, show_default=True, help="Images per row.")
-@click.option("--out", type=click.Path(path_type=Path), required=True, help=".png grid, or .npy/.npz array.")
-def interpolate(run, data, split, resize, binarize, seed, indices, steps, out):
-    """Decode the straight line between the posterior means of two (or more) images."""
+@click.argument("texts", nargs=-1)
+@data_option(required=False, help_extra=" Image models only.")
+@click.option("--split", type=click.Choice(["train", "test"]), default="test", show_default=True,
+              help="Image models: in a folder holding both MNIST-style sets, which one to read.")
+@click.option("--resize", metavar="HxW", default=None, help="Image models: resize every image to H x W pixels.")
+@click.option("--binarize", type=click.Choice(["none", "threshold", "dynamic"]), default=None,
+              help="Image models: binarization before encoding (default: as trained).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--index", "indices", type=int, multiple=True,
+              help="Image models: image index (repeat it: --index 3 --index 17); each consecutive pair gives one row.")
+@click.option("--steps", type=click.IntRange(min=2), default=None, help="Points along each path (image: 10, text: 7).")
+@click.option("--out", type=click.Path(path_type=Path), default=None,
+              help="Image models: .png grid or .npy/.npz (required). Text models: a .txt file (default: print).")
+def interpolate(run, texts, data, split, resize, binarize, seed, indices, steps, out):
+    """Decode the straight line between the posterior means of two (or more) items.
+
+    \b
+    vaekit interpolate runs/mnist --data ../shared/data/mnist --index 3 --index 17 --out interp.png
+    vaekit interpolate runs/headlines "text a" "text b" --steps 7
+    """
+    model = _load_model(run)
+    if _is_text(model):
+        if len(texts) < 2:
+            raise VaekitError("give two texts to interpolate between")
+        lines = []
+        for a, b in zip(texts[:-1], texts[1:]):
+            lines += model.interpolate(a, b, steps=steps or 7)
+        _echo_texts(lines, out, "interpolation")
+        return
     from .images import interpolate_grid
 
-    model = _load_model(run)
-    path = interpolate_grid(model, _load_data(data, resize, split), indices, out, steps=steps,
-                            binarize=_binarize(run, binarize), seed=seed)
+    path = interpolate_grid(model, _load_data(_need(data, "--data", "image"), resize, split), _need(indices, "--index", "image"),
+                            _need(out, "--out", "image"), steps=steps or 10, binarize=_binarize(run, binarize), seed=seed)
     _done("interpolation", path)
 
 
@@ -250,6 +516,8 @@ def latent_plot_command(run, data, split, resize, binarize, seed, out, max_items
     from .images import latent_plot
 
     model = _load_model(run)
+    if _is_text(model):
+        raise VaekitError("latent-plot draws image models for now; use `vaekit encode` for a text model's codes")
     path = latent_plot(model, _load_data(data, resize, split), out, binarize=_binarize(run, binarize), seed=seed,
                        max_items=max_items)
     _done("latent plot", path)
@@ -258,12 +526,20 @@ def latent_plot_command(run, data, split, resize, binarize, seed, out, max_items
 @cli.command(context_settings=CONTEXT)
 @run_argument
 @use_data_options
+@text_source_options
 @click.option("--out", type=click.Path(path_type=Path), required=True, help=".npz with mean, logvar (n, d), labels, ids.")
-def encode(run, data, split, resize, binarize, seed, out):
-    """Write each image's posterior mean and log-variance."""
+def encode(run, data, split, resize, binarize, seed, text_column, encoding, out):
+    """Write each item's posterior mean and log-variance."""
     from .images import encode_data, save_codes
 
     model = _load_model(run)
+    if _is_text(model):
+        from .texts import encode_texts, read_texts
+
+        texts = read_texts(data, _source(text_column, encoding))
+        codes = encode_texts(model, texts)
+        _done(f"codes of {len(texts)} texts", save_codes(codes, out))
+        return
     codes = encode_data(model, _load_data(data, resize, split), binarize=_binarize(run, binarize), seed=seed)
     _done(f"codes of {len(codes['mean'])} images", save_codes(codes, out))
 
@@ -271,28 +547,58 @@ def encode(run, data, split, resize, binarize, seed, out):
 @cli.command(context_settings=CONTEXT)
 @run_argument
 @use_data_options
+@text_source_options
 @click.option("--iw-samples", type=click.IntRange(min=1), default=100, show_default=True,
               help="Importance samples per item for the NLL bound (Burda et al. 2016).")
 @click.option("--precision", type=click.Choice(["fp32", "bf16"]), default="fp32", show_default=True,
               help="Arithmetic for evaluation; fp32 gives the reference figures.")
+@click.option("--max-items", type=click.IntRange(min=1), default=None, help="Evaluate only the first N items.")
+@click.option("--variations/--no-variations", default=True, show_default=True,
+              help="Text models: also write the variation report (similarity, BLEU, distinct-n, self-BLEU, baselines).")
+@click.option("--variation-items", type=click.IntRange(min=1), default=200, show_default=True,
+              help="Text models: how many texts the variation report varies.")
+@click.option("-n", "n", type=click.IntRange(min=2, max=100), default=5, show_default=True,
+              help="Text models: variations per text in the report.")
+@click.option("--similarity-model", default=None,
+              help="Text models: sentence-transformers model name or folder (default: bundled all-MiniLM-L6-v2).")
 @click.option("--out", type=click.Path(path_type=Path), default=None,
-              help="JSON report to write (default: RUN/evaluation.json).")
+              help="JSON report to write (default: RUN/evaluation.json; text models also write a .md table).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def evaluate(run, data, split, resize, binarize, seed, iw_samples, precision, out, quiet):
+def evaluate(run, data, split, resize, binarize, seed, text_column, encoding, iw_samples, precision, max_items,
+             variations, variation_items, n, similarity_model, out, quiet):
     """Negative ELBO, reconstruction, KL, importance-weighted NLL, mutual information and active units,
-    in nats per item."""
+    in nats per item (text: also perplexity, and the variation report)."""
     from .config import write_json
-    from .images import evaluate_images
 
     model = _load_model(run)
-    report = evaluate_images(model, _load_data(data, resize, split), iw_samples=iw_samples,
-                             binarize=_binarize(run, binarize), seed=seed, precision=precision, progress=not quiet)
-    report.pop("per_item")
     out = out or run / "evaluation.json"
-    write_json(out, report)
-    for key in ("items", "neg_elbo", "rec", "kl", "iw_nll", "mutual_information", "active_units"):
-        value = report[key]
-        click.echo(f"{key:>20}: {value:.3f}" if isinstance(value, float) else f"{key:>20}: {value}")
+    if _is_text(model):
+        from .texts import evaluate_texts, read_texts, variation_report, write_report_markdown
+
+        texts = read_texts(data, _source(text_column, encoding), limit=max_items)
+        report = evaluate_texts(model, texts, iw_samples=iw_samples, seed=seed, precision=precision, progress=not quiet)
+        if variations:
+            report["variations"] = variation_report(model, texts[:variation_items], n=n, seed=seed,
+                                                    encoder_name=similarity_model, progress=not quiet)
+        report.pop("per_item")
+        write_json(out, report)
+        _done("markdown", write_report_markdown(report, out.with_suffix(".md")))
+    else:
+        from .images import evaluate_images
+
+        images = _load_data(data, resize, split)
+        if max_items is not None:
+            images = images.subset(list(range(min(max_items, len(images)))))
+        report = evaluate_images(model, images, iw_samples=iw_samples, binarize=_binarize(run, binarize), seed=seed,
+                                 precision=precision, progress=not quiet)
+        report.pop("per_item")
+        write_json(out, report)
+    for key in ("items", "neg_elbo", "rec", "kl", "iw_nll", "perplexity", "mutual_information", "active_units"):
+        if key in report:
+            value = report[key]
+            click.echo(f"{key:>20}: {value:.3f}" if isinstance(value, float) else f"{key:>20}: {value}")
+    if "variations" in report:
+        click.echo((out.with_suffix(".md")).read_text())
     _done("report", out)
 
 

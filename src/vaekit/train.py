@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 from typing import Any, Iterable, Protocol
 
+import numpy as np
 import torch
 from tqdm.auto import tqdm
 
@@ -27,7 +28,8 @@ from .config import TrainConfig, read_json, to_dict, write_json
 from .errors import NonFiniteLossError, VaekitError
 from .models.base import CONFIG_NAME, VAE, WEIGHTS_NAME
 from .monitor import Monitor
-from .objectives import kl_weight
+from .evaluate import active_units
+from .objectives import kl_weight, mutual_information
 from .precision import autocast, resolve_precision
 
 log = logging.getLogger(__name__)
@@ -78,12 +80,13 @@ def batch_size_of(batch: Any) -> int:
 @torch.no_grad()
 def validation_loss(model: VAE, data: TrainData, batch_size: int, precision: str, seed: int) -> dict[str, float]:
     """Mean per-item negative ELBO (KL weight 1), reconstruction and KL over ``data``, one posterior sample
-    per item drawn with a fixed seed so that epochs compare like with like."""
+    per item drawn with a fixed seed so that epochs compare like with like; also the mutual information
+    and active units (He et al. 2019) and, for text, the perplexity exp(negative ELBO per token)."""
     was_training = model.training
     model.eval()
     generator = torch.Generator().manual_seed(seed)
     totals = {"loss": 0.0, "rec": 0.0, "kl": 0.0}
-    count = 0
+    count, tokens, means, mi, mi_weight = 0, 0, [], 0.0, 0
     for batch in data.eval_batches(batch_size):
         n = batch_size_of(batch)
         with autocast(precision):
@@ -91,8 +94,19 @@ def validation_loss(model: VAE, data: TrainData, batch_size: int, precision: str
         for key, value in out.items().items():
             totals[key] += value * n
         count += n
+        means.extend(out.posterior.mean.tolist())  # Python lists: see evaluate.evaluate on heap fragmentation
+        if n > 1:
+            mi += mutual_information(out.posterior, generator) * n
+            mi_weight += n
+        if out.tokens is not None:
+            tokens += out.tokens
     model.train(was_training)
-    return {k: v / max(count, 1) for k, v in totals.items()}
+    metrics = {k: v / max(count, 1) for k, v in totals.items()}
+    metrics["mutual_information"] = mi / max(mi_weight, 1)
+    metrics["active_units"] = active_units(np.asarray(means))
+    if tokens:
+        metrics["perplexity"] = math.exp(min(totals["loss"] / tokens, 50.0))
+    return metrics
 
 
 class Trainer:

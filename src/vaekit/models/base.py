@@ -34,6 +34,8 @@ class LossOutput:
     loss: torch.Tensor
     rec: torch.Tensor
     kl: torch.Tensor
+    posterior: DiagonalGaussian | None = None
+    tokens: int | None = None  # predicted tokens in the batch (text models), for perplexity
 
     def items(self) -> dict[str, float]:
         return {"loss": self.loss.item(), "rec": self.rec.item(), "kl": self.kl.item()}
@@ -89,7 +91,12 @@ class VAE(nn.Module):
         rec = -self.log_likelihood(x, z)  # (b,)
         kl_dims = posterior.kl()  # (b, d), fp32
         objective = rec + kl_weight * kl_term(kl_dims, free_bits)
-        return LossOutput(loss=objective.mean(), rec=rec.mean(), kl=kl_dims.sum(-1).mean())
+        return LossOutput(loss=objective.mean(), rec=rec.mean(), kl=kl_dims.sum(-1).mean(), posterior=posterior,
+                          tokens=self.count_targets(x))
+
+    def count_targets(self, x: Any) -> int | None:
+        """How many symbols log p(x|z) predicts (text models: tokens), or None where perplexity means nothing."""
+        return None
 
     @torch.no_grad()
     def iw_nll(self, x: Any, k: int = 100, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
@@ -188,4 +195,9 @@ class VAE(nn.Module):
                     f"{tuple(expected[key].shape)}"
                 )
         model.load_state_dict(state)
+        cls._attach(model, directory, raw)
         return model.to(map_location).eval()
+
+    @classmethod
+    def _attach(cls, model: "VAE", directory: Path, raw: dict) -> None:
+        """Load what a model needs beside its weights (a text model's tokenizer)."""

@@ -118,7 +118,7 @@ class ImageVAE(VAE):
         return self.decode(self.encode(x).mean)
 
     def log_examples(self, monitor, batch: torch.Tensor, step: int, generator: torch.Generator) -> None:
-        """Each epoch: 64 prior samples, and up to 32 validation images above their reconstructions."""
+        """Each epoch: 64 prior samples, and up to 32 validation images, each beside its reconstruction."""
         from ..viz import auto_scale, image_grid
 
         scale = auto_scale(self.config.height)

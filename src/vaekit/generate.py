@@ -1,0 +1,210 @@
+"""Decoding text from latent codes, and variations of a given text.
+
+Shape letters: n codes, w beam width, d latent, v vocabulary, h hidden.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+from typing import Iterable, Literal
+
+import torch
+import torch.nn.functional as F
+
+from .data.tokenizer import BOS_ID, EOS_ID, PAD_ID, UNK_ID
+from .errors import VaekitError
+
+log = logging.getLogger(__name__)
+
+Strategy = Literal["sample", "beam", "greedy"]
+MAX_VARIATIONS = 100
+
+
+def _select_state(state, index: torch.Tensor):
+    if isinstance(state, tuple):
+        return tuple(s[:, index] for s in state)
+    return state[:, index]
+
+
+def _step_logits(model, tokens: torch.Tensor, z: torch.Tensor, state, banned: torch.Tensor | None):
+    hidden, state = model.decoder_step(tokens[:, None], z, state)  # (n, 1, h)
+    logits = model.token_logits(hidden[:, 0]).float()  # (n, v)
+    logits[:, PAD_ID] = logits[:, BOS_ID] = float("-inf")
+    if banned is not None and len(banned):
+        logits[:, banned] = float("-inf")
+    return logits, state
+
+
+def _nucleus(logits: torch.Tensor, top_p: float, temperature: float, generator) -> torch.Tensor:
+    """Sample from the smallest set of tokens whose probability reaches top_p (Holtzman et al. 2020)."""
+    probs = F.softmax(logits / max(temperature, 1e-6), dim=-1)
+    if top_p < 1.0:
+        sorted_probs, order = probs.sort(dim=-1, descending=True)
+        outside = sorted_probs.cumsum(-1) - sorted_probs > top_p  # keep the token that crosses top_p
+        sorted_probs = sorted_probs.masked_fill(outside, 0.0)
+        choice = torch.multinomial(sorted_probs, 1, generator=generator)
+        return order.gather(-1, choice)[:, 0]
+    return torch.multinomial(probs, 1, generator=generator)[:, 0]
+
+
+@torch.no_grad()
+def decode_ids(model, z: torch.Tensor, strategy: Strategy = "greedy", max_tokens: int | None = None,
+               top_p: float = 1.0, softmax_temperature: float = 1.0, beam_size: int = 5,
+               generator: torch.Generator | None = None, banned: Iterable[int] = ()) -> tuple[list[list[int]], list[float]]:
+    """Token ids (without <bos>/<eos>) and their total log-probability for each code in z (n, d)."""
+    was_training = model.training
+    model.eval()
+    max_tokens = max_tokens or model.config.max_tokens
+    banned_ids = torch.tensor(sorted(set(banned) - {EOS_ID}), dtype=torch.long)
+    try:
+        if strategy == "beam":
+            return _beam(model, z, max_tokens, beam_size, banned_ids)
+        if strategy not in ("greedy", "sample"):
+            raise VaekitError(f"--strategy {strategy!r}: choose sample, beam or greedy")
+        n = z.shape[0]
+        state = model.decoder.initial_state(z)
+        tokens = torch.full((n,), BOS_ID, dtype=torch.long)
+        out = torch.full((n, max_tokens), PAD_ID, dtype=torch.long)
+        scores = torch.zeros(n)
+        done = torch.zeros(n, dtype=torch.bool)
+        for t in range(max_tokens):
+            logits, state = _step_logits(model, tokens, z, state, banned_ids)
+            log_probs = F.log_softmax(logits, dim=-1)
+            tokens = log_probs.argmax(-1) if strategy == "greedy" else _nucleus(logits, top_p, softmax_temperature, generator)
+            scores += torch.where(done, 0.0, log_probs.gather(-1, tokens[:, None])[:, 0])
+            out[:, t] = torch.where(done, PAD_ID, tokens)
+            done |= tokens == EOS_ID
+            if done.all():
+                break
+        return [_strip(row) for row in out.tolist()], scores.tolist()
+    finally:
+        model.train(was_training)
+
+
+def _strip(ids: list[int]) -> list[int]:
+    kept = []
+    for i in ids:
+        if i in (EOS_ID, PAD_ID):
+            break
+        kept.append(i)
+    return kept
+
+
+def _beam(model, z, max_tokens, width, banned) -> tuple[list[list[int]], list[float]]:
+    """Beam search per code; the best finished hypothesis by length-normalised log-probability."""
+    n, d = z.shape
+    zb = z.repeat_interleave(width, dim=0)  # (n * w, d)
+    state = model.decoder.initial_state(zb)
+    tokens = torch.full((n * width,), BOS_ID, dtype=torch.long)
+    scores = torch.full((n, width), float("-inf"))
+    scores[:, 0] = 0.0  # start with one live hypothesis per code
+    history = torch.zeros((n * width, 0), dtype=torch.long)
+    finished: list[list[tuple[float, list[int], float]]] = [[] for _ in range(n)]
+    for t in range(max_tokens):
+        logits, state = _step_logits(model, tokens, zb, state, banned)
+        log_probs = F.log_softmax(logits, dim=-1)  # (n * w, v)
+        v = log_probs.shape[-1]
+        total = (scores.reshape(-1, 1) + log_probs).reshape(n, width * v)
+        top, index = total.topk(width, dim=-1)  # (n, w)
+        beam_index = index // v + torch.arange(n)[:, None] * width  # rows into the (n * w) layout
+        tokens = (index % v).reshape(-1)
+        rows = beam_index.reshape(-1)
+        history = torch.cat([history[rows], tokens[:, None]], dim=1)
+        state = _select_state(state, rows)
+        scores = top.clone()
+        ended = tokens == EOS_ID
+        for r in ended.nonzero()[:, 0].tolist():
+            code = r // width
+            total_lp = float(top.reshape(-1)[r])
+            if total_lp > float("-inf"):
+                finished[code].append((total_lp / (t + 1), history[r, :-1].tolist(), total_lp))
+            scores.view(-1)[r] = float("-inf")
+        if all(len(f) >= width for f in finished):
+            break
+    ids, totals = [], []
+    for code in range(n):
+        if not finished[code]:  # nothing ended within max_tokens: take the best live hypothesis
+            r = code * width + int(scores[code].argmax())
+            finished[code].append((float(scores.view(-1)[r]) / max_tokens, history[r].tolist(), float(scores.view(-1)[r])))
+        best = max(finished[code], key=lambda item: item[0])
+        ids.append(best[1])
+        totals.append(best[2])
+    return ids, totals
+
+
+def decode_texts(model, z: torch.Tensor, **options) -> tuple[list[str], list[float]]:
+    ids, scores = decode_ids(model, z, **options)
+    return [model.tokenizer.decode(row) for row in ids], scores
+
+
+@dataclasses.dataclass
+class Variation:
+    text: str
+    score: float  # mean log-probability per token of this text given the input's posterior mean
+
+
+def _normalise(text: str) -> str:
+    return " ".join(text.lower().split())
+
+
+@torch.no_grad()
+def score_texts(model, texts: list[str], z: torch.Tensor) -> list[float]:
+    """Mean per-token log p(text | z) for each text under one code z (d,): how well a candidate reads as
+    this code's text. Used to rank variations."""
+    batch = model.batch(texts)
+    log_px = model.log_likelihood(batch, z[None].expand(len(texts), -1)[None])[0]  # (b,)
+    return (log_px / (batch.lengths + 1)).tolist()
+
+
+@torch.no_grad()
+def vary(model, text: str, n: int = 5, temperature: float = 1.0, strategy: Strategy = "sample",
+         top_p: float = 0.9, seed: int | None = None, keep_copies: bool = False, oversample: int = 3,
+         max_rounds: int = 4, banned: Iterable[int] = ()) -> list[Variation]:
+    """Up to ``n`` variations of ``text``: encode it, draw codes z = mu + temperature * sigma * eps around its
+    posterior (temperature 0 decodes the mean), decode them, drop duplicates and (unless ``keep_copies``)
+    copies of the input, and rank by mean log-probability per token given the posterior mean.
+
+    A text longer than one unit is split into units (sentences or paragraphs, as the model was trained),
+    each unit is varied, and the i-th variation joins the units' i-th variations."""
+    if not text or not text.strip():
+        raise VaekitError("cannot vary an empty text")
+    if n < 1:
+        raise VaekitError(f"-n {n}: must be at least 1")
+    if n > MAX_VARIATIONS:
+        log.warning("-n %d is capped at %d variations", n, MAX_VARIATIONS)
+        n = MAX_VARIATIONS
+    tokenizer = model._need_tokenizer()
+    unknown = tokenizer.unknown_fraction(text)
+    if unknown > 0.5:
+        log.warning("%.0f%% of the input's words are unknown to this model's vocabulary; variations will be poor",
+                    100 * unknown)
+    generator = torch.Generator().manual_seed(seed if seed is not None else torch.seed() % 2**63)
+    per_unit = [_vary_unit(model, unit, n, temperature, strategy, top_p, generator, keep_copies, oversample,
+                           max_rounds, list(banned)) for unit in model.units(text)]
+    count = min(len(v) for v in per_unit)
+    return [Variation(" ".join(v[i].text for v in per_unit), sum(v[i].score for v in per_unit) / len(per_unit))
+            for i in range(count)]
+
+
+def _vary_unit(model, unit, n, temperature, strategy, top_p, generator, keep_copies, oversample, max_rounds, banned):
+    posterior = model.encode(model.batch([unit]))
+    source = _normalise(model.tokenizer.decode(model.batch([unit]).ids[0]))
+    seen: dict[str, str] = {}
+    for _ in range(max_rounds):
+        draws = n * oversample
+        eps = torch.randn((draws, model.latent_dim), generator=generator)
+        z = posterior.mean + temperature * posterior.std * eps  # (draws, d)
+        texts, _ = decode_texts(model, z, strategy=strategy, top_p=top_p, generator=generator, banned=banned)
+        for candidate in texts:
+            key = _normalise(candidate)
+            if not key or key in seen or (not keep_copies and key in (source, _normalise(unit))):
+                continue
+            seen[key] = candidate
+        if len(seen) >= n:
+            break
+    candidates = list(seen.values())
+    if not candidates:
+        return [Variation(unit, 0.0)] if keep_copies else []
+    scores = score_texts(model, candidates, posterior.mean[0])
+    ranked = sorted(zip(candidates, scores), key=lambda item: -item[1])[:n]
+    return [Variation(text, score) for text, score in ranked]

@@ -1,0 +1,216 @@
+"""TextVAE: a sentence VAE (Bowman et al. 2016) with a bidirectional GRU/LSTM encoder and an
+autoregressive GRU/LSTM decoder that sees z at every step.
+
+log p(x|z) = sum_t log p(x_t | x_<t, z), over the real tokens and the closing <eos>; padding never counts.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..config import from_dict, to_dict, write_json
+from ..data.text import TextBatch, collate, split_units
+from ..data.tokenizer import BOS_ID, EOS_ID, PAD_ID, TOKENIZER_NAME, UNK_ID, TextTokenizer, TokenizerConfig
+from ..distributions import DiagonalGaussian
+from ..errors import VaekitError
+from ..nn.text import BiRNNEncoder, RNNDecoder, word_dropout
+from .base import VAE
+
+
+@dataclasses.dataclass(frozen=True)
+class TextVAEConfig:
+    vocab_size: int
+    embedding_dim: int = 256
+    rnn: Literal["gru", "lstm"] = "gru"
+    encoder_hidden: tuple[int, ...] = (256,)
+    encoder_dense: tuple[int, ...] = ()
+    latent_dim: int = 32
+    decoder_hidden: int = 512
+    decoder_layers: int = 1
+    dropout: float = 0.3
+    word_dropout: float = 0.0
+    tie_embeddings: bool = False
+    max_tokens: int = 64
+    unit: Literal["sentence", "paragraph", "document"] = "sentence"
+
+    def __post_init__(self):
+        checks = [
+            (self.latent_dim > 0, f"latent dimension must be positive, got {self.latent_dim}"),
+            (self.vocab_size > 4, f"vocab_size must exceed the 4 special tokens, got {self.vocab_size}"),
+            (self.encoder_hidden and min(self.encoder_hidden) > 0, "encoder_hidden must list positive sizes"),
+            (self.decoder_hidden > 0 and self.decoder_layers > 0, "decoder_hidden and decoder_layers must be positive"),
+            (0 <= self.word_dropout < 1, "word_dropout must be in [0, 1)"),
+            (0 <= self.dropout < 1, "dropout must be in [0, 1)"),
+            (self.max_tokens > 0, "max_tokens must be positive"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise VaekitError(message)
+
+
+PRESETS: dict[str, dict] = {
+    # The design documents' sizes: Embedding 64, BiGRU 32 -> BiGRU 16 -> Dense 16 -> latent 32. Their
+    # RepeatVector decoder is replaced by an autoregressive GRU (see README).
+    "seed": dict(embedding_dim=64, rnn="gru", encoder_hidden=(32, 16), encoder_dense=(16,), latent_dim=32,
+                 decoder_hidden=64, decoder_layers=1, dropout=0.0),
+    "default": dict(embedding_dim=256, rnn="gru", encoder_hidden=(256,), encoder_dense=(), latent_dim=32,
+                    decoder_hidden=512, decoder_layers=1, dropout=0.3),
+}
+
+
+class TextVAE(VAE):
+    """Inputs are TextBatch objects (ids without <bos>/<eos>, right-padded, with lengths); the tokenizer that
+    turns strings into them travels with the model (``model.tokenizer``)."""
+
+    model_type = "text_vae"
+    config_class = TextVAEConfig
+
+    def __init__(self, config: TextVAEConfig, tokenizer: TextTokenizer | None = None):
+        super().__init__(config)
+        self.tokenizer = tokenizer
+        self.embedding = nn.Embedding(config.vocab_size, config.embedding_dim, padding_idx=PAD_ID)
+        self.encoder = BiRNNEncoder(config.embedding_dim, config.rnn, config.encoder_hidden, config.encoder_dense,
+                                    config.latent_dim, config.dropout)
+        self.decoder = RNNDecoder(config.embedding_dim, config.rnn, config.decoder_hidden, config.decoder_layers,
+                                  config.latent_dim, config.vocab_size, config.dropout, config.tie_embeddings)
+
+    # --- the VAE pieces -------------------------------------------------------------------------
+    def _check(self, x: TextBatch) -> None:
+        if not isinstance(x, TextBatch):
+            raise VaekitError("TextVAE takes TextBatch inputs; use model.batch(texts) to make one from strings")
+        if x.ids.numel() and int(x.ids.max()) >= self.config.vocab_size:
+            raise VaekitError(f"token id {int(x.ids.max())} is outside this model's vocabulary of {self.config.vocab_size}")
+
+    def encode(self, x: TextBatch) -> DiagonalGaussian:
+        self._check(x)
+        mean, logvar = self.encoder(self.embedding(x.ids), x.lengths)
+        return DiagonalGaussian(mean, logvar)
+
+    @staticmethod
+    def decoder_io(x: TextBatch) -> tuple[torch.Tensor, torch.Tensor]:
+        """Teacher forcing: inputs <bos> x_1..x_T and targets x_1..x_T <eos>, both (b, t + 1), pad elsewhere."""
+        b, t = x.ids.shape
+        inputs = torch.cat([torch.full((b, 1), BOS_ID, dtype=torch.long), x.ids], dim=1)
+        targets = torch.cat([x.ids, torch.full((b, 1), PAD_ID, dtype=torch.long)], dim=1)
+        targets[torch.arange(b), x.lengths] = EOS_ID
+        return inputs, targets
+
+    def log_likelihood(self, x: TextBatch, z: torch.Tensor) -> torch.Tensor:
+        """log p(x|z): z (..., b, d) -> (..., b), fp32. Logits are computed at real target positions only."""
+        lead = z.shape[:-2]
+        z_flat = z.reshape(-1, z.shape[-1])  # (k * b, d)
+        copies = z_flat.shape[0] // len(x)
+        batch = x.repeat(copies) if copies > 1 else x
+        inputs, targets = self.decoder_io(batch)
+        if self.training and self.config.word_dropout > 0:
+            inputs = word_dropout(inputs, self.config.word_dropout, UNK_ID, keep=(inputs == BOS_ID) | (inputs == PAD_ID))
+        hidden, _ = self.decoder_step(inputs, z_flat, self.decoder.initial_state(z_flat))  # (b', t + 1, h)
+        real = targets != PAD_ID  # (b', t + 1)
+        logits = self.token_logits(hidden[real])  # (n, v)
+        token_nll = F.cross_entropy(logits.float(), targets[real], reduction="none")  # (n,)
+        rows = real.nonzero()[:, 0]
+        nll = torch.zeros(len(batch), dtype=torch.float32).index_add_(0, rows, token_nll)
+        return -nll.reshape(*lead, len(x))
+
+    def decoder_step(self, inputs: torch.Tensor, z: torch.Tensor, state):
+        """Decoder outputs (b, t, h) and state for input ids (b, t) given z (b, d)."""
+        return self.decoder.step(self.embedding(inputs), z, state)
+
+    def token_logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.decoder.logits(hidden, self.embedding.weight)
+
+    def count_targets(self, x: TextBatch) -> int:
+        """Predicted tokens: every real token and one <eos> per text (for perplexity)."""
+        return int(x.lengths.sum()) + len(x)
+
+    # --- strings in, strings out ----------------------------------------------------------------
+    def _need_tokenizer(self) -> TextTokenizer:
+        if self.tokenizer is None:
+            raise VaekitError("this model has no tokenizer attached; load it with vaekit.load(RUN)")
+        return self.tokenizer
+
+    def batch(self, texts: list[str]) -> TextBatch:
+        """Tokenize and pad strings into a TextBatch, truncating each to ``max_tokens``."""
+        tokenizer = self._need_tokenizer()
+        return collate([torch.tensor(ids[:self.config.max_tokens], dtype=torch.long).numpy()
+                        for ids in tokenizer.encode_batch(list(texts))])
+
+    def units(self, text: str) -> list[str]:
+        """The units a text is varied in: itself when it fits in ``max_tokens``, else its sentences or paragraphs."""
+        tokenizer = self._need_tokenizer()
+        if self.config.unit == "document" or tokenizer.count(text) <= self.config.max_tokens:
+            return [" ".join(text.split())]
+        return split_units(text, self.config.unit)
+
+    def vary(self, text: str, n: int = 5, **options):
+        """``n`` variations of ``text`` drawn around its posterior; see vaekit.generate.vary."""
+        from ..generate import vary
+
+        return vary(self, text, n=n, **options)
+
+    def generate(self, z: torch.Tensor, **options) -> list[str]:
+        from ..generate import decode_texts
+
+        return decode_texts(self, z, **options)[0]
+
+    def decode(self, z: torch.Tensor) -> list[str]:
+        """Greedy decoding of each z (b, d) into a string."""
+        return self.generate(z, strategy="greedy")
+
+    @torch.no_grad()
+    def reconstruct(self, texts: list[str], strategy: str = "greedy") -> list[str]:
+        return self.generate(self.encode(self.batch(texts)).mean, strategy=strategy)
+
+    @torch.no_grad()
+    def interpolate(self, a: str, b: str, steps: int = 7, strategy: str = "greedy") -> list[str]:
+        za, zb = self.encode(self.batch([a, b])).mean  # (d,) each
+        t = torch.linspace(0, 1, steps)[:, None]
+        return self.generate((1 - t) * za + t * zb, strategy=strategy)
+
+    @torch.no_grad()
+    def sample(self, n: int, generator: torch.Generator | None = None, temperature: float = 1.0,
+               strategy: str = "greedy", **options) -> list[str]:
+        z = temperature * torch.randn((n, self.latent_dim), generator=generator)
+        return self.generate(z, strategy=strategy, generator=generator, **options)
+
+    # --- monitoring ---------------------------------------------------------------------------
+    def log_examples(self, monitor, batch: TextBatch, step: int, generator: torch.Generator) -> None:
+        """Each epoch: five validation texts with their reconstructions, and five prior samples, to
+        TensorBoard and samples.txt."""
+        tokenizer = self._need_tokenizer()
+        originals = [tokenizer.decode(ids[:length]) for ids, length in zip(batch.ids[:5], batch.lengths[:5])]
+        recon = self.generate(self.encode(batch[:5]).mean, strategy="greedy")
+        samples = self.sample(5, generator=generator)
+        lines = [f"step {step}", "reconstructions (input => output):"]
+        lines += [f"  {a} => {b}" for a, b in zip(originals, recon)]
+        lines += ["prior samples:"] + [f"  {s}" for s in samples]
+        monitor.text("examples", "\n\n".join(lines), step)
+        with open(monitor.run_dir / "samples.txt", "a", encoding="utf-8") as fh:
+            fh.write("\n".join(lines) + "\n\n")
+
+    # --- save and load ------------------------------------------------------------------------
+    def config_dict(self) -> dict:
+        out = super().config_dict()
+        if self.tokenizer is not None:
+            out["tokenizer"] = to_dict(self.tokenizer.config)
+        return out
+
+    def save_pretrained(self, directory) -> Path:
+        directory = super().save_pretrained(directory)
+        self._need_tokenizer().save(directory / TOKENIZER_NAME)
+        return directory
+
+    @classmethod
+    def _attach(cls, model: "TextVAE", directory: Path, raw: dict) -> None:
+        tok_config = from_dict(TokenizerConfig, raw.get("tokenizer") or {}, where=f"{directory / 'config.json'} \"tokenizer\"")
+        tokenizer = TextTokenizer.load(directory / TOKENIZER_NAME, tok_config)
+        if tokenizer.vocab_size != model.config.vocab_size:
+            raise VaekitError(f"{directory / TOKENIZER_NAME}: has {tokenizer.vocab_size} tokens but the model was trained "
+                              f"with a vocabulary of {model.config.vocab_size}; it belongs to another run")
+        model.tokenizer = tokenizer

@@ -1,0 +1,97 @@
+"""Recurrent encoder and decoder for text VAEs (Bowman et al. 2016).
+
+Shape letters: b batch, t time (tokens), e embedding, h hidden, d latent, v vocabulary, n real tokens.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+RNNS = {"gru": nn.GRU, "lstm": nn.LSTM}
+
+
+def word_dropout(ids: torch.Tensor, rate: float, unk_id: int, keep: torch.Tensor, generator=None) -> torch.Tensor:
+    """Replace decoder input tokens by <unk> with probability ``rate`` (Bowman et al. 2016, sec. 3.3), so the
+    decoder must lean on z. ``keep`` marks positions never dropped (<bos>, padding)."""
+    if rate <= 0:
+        return ids
+    drop = torch.rand(ids.shape, generator=generator, device=ids.device) < rate
+    return torch.where(drop & ~keep, torch.full_like(ids, unk_id), ids)
+
+
+class BiRNNEncoder(nn.Module):
+    """Embedded tokens (b, t, e) with lengths (b,) -> (mean, logvar), each (b, d).
+
+    Stacked bidirectional layers, one per entry of ``hidden`` (per direction), then dense layers, then the
+    posterior head. The final forward and backward states of the last layer summarise the text."""
+
+    def __init__(self, embedding_dim: int, rnn: str, hidden: Sequence[int], dense: Sequence[int],
+                 latent_dim: int, dropout: float):
+        super().__init__()
+        self.dropout = nn.Dropout(dropout)
+        self.rnn_type = rnn
+        sizes = [embedding_dim, *[2 * h for h in hidden]]
+        self.layers = nn.ModuleList(RNNS[rnn](sizes[i], h, batch_first=True, bidirectional=True)
+                                    for i, h in enumerate(hidden))
+        mlp: list[nn.Module] = []
+        n_in = 2 * hidden[-1]
+        for n_out in dense:
+            mlp += [nn.Linear(n_in, n_out), nn.ReLU()]
+            n_in = n_out
+        self.dense = nn.Sequential(*mlp)
+        self.head = nn.Linear(n_in, 2 * latent_dim)
+
+    def forward(self, embedded: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = self.dropout(embedded)  # (b, t, e)
+        lengths_cpu = lengths.clamp(min=1).cpu()
+        final = None
+        for i, layer in enumerate(self.layers):
+            packed = pack_padded_sequence(x, lengths_cpu, batch_first=True, enforce_sorted=False)
+            out, state = layer(packed)
+            if i < len(self.layers) - 1:
+                x, _ = pad_packed_sequence(out, batch_first=True)  # (b, t, 2h)
+            final = state[0] if self.rnn_type == "lstm" else state  # (2, b, h): forward, backward
+        summary = torch.cat([final[0], final[1]], dim=-1)  # (b, 2h)
+        mean, logvar = self.head(self.dense(summary)).chunk(2, dim=-1)
+        return mean, logvar
+
+
+class RNNDecoder(nn.Module):
+    """An autoregressive GRU/LSTM language model conditioned on z: z sets the initial state (through a
+    linear map and tanh) and is concatenated to the input embedding at every step."""
+
+    def __init__(self, embedding_dim: int, rnn: str, hidden: int, layers: int, latent_dim: int,
+                 vocab_size: int, dropout: float, tie_embeddings: bool):
+        super().__init__()
+        self.rnn_type = rnn
+        self.layers = layers
+        self.hidden = hidden
+        self.dropout = nn.Dropout(dropout)
+        self.rnn = RNNS[rnn](embedding_dim + latent_dim, hidden, num_layers=layers, batch_first=True)
+        self.init_state = nn.Linear(latent_dim, layers * hidden)
+        if tie_embeddings:  # project to the embedding size, then score with the (shared) embedding matrix
+            self.to_embedding = nn.Linear(hidden, embedding_dim)
+            self.output = None
+        else:
+            self.to_embedding = None
+            self.output = nn.Linear(hidden, vocab_size)
+
+    def initial_state(self, z: torch.Tensor):
+        h0 = torch.tanh(self.init_state(z)).view(z.shape[0], self.layers, self.hidden).transpose(0, 1).contiguous()
+        return (h0, torch.zeros_like(h0)) if self.rnn_type == "lstm" else h0  # (layers, b, h)
+
+    def step(self, embedded: torch.Tensor, z: torch.Tensor, state):
+        """Run the RNN over embedded inputs (b, t, e) given z (b, d); returns outputs (b, t, h) and the state."""
+        x = self.dropout(embedded)
+        x = torch.cat([x, z[:, None, :].expand(-1, x.shape[1], -1).to(x.dtype)], dim=-1)  # (b, t, e + d)
+        return self.rnn(x, state)
+
+    def logits(self, hidden: torch.Tensor, embedding_weight: torch.Tensor) -> torch.Tensor:
+        """(..., h) -> (..., v); ``embedding_weight`` (v, e) scores the tokens when embeddings are tied."""
+        hidden = self.dropout(hidden)
+        if self.output is not None:
+            return self.output(hidden)
+        return self.to_embedding(hidden) @ embedding_weight.t()

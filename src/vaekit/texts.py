@@ -1,0 +1,324 @@
+"""Text workflows: train a text VAE into a run folder from a corpus, and use it (vary, sample, reconstruct,
+interpolate, encode, evaluate). The ``vaekit`` CLI calls exactly these functions."""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import torch
+
+from .config import TrainConfig, from_dict, read_json, to_dict, write_json
+from .data.text import TextBatches, TextSource, TokenFile, TokenFileWriter, Unit, corpus_units, read_records
+from .data.tokenizer import TOKENIZER_NAME, TextTokenizer, TokenizerConfig
+from .errors import VaekitError
+from .models.base import CONFIG_NAME
+from .models.text import PRESETS, TextVAE, TextVAEConfig
+from .runs import clear_run_dir, load, prepare_run_dir
+from .train import Trainer, TrainResult
+
+log = logging.getLogger(__name__)
+TOKENS_DIR = "data"
+ENCODE_CHUNK = 2048
+
+
+@dataclasses.dataclass
+class TextRun:
+    run_dir: Path
+    result: TrainResult
+    model: TextVAE
+    stats: dict
+
+
+def _is_val(rng: np.random.Generator, val_fraction: float) -> bool:
+    return val_fraction > 0 and rng.random() < val_fraction
+
+
+def _units(src: TextSource, unit: Unit, max_tokens: int, part: str, val_fraction: float, seed: int) -> Iterator[tuple[str, str | None]]:
+    """(unit text, label) of the training ("train") or validation ("val") part. The split is drawn per record
+    (document) with ``seed``, before long documents are split, so no document straddles both parts.
+    Whether a document is long is judged by its whitespace word count."""
+    rng = np.random.default_rng(seed)
+    last_id = None
+    in_val = False
+    for record, text in corpus_units(src, unit, max_tokens, lambda t: len(t.split())):
+        if record.id != last_id:
+            in_val, last_id = _is_val(rng, val_fraction), record.id
+        if (part == "val") == in_val:
+            yield text, record.label
+
+
+def _tokenize_to(writer: TokenFileWriter, tokenizer: TextTokenizer, units: Iterator[tuple[str, str | None]],
+                 max_tokens: int, labels: list[str] | None) -> dict:
+    """Encode in chunks, truncating to max_tokens; returns counts."""
+    stats = {"items": 0, "tokens": 0, "truncated": 0, "empty": 0}
+    chunk: list[tuple[str, str | None]] = []
+
+    def flush():
+        for (_, label), ids in zip(chunk, tokenizer.encode_batch([t for t, _ in chunk])):
+            if not ids:
+                stats["empty"] += 1
+                continue
+            if len(ids) > max_tokens:
+                stats["truncated"] += 1
+                ids = ids[:max_tokens]
+            writer.add(ids, labels.index(label) if labels and label in labels else None)
+            stats["items"] += 1
+            stats["tokens"] += len(ids)
+        chunk.clear()
+
+    for item in units:
+        chunk.append(item)
+        if len(chunk) == ENCODE_CHUNK:
+            flush()
+    flush()
+    writer.close()
+    return stats
+
+
+def prepare_corpus(src: TextSource, work: Path, tokenizer_config: TokenizerConfig, unit: Unit, max_tokens: int,
+                   val_fraction: float, seed: int, val_src: TextSource | None,
+                   tokenizer: TextTokenizer | None = None) -> tuple[TextTokenizer, dict]:
+    """Train the tokenizer on the training part (streamed), then stream both parts into token id files
+    ``work/train.*`` and ``work/val.*``."""
+    split = 0.0 if val_src is not None else val_fraction
+    labels = None
+    if src.label_column is not None:
+        labels = sorted({r.label for r in read_records(src) if r.label is not None}) or None
+    if tokenizer is None:
+        tokenizer = TextTokenizer.train((t for t, _ in _units(src, unit, max_tokens, "train", split, seed)), tokenizer_config)
+    stats = {"train": _tokenize_to(TokenFileWriter(work / "train"), tokenizer,
+                                   _units(src, unit, max_tokens, "train", split, seed), max_tokens, labels)}
+    val_units = (_units(val_src, unit, max_tokens, "train", 0.0, seed) if val_src is not None
+                 else _units(src, unit, max_tokens, "val", split, seed))
+    stats["val"] = _tokenize_to(TokenFileWriter(work / "val"), tokenizer, val_units, max_tokens, labels)
+    stats["label_names"] = labels
+    if stats["train"]["items"] == 0:
+        raise VaekitError(f"{src.path}: no text left for training after the validation split")
+    for part in ("train", "val"):
+        if stats[part]["truncated"]:
+            log.warning("%d %s texts were longer than --max-tokens %d and were truncated",
+                        stats[part]["truncated"], part, max_tokens)
+    return tokenizer, stats
+
+
+def train_text(data: str | Path | None, out: str | Path, *, source: dict | None = None, val_data: str | Path | None = None,
+               tokenizer_config: TokenizerConfig | None = None, preset: str = "default", model_overrides: dict | None = None,
+               training: TrainConfig | None = None, unit: Unit = "sentence", max_tokens: int = 64,
+               resume: bool = False, overwrite: bool = False, progress: bool = False, epochs: int | None = None) -> TextRun:
+    """Train a TextVAE on a corpus into run folder ``out``.
+
+    ``source`` holds the reading options (text_column, title_column, label_column, encoding). Everything is
+    read and tokenized into a temporary folder beside ``out`` first; ``out`` is touched only once that worked.
+    """
+    out = prepare_run_dir(out, overwrite=overwrite, resume=resume)
+    if resume:
+        saved = read_json(out / CONFIG_NAME)
+        training = from_dict(TrainConfig, saved.get("training"), where=f"{out / CONFIG_NAME} \"training\"")
+        if epochs is not None:
+            training = dataclasses.replace(training, epochs=epochs)
+        model = load_for_resume(out, saved)
+        tokens = out / TOKENS_DIR
+        if not (tokens / "train.ids.npy").is_file():
+            raise VaekitError(f"{tokens}: the tokenized corpus is missing; retrain with --overwrite")
+        stats = saved.get("data", {}).get("stats", {})
+    else:
+        training = training or TrainConfig()
+        if epochs is not None:
+            training = dataclasses.replace(training, epochs=epochs)
+        if preset not in PRESETS:
+            raise VaekitError(f"--preset {preset!r}: choose from {', '.join(PRESETS)}")
+        if data is None:
+            raise VaekitError("--data is required (unless --resume)")
+        src = TextSource(str(data), **(source or {}))
+        val_src = TextSource(str(val_data), **(source or {})) if val_data is not None else None
+        tokenizer_config = tokenizer_config or TokenizerConfig()
+        parent = out.resolve().parent
+        parent.mkdir(parents=True, exist_ok=True)
+        work = Path(tempfile.mkdtemp(dir=parent, prefix=f".{out.name}.tokens."))
+        try:
+            tokenizer, stats = prepare_corpus(src, work, tokenizer_config, unit, max_tokens, training.val_fraction,
+                                              training.seed, val_src)
+            config = TextVAEConfig(**{**PRESETS[preset], **(model_overrides or {}), "vocab_size": tokenizer.vocab_size,
+                                      "max_tokens": max_tokens, "unit": unit})
+            torch.manual_seed(training.seed)
+            model = TextVAE(config, tokenizer)
+            _check_batch(training, stats)
+            clear_run_dir(out)
+            shutil.rmtree(out / TOKENS_DIR, ignore_errors=True)
+            os.replace(work, out / TOKENS_DIR)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        tokenizer.save(out / TOKENIZER_NAME)
+        write_json(out / CONFIG_NAME, {"data": {**dataclasses.asdict(src), "val_data": str(val_data) if val_data else None,
+                                                "stats": stats}})
+    tokens = out / TOKENS_DIR
+    train_set = TextBatches(TokenFile(tokens / "train"))
+    val_file = TokenFile(tokens / "val")
+    val_set = TextBatches(val_file) if len(val_file) else None
+    if val_set is None and training.val_fraction > 0:
+        log.warning("no text fell into the validation split; training without validation")
+    trainer = Trainer(model, train_set, val_set, training, out, progress=progress)
+    result = trainer.fit(resume=resume)
+    best = load(out) if (out / "model.safetensors").is_file() else model.eval()
+    return TextRun(out, result, best, stats)
+
+
+def _check_batch(training: TrainConfig, stats: dict) -> None:
+    if training.batch_size > stats["train"]["items"]:
+        raise VaekitError(f"--batch-size {training.batch_size} is larger than the {stats['train']['items']} training texts")
+
+
+def load_for_resume(out: Path, saved: dict) -> TextVAE:
+    """The model as the run built it, with the last epoch's weights loaded later from resume.pt."""
+    config = from_dict(TextVAEConfig, saved.get("model"), where=f"{out / CONFIG_NAME} \"model\"")
+    tok_config = from_dict(TokenizerConfig, saved.get("tokenizer") or {}, where=f"{out / CONFIG_NAME} \"tokenizer\"")
+    tokenizer = TextTokenizer.load(out / TOKENIZER_NAME, tok_config)
+    if tokenizer.vocab_size != config.vocab_size:
+        raise VaekitError(f"{out / TOKENIZER_NAME}: has {tokenizer.vocab_size} tokens but the model has {config.vocab_size}")
+    return TextVAE(config, tokenizer)
+
+
+# --- using a trained model ----------------------------------------------------------------
+def read_texts(path: str | Path, source: dict | None = None, limit: int | None = None) -> list[str]:
+    """Texts of a file or folder (one per record), in order."""
+    texts = []
+    for record in read_records(TextSource(str(path), **(source or {}))):
+        texts.append(" ".join(record.text.split()))
+        if limit is not None and len(texts) >= limit:
+            break
+    return texts
+
+
+def batches_of(model: TextVAE, texts: list[str], batch_size: int = 256):
+    for start in range(0, len(texts), batch_size):
+        yield model.batch(texts[start:start + batch_size])
+
+
+@torch.no_grad()
+def encode_texts(model: TextVAE, texts: list[str], batch_size: int = 256) -> dict[str, np.ndarray]:
+    """Posterior means and log-variances (n, d), streamed in batches."""
+    means, logvars = [], []
+    for batch in batches_of(model, texts, batch_size):
+        posterior = model.encode(batch)
+        means.append(posterior.mean)
+        logvars.append(posterior.logvar)
+    return {"mean": torch.cat(means).numpy(), "logvar": torch.cat(logvars).numpy()}
+
+
+def evaluate_texts(model: TextVAE, texts: list[str], iw_samples: int = 100, seed: int = 0, precision: str = "fp32",
+                   progress: bool = False) -> dict:
+    """Importance-weighted NLL per text and perplexity, negative ELBO, KL, MI and active units (nats per text).
+    Perplexity is exp(sum of NLL / number of predicted tokens), each text's tokens and its <eos> counted."""
+    from .evaluate import evaluate
+
+    if not texts:
+        raise VaekitError("no texts to evaluate")
+    report = evaluate(model, batches_of(model, texts, 500), iw_samples=iw_samples, seed=seed, precision=precision,
+                      progress=progress, total=len(texts))
+    tokens = sum(min(len(ids), model.config.max_tokens) + 1 for ids in model.tokenizer.encode_batch(texts))
+    report["tokens"] = tokens
+    report["perplexity"] = float(np.exp(report["per_item"]["iw_nll"].sum() / tokens))
+    report["neg_elbo_perplexity"] = float(np.exp(report["per_item"]["neg_elbo"].sum() / tokens))
+    return report
+
+
+def _ngrams(words: list[str], n: int) -> list[tuple[str, ...]]:
+    return [tuple(words[i:i + n]) for i in range(len(words) - n + 1)]
+
+
+def distinct_n(texts: list[str], n: int) -> float:
+    """Distinct-n (Li et al. 2016): unique n-grams / all n-grams over a set of texts (lowercased words)."""
+    grams = [g for t in texts for g in _ngrams(t.lower().split(), n)]
+    return len(set(grams)) / len(grams) if grams else 0.0
+
+
+def self_bleu(texts: list[str]) -> float:
+    """Self-BLEU (Zhu et al. 2018): each text's sentence BLEU (sacrebleu, lowercased) against the other texts of
+    the same set as references, averaged; in [0, 1]. 1 means the variations are copies of each other."""
+    import sacrebleu
+
+    if len(texts) < 2:
+        return float("nan")
+    scores = [sacrebleu.sentence_bleu(t, texts[:i] + texts[i + 1:], lowercase=True).score / 100 for i, t in enumerate(texts)]
+    return float(np.mean(scores))
+
+
+def variation_metrics(inputs: list[str], outputs: list[list[str]], encoder_name: str | None) -> dict:
+    """Similarity to the input (cosine of sentence embeddings), BLEU to the input, distinct-1/2 and self-BLEU
+    within each input's set of variations; all averaged over inputs."""
+    import sacrebleu
+
+    from .semantic import embed
+
+    flat = [o for group in outputs for o in group]
+    owners = [i for i, group in enumerate(outputs) for _ in group]
+    if not flat:
+        return {"variations_per_input": 0.0}
+    input_vecs = embed(inputs, encoder_name)
+    output_vecs = embed(flat, encoder_name)
+    similarity = (input_vecs[owners] * output_vecs).sum(-1)
+    bleu = [sacrebleu.sentence_bleu(o, [inputs[i]], lowercase=True).score / 100 for o, i in zip(flat, owners)]
+    groups = [g for g in outputs if g]
+    return {
+        "similarity_to_input": float(similarity.mean()),
+        "bleu_to_input": float(np.mean(bleu)),
+        "distinct_1": float(np.mean([distinct_n(g, 1) for g in groups])),
+        "distinct_2": float(np.mean([distinct_n(g, 2) for g in groups])),
+        "self_bleu": float(np.nanmean([self_bleu(g) for g in groups])) if any(len(g) > 1 for g in groups) else float("nan"),
+        "variations_per_input": len(flat) / len(inputs),
+    }
+
+
+def variation_report(model: TextVAE, texts: list[str], n: int = 5, temperature: float = 1.0, strategy: str = "sample",
+                     top_p: float = 0.9, seed: int = 0, encoder_name: str | None = None, progress: bool = False) -> dict:
+    """vaekit's variations of each text beside two baselines: "copy" (the input n times) and "prior" (n samples
+    from the prior that ignore the input: the design documents' recipe)."""
+    from tqdm.auto import tqdm
+
+    ours = [[v.text for v in model.vary(text, n=n, temperature=temperature, strategy=strategy, top_p=top_p, seed=seed + i)]
+            for i, text in enumerate(tqdm(texts, desc="varying", unit="text", disable=not progress))]
+    prior = model.sample(n * len(texts), generator=torch.Generator().manual_seed(seed), strategy=strategy, top_p=top_p)
+    systems = {"vaekit": ours, "copy": [[t] * n for t in texts],
+               "prior": [prior[i * n:(i + 1) * n] for i in range(len(texts))]}
+    return {
+        "inputs": len(texts), "n": n, "temperature": temperature, "strategy": strategy, "top_p": top_p,
+        "similarity_model": encoder_name or "all-MiniLM-L6-v2",
+        "self_bleu_definition": "sacrebleu sentence BLEU (lowercased) of each variation against the other n-1 "
+                                "variations of the same input, averaged; 0-1",
+        "systems": {name: variation_metrics(texts, outputs, encoder_name) for name, outputs in systems.items()},
+        "examples": [{"input": t, "variations": v} for t, v in zip(texts[:5], ours[:5])],
+    }
+
+
+def write_report_markdown(report: dict, path: Path) -> Path:
+    from .config import atomic_write_text
+
+    lines = [f"# Evaluation of {report.get('items', 0)} texts", "",
+             "| metric | value |", "| --- | --- |"]
+    for key in ("iw_nll", "neg_elbo", "rec", "kl", "perplexity", "mutual_information", "active_units"):
+        if key in report:
+            value = report[key]
+            lines.append(f"| {key} | {value:.3f} |" if isinstance(value, float) else f"| {key} | {value} |")
+    var = report.get("variations")
+    if var:
+        lines += ["", f"## Variations: {var['inputs']} inputs, n = {var['n']}, temperature {var['temperature']}, "
+                      f"{var['strategy']} (top-p {var['top_p']})", "",
+                  "| system | similarity to input | BLEU to input | distinct-1 | distinct-2 | self-BLEU | variations/input |",
+                  "| --- | --- | --- | --- | --- | --- | --- |"]
+        for name, m in var["systems"].items():
+            lines.append(f"| {name} | {m.get('similarity_to_input', float('nan')):.3f} | {m.get('bleu_to_input', float('nan')):.3f} | "
+                         f"{m.get('distinct_1', float('nan')):.3f} | {m.get('distinct_2', float('nan')):.3f} | "
+                         f"{m.get('self_bleu', float('nan')):.3f} | {m['variations_per_input']:.2f} |")
+        lines += ["", f"Similarity: cosine of {var['similarity_model']} sentence embeddings. Self-BLEU: "
+                      f"{var['self_bleu_definition']}.", "", "Examples:", ""]
+        for ex in var["examples"]:
+            lines.append(f"- **{ex['input']}**")
+            lines += [f"  - {v}" for v in ex["variations"]]
+    atomic_write_text(path, "\n".join(lines) + "\n")
+    return path

@@ -1,0 +1,165 @@
+"""Contract tests for TextVAE, and that variations really depend on the input text."""
+import json
+
+import pytest
+import torch
+
+import vaekit
+from vaekit import TextVAE, TextVAEConfig, TrainConfig, VaekitError
+from vaekit.data.text import collate
+from vaekit.data.tokenizer import TextTokenizer, TokenizerConfig
+from vaekit.generate import decode_ids
+from vaekit.texts import train_text
+
+from conftest import CATS, FIRMS, PLACES, TIMES, tiny_text_overrides, two_topic_sentences
+
+
+def tiny(rnn="gru", **overrides):
+    tok = TextTokenizer.train(two_topic_sentences(), TokenizerConfig(vocab_size=100))
+    torch.manual_seed(0)
+    config = TextVAEConfig(vocab_size=tok.vocab_size, rnn=rnn, **{**tiny_text_overrides(), **overrides})
+    return TextVAE(config, tok)
+
+
+@pytest.mark.parametrize("rnn", ["gru", "lstm"])
+@pytest.mark.parametrize("tie", [False, True])
+def test_shapes_finite_loss_backward(rnn, tie):
+    model = tiny(rnn, tie_embeddings=tie, encoder_hidden=(8, 6), encoder_dense=(5,), decoder_layers=2)
+    batch = model.batch(["the lazy cat sat on the warm mat.", "shares of banks fell."])
+    posterior = model.encode(batch)
+    assert posterior.mean.shape == (2, 4)
+    assert model.log_likelihood(batch, posterior.sample_k(3)).shape == (3, 2)
+    out = model.loss(batch)
+    assert torch.isfinite(out.loss) and out.tokens == int(batch.lengths.sum()) + 2
+    out.loss.backward()
+    assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
+    assert len(model.sample(3)) == 3 and len(model.interpolate("the cat", "shares fell", steps=4)) == 4
+
+
+def test_padding_never_counts():
+    model = tiny().eval()
+    short = model.batch(["the old cat sat."])
+    padded = collate([short.ids[0].numpy(), torch.arange(4, 30).numpy()])  # a long neighbour forces padding
+    z = torch.zeros(1, 2, 4)
+    alone = model.log_likelihood(short, z[:, :1])
+    together = model.log_likelihood(padded, z)
+    torch.testing.assert_close(alone[0, 0], together[0, 0])
+
+
+def test_save_load_bit_exact_with_tokenizer(tmp_path):
+    model = tiny()
+    model.save_pretrained(tmp_path / "m")
+    loaded = vaekit.load(tmp_path / "m")
+    assert isinstance(loaded, TextVAE) and not loaded.training and loaded.config == model.config
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, loaded.state_dict()[key]), key
+    assert loaded.tokenizer.encode("the cat") == model.tokenizer.encode("the cat")
+
+
+def test_missing_or_foreign_tokenizer_is_named(tmp_path):
+    tiny().save_pretrained(tmp_path / "m")
+    other = TextTokenizer.train(["completely different words here"], TokenizerConfig())
+    other.save(tmp_path / "m" / "tokenizer.json")
+    with pytest.raises(VaekitError, match="tokenizer.json: has 8 tokens but the model was trained with a vocabulary of"):
+        vaekit.load(tmp_path / "m")
+    (tmp_path / "m" / "tokenizer.json").unlink()
+    with pytest.raises(VaekitError, match="tokenizer.json: file is missing"):
+        vaekit.load(tmp_path / "m")
+
+
+def test_seeded_determinism():
+    losses = []
+    for _ in range(2):
+        model = tiny()
+        batch = model.batch(two_topic_sentences()[:8])
+        g = torch.Generator().manual_seed(1)
+        opt = torch.optim.Adam(model.parameters(), 1e-2)
+        for _ in range(3):
+            out = model.loss(batch, generator=g)
+            opt.zero_grad()
+            out.loss.backward()
+            opt.step()
+        losses.append(out.loss.item())
+    assert losses[0] == losses[1]
+
+
+def test_overfits_one_batch_and_iw_bound_holds():
+    model = tiny(latent_dim=8)
+    texts = two_topic_sentences()[::9]  # 8 distinct sentences
+    batch = model.batch(texts)
+    opt = torch.optim.Adam(model.parameters(), 1e-2)
+    g = torch.Generator().manual_seed(0)
+    for _ in range(300):  # a small KL weight: these texts differ in two words, too little to pay 1x KL for
+        out = model.loss(batch, kl_weight=0.05, generator=g)
+        opt.zero_grad()
+        out.loss.backward()
+        opt.step()
+    model.eval()
+    assert model.reconstruct(texts) == texts
+    bounds = model.iw_nll(batch, k=50, generator=torch.Generator().manual_seed(0))
+    assert bounds["iw_nll"].mean() <= bounds["neg_elbo"].mean()
+
+
+def test_banned_tokens_never_appear():
+    model = tiny().eval()
+    banned = model.tokenizer.token_ids(["the", "cat", "shares"])
+    for strategy in ("greedy", "sample", "beam"):
+        ids, _ = decode_ids(model, torch.randn(6, 4, generator=torch.Generator().manual_seed(0)), strategy=strategy,
+                            banned=banned, generator=torch.Generator().manual_seed(1), max_tokens=12)
+        assert not any(i in banned for row in ids for i in row)
+
+
+@pytest.fixture(scope="module")
+def trained_two_topics(tmp_path_factory):
+    path = tmp_path_factory.mktemp("corpus") / "c.txt"
+    path.write_text("\n".join(two_topic_sentences() * 4))
+    # the topic is one bit, which a decoder can also just guess: free bits and word dropout keep it in z
+    run = train_text(path, tmp_path_factory.mktemp("run") / "r", model_overrides={**tiny_text_overrides(), "word_dropout": 0.3},
+                     training=TrainConfig(epochs=25, batch_size=16, lr=1e-2, precision="fp32", kl_schedule="linear",
+                                          free_bits=0.5))
+    return run
+
+
+def test_variations_vary_that_text(trained_two_topics):
+    model = trained_two_topics.model
+    cat_words, market_words = set(CATS + PLACES + ["cat", "mat"]), set(FIRMS + TIMES + ["shares", "trading"])
+    for text, own, other in (("the lazy cat sat on the warm mat.", cat_words, market_words),
+                             ("shares of miners fell in late trading today.", market_words, cat_words)):
+        variations = model.vary(text, n=5, seed=0, temperature=1.0)
+        assert variations and len({v.text for v in variations}) == len(variations)
+        assert all(v.text != text for v in variations)
+        for v in variations:
+            words = set(v.text.replace(".", " ").split())
+            assert len(words & own) > len(words & other), v.text
+        scores = [v.score for v in variations]
+        assert scores == sorted(scores, reverse=True)
+
+
+def test_vary_input_checks(trained_two_topics, caplog):
+    model = trained_two_topics.model
+    with pytest.raises(VaekitError, match="cannot vary an empty text"):
+        model.vary("   ")
+    with pytest.raises(VaekitError, match="-n 0"):
+        model.vary("the cat", n=0)
+    model.vary("zebras juggle quantum marmalade", n=1, seed=0)
+    assert "unknown to this model's vocabulary" in caplog.text
+    model.vary("the cat sat", n=500, seed=0)
+    assert "capped at 100" in caplog.text
+
+
+def test_long_text_is_varied_unit_by_unit(trained_two_topics):
+    model = trained_two_topics.model
+    long_text = " ".join(["The lazy cat sat on the warm mat."] * 6 + ["Shares of banks fell in early trading today."] * 6)
+    assert model.units(long_text) == ["The lazy cat sat on the warm mat."] * 6 + ["Shares of banks fell in early trading today."] * 6
+    variations = model.vary(long_text, n=2, seed=0)
+    assert variations and all(v.text.count(".") >= 10 for v in variations)
+
+
+def test_training_records_monitoring(trained_two_topics):
+    run_dir = trained_two_topics.run_dir
+    rows = [json.loads(l) for l in (run_dir / "metrics.jsonl").read_text().splitlines() if '"val"' in l]
+    for key in ("loss", "rec", "kl", "perplexity", "mutual_information", "active_units"):
+        assert key in rows[-1]
+    assert rows[-1]["loss"] < rows[0]["loss"]
+    assert "prior samples:" in (run_dir / "samples.txt").read_text()
+    assert (run_dir / "tokenizer.json").is_file() and (run_dir / "data" / "train.ids.npy").is_file()
