@@ -120,3 +120,20 @@ def test_batch_larger_than_data_is_an_error(tiny_npz, tmp_path):
 def test_bf16_autocast_trains(tiny_npz, tmp_path):
     result = make_trainer(tiny_npz, tmp_path, precision="bf16").fit()
     assert result.status == "finished" and torch.isfinite(torch.tensor(result.best_val_loss))
+
+
+def test_time_budget_ends_the_epoch_and_checkpoints(tiny_npz, tmp_path):
+    result = make_trainer(tiny_npz, tmp_path, epochs=5, max_minutes=1e-9).fit()
+    assert result.status == "time-limit" and result.epochs == 1 and result.step == 1
+    assert torch.load(tmp_path / "resume.pt", weights_only=True)["epoch"] == 1
+    assert make_trainer(tiny_npz, tmp_path, epochs=2).fit(resume=True).status == "finished"
+
+
+def test_posterior_collapse_is_named_once(tiny_npz, tmp_path, caplog):
+    trainer = make_trainer(tiny_npz, tmp_path)
+    trainer._warn_if_collapsed({"kl": 0.02, "active_units": 0})
+    trainer._warn_if_collapsed({"kl": 0.02, "active_units": 0})
+    assert caplog.text.count("posterior collapse") == 1 and "--free-bits" in caplog.text
+    healthy = make_trainer(tiny_npz, tmp_path / "h")
+    healthy._warn_if_collapsed({"kl": 5.0, "active_units": 3})
+    assert caplog.text.count("posterior collapse") == 1

@@ -93,7 +93,13 @@ def train():
     """Train a VAE into a run folder."""
 
 
-RESUMABLE = {"data", "out", "epochs", "resume", "quiet", "early_stop"}
+RESUMABLE = {"data", "out", "epochs", "resume", "quiet", "early_stop", "max_minutes"}
+
+
+def max_minutes_option(f):
+    return click.option("--max-minutes", type=click.FloatRange(min=0), default=0.0, show_default=True,
+                        help="Stop after this much training time: the epoch in progress ends early, is validated "
+                             "and checkpointed (0: no limit).")(f)
 
 
 @train.command("image", context_settings=CONTEXT)
@@ -122,12 +128,13 @@ RESUMABLE = {"data", "out", "epochs", "resume", "quiet", "early_stop"}
 @click.option("--beta", type=click.FloatRange(min=0), default=1.0, show_default=True, help="Weight on the KL term.")
 @click.option("--early-stop", type=click.IntRange(min=0), default=0, show_default=True,
               help="Stop after N epochs without a better validation loss (0: never).")
+@max_minutes_option
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint, with its settings.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing run in --out.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @click.pass_context
 def train_image_command(ctx, data, out, preset, latent_dim, epochs, batch_size, lr, optimizer, val_fraction,
-                        seed, loss, binarize, resize, precision, beta, early_stop, resume, overwrite, quiet):
+                        seed, loss, binarize, resize, precision, beta, early_stop, max_minutes, resume, overwrite, quiet):
     """Train an image VAE on your images.
 
     \b
@@ -142,7 +149,7 @@ def train_image_command(ctx, data, out, preset, latent_dim, epochs, batch_size, 
     _check_resume(ctx, resume, overwrite, data, RESUMABLE)
     training = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer,
                            val_fraction=val_fraction, seed=seed, precision=precision, beta=beta,
-                           early_stop=early_stop)
+                           early_stop=early_stop, max_minutes=max_minutes)
     overrides = {"loss": loss}
     if latent_dim is not None:
         overrides["latent_dim"] = latent_dim
@@ -224,6 +231,7 @@ TEXT_RESUMABLE = RESUMABLE | {"text_column", "title_column", "label_column", "en
               help="auto uses bf16 autocast where the CPU has native bf16; losses and optimizer stay fp32.")
 @click.option("--early-stop", type=click.IntRange(min=0), default=0, show_default=True,
               help="Stop after N epochs without a better validation loss (0: never).")
+@max_minutes_option
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint, with its settings.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing run in --out.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
@@ -232,7 +240,7 @@ def train_text_command(ctx, data, out, text_column, title_column, label_column, 
                        tokenizer_kind, vocab_size, lowercase, pretokenized, preset, rnn, layers, hidden, decoder_hidden,
                        embedding_dim, latent_dim, tie_embeddings, dropout, word_dropout, kl_schedule, kl_warmup_steps,
                        kl_cycles, free_bits, beta, epochs, batch_size, lr, optimizer, grad_clip, val_fraction, seed,
-                       precision, early_stop, resume, overwrite, quiet):
+                       precision, early_stop, max_minutes, resume, overwrite, quiet):
     """Train a text VAE on your texts, to generate variations of a given text.
 
     \b
@@ -250,7 +258,7 @@ def train_text_command(ctx, data, out, text_column, title_column, label_column, 
     training = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer, grad_clip=grad_clip,
                            val_fraction=val_fraction, seed=seed, precision=precision, early_stop=early_stop, beta=beta,
                            kl_schedule=kl_schedule, kl_warmup_steps=kl_warmup_steps, kl_cycles=kl_cycles,
-                           free_bits=free_bits)
+                           free_bits=free_bits, max_minutes=max_minutes)
     overrides = {"word_dropout": word_dropout, "tie_embeddings": tie_embeddings}
     if rnn:
         overrides["rnn"] = rnn

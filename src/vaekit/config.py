@@ -116,6 +116,7 @@ class TrainConfig:
     seed: int = 0
     precision: typing.Literal["auto", "bf16", "fp32"] = "auto"
     early_stop: int = 0  # stop after this many epochs without a better validation loss; 0 disables
+    max_minutes: float = 0.0  # end the epoch in progress, validate and stop once training has run this long; 0 disables
     # KL weight: beta * schedule(step); see objectives.kl_weight
     beta: float = 1.0
     kl_schedule: typing.Literal["constant", "linear", "logistic", "cyclical"] = "constant"
@@ -132,6 +133,7 @@ class TrainConfig:
             (self.beta >= 0, "beta must be non-negative"),
             (self.free_bits >= 0, "free_bits must be non-negative"),
             (self.early_stop >= 0, "early_stop must be non-negative"),
+            (self.max_minutes >= 0, "max_minutes must be non-negative"),
         ]
         for ok, message in checks:
             if not ok:

@@ -46,7 +46,7 @@ class TrainData(Protocol):
 
 @dataclasses.dataclass
 class TrainResult:
-    status: str  # "finished", "early-stopped" or "interrupted"
+    status: str  # "finished", "early-stopped", "time-limit" or "interrupted"
     epochs: int
     step: int
     best_val_loss: float | None
@@ -137,6 +137,8 @@ class Trainer:
         self.epoch = 0  # epochs completed
         self.best_val: float | None = None
         self.epochs_since_best = 0
+        self._deadline: float | None = None
+        self._collapse_warned = False
 
     # --- checkpoints ------------------------------------------------------------------------
     def _write_config(self) -> None:
@@ -186,6 +188,7 @@ class Trainer:
         batches_per_epoch = self.train_data.num_train_batches(cfg.batch_size)
         total_steps = cfg.epochs * batches_per_epoch
         status, seen, busy = "finished", 0, 0.0
+        self._deadline = time.perf_counter() + cfg.max_minutes * 60 if cfg.max_minutes > 0 else None
         self.model.train()
         try:
             while self.epoch < cfg.epochs:
@@ -195,6 +198,9 @@ class Trainer:
                 stop = self._end_epoch(monitor, seen_epoch / max(busy_epoch, 1e-9))
                 if stop:
                     status = "early-stopped"
+                    break
+                if self._out_of_time() and self.epoch < cfg.epochs:
+                    status = "time-limit"
                     break
         except KeyboardInterrupt:
             status = "interrupted"
@@ -231,15 +237,37 @@ class Trainer:
                 window_n += 1
                 done += 1
                 bar.update(1)
-                if window_n == self.log_every or done == batches_per_epoch:
+                last = done == batches_per_epoch or self._out_of_time()
+                if window_n == self.log_every or last:
                     means = {k: v / window_n for k, v in window.items()}
                     bar.set_postfix(loss=f"{means['loss']:.2f}", rec=f"{means['rec']:.2f}", kl=f"{means['kl']:.2f}")
                     monitor.log("train", self.step, self.epoch + 1, {**means, "kl_weight": weight})
                     window = dict.fromkeys(window, 0.0)
                     window_n = 0
+                if self._out_of_time():  # the epoch ends here; it is validated and checkpointed as usual
+                    break
         finally:
             bar.close()
         return seen, time.perf_counter() - start
+
+    def _warn_if_collapsed(self, val: dict[str, float]) -> None:
+        """Posterior collapse (Bowman et al. 2016; He et al. 2019): once the KL weight has warmed up, a KL under
+        0.1 nats or no active unit means the decoder ignores z. Said once per run."""
+        cfg = self.config
+        warmed = kl_weight(self.step, cfg, self.step + 1) >= 0.99 * cfg.beta if cfg.kl_schedule != "cyclical" else self.epoch >= 2
+        if self._collapse_warned or not warmed or cfg.beta == 0:
+            return
+        if val["kl"] < 0.1 or val["active_units"] == 0:
+            self._collapse_warned = True
+            message = (f"posterior collapse: validation KL is {val['kl']:.3f} nats with {val['active_units']} active units, "
+                       "so the decoder ignores z and variations will not follow their input; try --free-bits 0.1-0.5, "
+                       "--word-dropout 0.3, --kl-schedule cyclical or a smaller --beta")
+            log.warning(message)
+            if self.progress:
+                tqdm.write("warning: " + message)
+
+    def _out_of_time(self) -> bool:
+        return self._deadline is not None and time.perf_counter() > self._deadline
 
     def _end_epoch(self, monitor: Monitor, items_per_second: float) -> bool:
         """Validate, log, keep the best weights, write the resume state. Returns True to stop early."""
@@ -254,7 +282,9 @@ class Trainer:
                 self.epochs_since_best += 1
             if self.progress:
                 tqdm.write(f"epoch {self.epoch}: validation negative ELBO {val['loss']:.2f} nats "
-                           f"(rec {val['rec']:.2f}, KL {val['kl']:.2f}){'  best' if improved else ''}")
+                           f"(rec {val['rec']:.2f}, KL {val['kl']:.2f}, active units {val['active_units']})"
+                           f"{'  best' if improved else ''}")
+            self._warn_if_collapsed(val)
         else:
             improved = True
         if improved:

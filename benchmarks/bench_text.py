@@ -1,0 +1,125 @@
+"""Text VAE figures on ../shared/data, printed as JSON. Nothing here asserts a time.
+
+    python benchmarks/bench_text.py ptb        # PTB: tokens/s, then test IW-NLL, KL, active units (<= 30 min training)
+    python benchmarks/bench_text.py clickbait  # headlines: variation report on 200 held-out headlines, 5 variations each
+
+PTB follows the text-VAE literature (Bowman et al. 2016; He et al. 2019): Mikolov's preprocessed split,
+10k-word vocabulary, one sentence per line, NLL summed over each sentence's words and its <eos>, importance-
+weighted with k samples (Burda et al. 2016; --iw-samples, default 100). Tokens/s counts words + <eos> per second of optimisation.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from vaekit import TrainConfig
+from vaekit.data.tokenizer import TokenizerConfig
+from vaekit.texts import evaluate_texts, read_texts, train_text, variation_report
+
+SHARED = Path(os.environ.get("VAEKIT_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+
+
+def emit(record: dict) -> None:
+    print(json.dumps(record), flush=True)
+
+
+def rounded(report: dict) -> dict:
+    return {k: (round(v, 3) if isinstance(v, float) else v) for k, v in report.items() if k not in ("per_item", "data")}
+
+
+def tokens_per_second(run) -> float:
+    stats = run.stats["train"]
+    return run.result.items_per_second * (stats["tokens"] + stats["items"]) / stats["items"]
+
+
+def ptb(args) -> None:
+    ptb_dir = SHARED / "ptb"
+    overrides = dict(embedding_dim=args.embedding_dim, encoder_hidden=(args.hidden,), decoder_hidden=args.decoder_hidden,
+                     latent_dim=args.latent_dim, dropout=args.dropout, word_dropout=args.word_dropout, rnn=args.rnn)
+    training = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, grad_clip=5.0, precision="bf16",
+                           kl_schedule=args.kl_schedule, kl_warmup_steps=args.kl_warmup_steps, free_bits=args.free_bits,
+                           max_minutes=args.minutes)
+    start = time.perf_counter()
+    run = train_text(ptb_dir / "ptb.train.txt", args.out / "ptb", val_data=ptb_dir / "ptb.valid.txt", overwrite=True,
+                     tokenizer_config=TokenizerConfig(vocab_size=10004, lowercase=False, pretokenized=True),
+                     model_overrides=overrides, training=training, max_tokens=100, progress=args.progress)
+    train_minutes = (time.perf_counter() - start) / 60
+    emit({"bench": "ptb_train", "status": run.result.status, "epochs": run.result.epochs, "steps": run.result.step,
+          "train_minutes": round(train_minutes, 2), "sentences_per_s": round(run.result.items_per_second, 1),
+          "tokens_per_s": round(tokens_per_second(run)), "batch_size": args.batch_size, "model": overrides,
+          "kl_schedule": args.kl_schedule, "free_bits": args.free_bits, "vocab_size": run.model.config.vocab_size})
+    test = read_texts(ptb_dir / "ptb.test.txt")
+    report = evaluate_texts(run.model, test, iw_samples=args.iw_samples, seed=0, precision=args.eval_precision)
+    emit({"bench": "ptb_test", "eval_precision": args.eval_precision, **rounded(report)})
+
+
+def clickbait(args) -> None:
+    import gzip
+
+    folder = SHARED / "clickbait-headlines"
+    headlines = []
+    for name in ("clickbait_data.gz", "non_clickbait_data.gz"):
+        with gzip.open(folder / name, "rt", encoding="utf-8") as fh:
+            headlines += [" ".join(line.split()) for line in fh if line.strip()]
+    rng = random.Random(0)
+    rng.shuffle(headlines)
+    held_out, train = headlines[:200], headlines[200:]
+    with tempfile.TemporaryDirectory() as tmp:
+        corpus = Path(tmp) / "headlines.txt"
+        corpus.write_text("\n".join(train) + "\n", encoding="utf-8")
+        overrides = dict(embedding_dim=args.embedding_dim, encoder_hidden=(args.hidden,), decoder_hidden=args.decoder_hidden,
+                         latent_dim=args.latent_dim, dropout=args.dropout, word_dropout=args.word_dropout, rnn=args.rnn)
+        training = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, grad_clip=5.0, precision="bf16",
+                               kl_schedule=args.kl_schedule, kl_warmup_steps=args.kl_warmup_steps,
+                               free_bits=args.free_bits, max_minutes=args.minutes)
+        run = train_text(corpus, args.out / "clickbait", overwrite=True, model_overrides=overrides, training=training,
+                         max_tokens=40, progress=args.progress)
+    emit({"bench": "clickbait_train", "status": run.result.status, "epochs": run.result.epochs,
+          "tokens_per_s": round(tokens_per_second(run)), "train_items": run.stats["train"]["items"], "model": overrides})
+    nll = evaluate_texts(run.model, held_out, iw_samples=args.iw_samples, seed=0, precision=args.eval_precision)
+    emit({"bench": "clickbait_heldout_nll", **rounded(nll)})
+    report = variation_report(run.model, held_out, n=5, temperature=args.temperature, seed=0)
+    emit({"bench": "clickbait_variations", **{k: v for k, v in report.items() if k != "examples"}})
+    emit({"bench": "clickbait_examples", "examples": report["examples"]})
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("what", choices=["ptb", "clickbait"])
+    parser.add_argument("--minutes", type=float, default=30.0, help="training time budget")
+    parser.add_argument("--epochs", type=int, default=100, help="upper bound; the time budget usually ends training")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--rnn", default="gru")
+    parser.add_argument("--embedding-dim", type=int, default=256)
+    parser.add_argument("--hidden", type=int, default=256)
+    parser.add_argument("--decoder-hidden", type=int, default=512)
+    parser.add_argument("--latent-dim", type=int, default=32)
+    parser.add_argument("--dropout", type=float, default=0.3)
+    parser.add_argument("--word-dropout", type=float, default=0.0)
+    parser.add_argument("--kl-schedule", default="linear")
+    parser.add_argument("--kl-warmup-steps", type=int, default=5000)
+    parser.add_argument("--free-bits", type=float, default=0.0)
+    parser.add_argument("--iw-samples", type=int, default=100, help="importance samples for the test NLL")
+    parser.add_argument("--eval-precision", choices=["fp32", "bf16"], default="fp32")
+    parser.add_argument("--temperature", type=float, default=1.0, help="vary's spread around the posterior")
+    parser.add_argument("--progress", action="store_true")
+    parser.add_argument("--out", type=Path, default=Path("runs/bench"))
+    args = parser.parse_args()
+    if not SHARED.is_dir():
+        sys.exit(f"error: {SHARED} is missing")
+    emit({"bench": "machine", "cpu_threads": torch.get_num_threads(), "torch": torch.__version__, "args": {
+        k: str(v) for k, v in vars(args).items()}})
+    {"ptb": ptb, "clickbait": clickbait}[args.what](args)
+
+
+if __name__ == "__main__":
+    main()
