@@ -65,3 +65,15 @@ def corpus_txt(tmp_path) -> Path:
 
 def tiny_text_overrides() -> dict:
     return dict(embedding_dim=16, encoder_hidden=(16,), decoder_hidden=32, latent_dim=4, dropout=0.0)
+
+
+def fit_steps(model, batch, steps: int, lr: float, seed: int = 0, **loss_options):
+    """Adam on one batch for ``steps`` steps with a seeded generator; returns the last LossOutput."""
+    optimizer = torch.optim.Adam(model.parameters(), lr)
+    generator = torch.Generator().manual_seed(seed)
+    for _ in range(steps):
+        out = model.loss(batch, generator=generator, **loss_options)
+        optimizer.zero_grad()
+        out.loss.backward()
+        optimizer.step()
+    return out

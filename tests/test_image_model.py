@@ -9,7 +9,7 @@ import vaekit
 from vaekit import ImageVAE, ImageVAEConfig, VaekitError
 from vaekit.models.image import PRESETS
 
-from conftest import blobs, tiny_model
+from conftest import blobs, fit_steps, tiny_model
 
 
 def batch(n=8, h=12, w=10, c=1):
@@ -82,31 +82,15 @@ def test_loading_catches_an_edited_config(tmp_path):
 
 def test_seeded_runs_are_deterministic():
     x = batch()
-    losses = []
-    for _ in range(2):
-        model = tiny_model()
-        opt = torch.optim.Adam(model.parameters(), 1e-3)
-        g = torch.Generator().manual_seed(3)
-        for _ in range(5):
-            out = model.loss(x, generator=g)
-            opt.zero_grad()
-            out.loss.backward()
-            opt.step()
-        losses.append(out.loss.item())
+    losses = [fit_steps(tiny_model(), x, steps=5, lr=1e-3, seed=3).loss.item() for _ in range(2)]
     assert losses[0] == losses[1]
 
 
 def test_overfits_one_small_batch():
     x = (batch(8) > 0.5).float()
     model = tiny_model(latent_dim=4)
-    opt = torch.optim.Adam(model.parameters(), 3e-3)
-    g = torch.Generator().manual_seed(0)
-    first = model.loss(x, generator=g).rec.item()
-    for _ in range(400):
-        out = model.loss(x, generator=g)
-        opt.zero_grad()
-        out.loss.backward()
-        opt.step()
+    first = model.loss(x, generator=torch.Generator().manual_seed(0)).rec.item()
+    out = fit_steps(model, x, steps=400, lr=3e-3)
     model.eval()
     assert out.rec.item() < 0.2 * first
     assert ((model.reconstruct(x) > 0.5).float() == x).float().mean() > 0.97

@@ -8,7 +8,7 @@ import pytest
 import vaekit
 
 
-def test_quickstart_writes_a_run_and_never_overwrites(tmp_path):
+def test_quickstart_writes_runs_and_never_overwrites(tmp_path):
     for expected in ("qs", "qs-2"):
         result = subprocess.run([sys.executable, "-m", "vaekit", "quickstart", "--out", str(tmp_path / "qs"),
                                  "--epochs", "2", "--quiet"], capture_output=True, text=True)
@@ -19,6 +19,9 @@ def test_quickstart_writes_a_run_and_never_overwrites(tmp_path):
             assert (run / "plots" / name).stat().st_size > 0
     model = vaekit.load(tmp_path / "qs")
     assert (model.config.height, model.config.width, model.latent_dim) == (8, 8, 2)
+    text_model = vaekit.load(tmp_path / "qs-text")
+    assert text_model.model_type == "text_vae" and (tmp_path / "qs-text-2" / "tokenizer.json").is_file()
+    assert result.stdout.count("variations of:") == 3
 
 
 @pytest.mark.data
@@ -39,3 +42,31 @@ def test_brief_training_on_shared_mnist(shared_data, tmp_path):
     assert report["items"] == 10000 and report["data"].endswith("t10k-images-idx3-ubyte.gz")
     # an untrained Bernoulli decoder scores about 543 nats (784 log 2); one short epoch already does far better
     assert report["neg_elbo"] < 250 and report["iw_nll"] <= report["neg_elbo"]
+
+
+@pytest.mark.data
+def test_brief_text_training_on_shared_ptb(shared_data, tmp_path):
+    ptb = shared_data / "ptb"
+    out = tmp_path / "ptb"
+    result = subprocess.run([sys.executable, "-m", "vaekit", "train", "text", "--data", str(ptb / "ptb.valid.txt"),
+                             "--val-data", str(ptb / "ptb.test.txt"), "--pretokenized", "--no-lowercase", "--out", str(out),
+                             "--embedding-dim", "32", "--hidden", "32", "--latent-dim", "8", "--epochs", "1",
+                             "--batch-size", "64", "--quiet"], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    config = json.loads((out / "config.json").read_text())
+    assert config["data"]["stats"]["train"]["items"] == 3370 and config["data"]["stats"]["val"]["items"] == 3761
+    assert config["model"]["vocab_size"] <= 10004  # PTB's 10k types, <unk> kept whole
+    result = subprocess.run([sys.executable, "-m", "vaekit", "evaluate", str(out), "--data", str(ptb / "ptb.test.txt"),
+                             "--max-items", "40", "--iw-samples", "5", "--variation-items", "3", "-n", "2", "--quiet",
+                             "--out", str(tmp_path / "e.json")], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    report = json.loads((tmp_path / "e.json").read_text())
+    assert report["items"] == 40 and 0 < report["iw_nll"] <= report["neg_elbo"] + 1.0
+
+
+@pytest.mark.data
+def test_clickbait_headlines_read_as_lines(shared_data):
+    from vaekit.texts import read_texts
+
+    headlines = read_texts(shared_data / "clickbait-headlines" / "clickbait_data.gz")
+    assert len(headlines) == 15999 and headlines[0] == "Should I Get Bings"

@@ -11,7 +11,7 @@ from vaekit.data.tokenizer import TextTokenizer, TokenizerConfig
 from vaekit.generate import decode_ids
 from vaekit.texts import train_text
 
-from conftest import CATS, FIRMS, PLACES, TIMES, tiny_text_overrides, two_topic_sentences
+from conftest import CATS, FIRMS, PLACES, TIMES, fit_steps, tiny_text_overrides, two_topic_sentences
 
 
 def tiny(rnn="gru", **overrides):
@@ -71,15 +71,7 @@ def test_seeded_determinism():
     losses = []
     for _ in range(2):
         model = tiny()
-        batch = model.batch(two_topic_sentences()[:8])
-        g = torch.Generator().manual_seed(1)
-        opt = torch.optim.Adam(model.parameters(), 1e-2)
-        for _ in range(3):
-            out = model.loss(batch, generator=g)
-            opt.zero_grad()
-            out.loss.backward()
-            opt.step()
-        losses.append(out.loss.item())
+        losses.append(fit_steps(model, model.batch(two_topic_sentences()[:8]), steps=3, lr=1e-2, seed=1).loss.item())
     assert losses[0] == losses[1]
 
 
@@ -87,13 +79,8 @@ def test_overfits_one_batch_and_iw_bound_holds():
     model = tiny(latent_dim=8)
     texts = two_topic_sentences()[::9]  # 8 distinct sentences
     batch = model.batch(texts)
-    opt = torch.optim.Adam(model.parameters(), 1e-2)
-    g = torch.Generator().manual_seed(0)
-    for _ in range(300):  # a small KL weight: these texts differ in two words, too little to pay 1x KL for
-        out = model.loss(batch, kl_weight=0.05, generator=g)
-        opt.zero_grad()
-        out.loss.backward()
-        opt.step()
+    # a small KL weight: these texts differ in two words, too little to pay 1x KL for
+    fit_steps(model, batch, steps=300, lr=1e-2, kl_weight=0.05)
     model.eval()
     assert model.reconstruct(texts) == texts
     bounds = model.iw_nll(batch, k=50, generator=torch.Generator().manual_seed(0))

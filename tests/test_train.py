@@ -137,3 +137,13 @@ def test_posterior_collapse_is_named_once(tiny_npz, tmp_path, caplog):
     healthy = make_trainer(tiny_npz, tmp_path / "h")
     healthy._warn_if_collapsed({"kl": 5.0, "active_units": 3})
     assert caplog.text.count("posterior collapse") == 1
+
+
+def test_learning_rate_decays_when_validation_stalls_and_resumes_with_it(tiny_npz, tmp_path):
+    trainer = make_trainer(tiny_npz, tmp_path, epochs=4, lr=1e-6, lr_decay=0.5, lr_patience=0)
+    trainer.fit()
+    rates = [json.loads(l)["lr"] for l in (tmp_path / "metrics.jsonl").read_text().splitlines() if '"val"' in l]
+    assert rates[0] == pytest.approx(1e-6) and rates[-1] < rates[0]
+    resumed = make_trainer(tiny_npz, tmp_path, epochs=5, lr=1e-6, lr_decay=0.5, lr_patience=0)
+    resumed.load_resume_state()
+    assert resumed.optimizer.param_groups[0]["lr"] == pytest.approx(rates[-1])

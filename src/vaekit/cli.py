@@ -96,6 +96,13 @@ def train():
 RESUMABLE = {"data", "out", "epochs", "resume", "quiet", "early_stop", "max_minutes"}
 
 
+def lr_decay_options(f):
+    f = click.option("--lr-patience", type=click.IntRange(min=0), default=2, show_default=True,
+                     help="Epochs without a better validation loss before --lr-decay applies.")(f)
+    return click.option("--lr-decay", type=click.FloatRange(0, 1, min_open=True), default=1.0, show_default=True,
+                        help="Multiply the learning rate by this when validation stalls (1: never).")(f)
+
+
 def max_minutes_option(f):
     return click.option("--max-minutes", type=click.FloatRange(min=0), default=0.0, show_default=True,
                         help="Stop after this much training time: the epoch in progress ends early, is validated "
@@ -129,12 +136,14 @@ def max_minutes_option(f):
 @click.option("--early-stop", type=click.IntRange(min=0), default=0, show_default=True,
               help="Stop after N epochs without a better validation loss (0: never).")
 @max_minutes_option
+@lr_decay_options
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint, with its settings.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing run in --out.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @click.pass_context
 def train_image_command(ctx, data, out, preset, latent_dim, epochs, batch_size, lr, optimizer, val_fraction,
-                        seed, loss, binarize, resize, precision, beta, early_stop, max_minutes, resume, overwrite, quiet):
+                        seed, loss, binarize, resize, precision, beta, early_stop, max_minutes, lr_decay, lr_patience,
+                        resume, overwrite, quiet):
     """Train an image VAE on your images.
 
     \b
@@ -149,29 +158,32 @@ def train_image_command(ctx, data, out, preset, latent_dim, epochs, batch_size, 
     _check_resume(ctx, resume, overwrite, data, RESUMABLE)
     training = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer,
                            val_fraction=val_fraction, seed=seed, precision=precision, beta=beta,
-                           early_stop=early_stop, max_minutes=max_minutes)
+                           early_stop=early_stop, max_minutes=max_minutes, lr_decay=lr_decay, lr_patience=lr_patience)
     overrides = {"loss": loss}
     if latent_dim is not None:
         overrides["latent_dim"] = latent_dim
     run = train_image(data, out, preset=preset, model_overrides=overrides, training=training, binarize=binarize,
                       resize=resize, resume=resume, overwrite=overwrite, progress=not quiet,
                       epochs=epochs if resume and ctx.get_parameter_source("epochs") == ParameterSource.COMMANDLINE else None)
-    _report_run(run)
+    _report_run(run, "image")
 
 
-def _report_run(run) -> None:
+def _report_run(run, kind: str) -> None:
+    """Where a training run went; an interrupted run exits 130 with the command that resumes it."""
     result = run.result
     best = f"{result.best_val_loss:.2f} nats" if result.best_val_loss is not None else "n/a"
+    items = "images" if kind == "image" else "texts"
     click.echo(f"{result.status} after {result.epochs} epochs ({result.step} steps, "
-               f"{result.items_per_second:,.0f} images/s); best validation negative ELBO {best}")
+               f"{result.items_per_second:,.0f} {items}/s); best validation negative ELBO {best}")
     click.echo(f"run folder: {run.run_dir}")
-    for name in ("curves.png", "samples.png", "reconstructions.png", "latent.png"):
-        path = run.run_dir / "plots" / name
-        if path.exists():
-            click.echo(f"  {path}")
+    for name in ("plots/curves.png", "plots/samples.png", "plots/reconstructions.png", "plots/latent.png", "samples.txt"):
+        if (run.run_dir / name).exists():
+            click.echo(f"  {run.run_dir / name}")
     click.echo(f"  TensorBoard: tensorboard --logdir {run.run_dir / 'tensorboard'}")
+    if kind == "text":
+        click.echo(f'  try: vaekit vary {run.run_dir} "a text like the ones you trained on" -n 5')
     if result.status == "interrupted":
-        click.echo(f"interrupted: continue with `vaekit train image --out {run.run_dir} --resume`", err=True)
+        click.echo(f"interrupted: continue with `vaekit train {kind} --out {run.run_dir} --resume`", err=True)
         sys.exit(130)
 
 
@@ -232,6 +244,7 @@ TEXT_RESUMABLE = RESUMABLE | {"text_column", "title_column", "label_column", "en
 @click.option("--early-stop", type=click.IntRange(min=0), default=0, show_default=True,
               help="Stop after N epochs without a better validation loss (0: never).")
 @max_minutes_option
+@lr_decay_options
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint, with its settings.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing run in --out.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
@@ -240,7 +253,7 @@ def train_text_command(ctx, data, out, text_column, title_column, label_column, 
                        tokenizer_kind, vocab_size, lowercase, pretokenized, preset, rnn, layers, hidden, decoder_hidden,
                        embedding_dim, latent_dim, tie_embeddings, dropout, word_dropout, kl_schedule, kl_warmup_steps,
                        kl_cycles, free_bits, beta, epochs, batch_size, lr, optimizer, grad_clip, val_fraction, seed,
-                       precision, early_stop, max_minutes, resume, overwrite, quiet):
+                       precision, early_stop, max_minutes, lr_decay, lr_patience, resume, overwrite, quiet):
     """Train a text VAE on your texts, to generate variations of a given text.
 
     \b
@@ -258,7 +271,7 @@ def train_text_command(ctx, data, out, text_column, title_column, label_column, 
     training = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer, grad_clip=grad_clip,
                            val_fraction=val_fraction, seed=seed, precision=precision, early_stop=early_stop, beta=beta,
                            kl_schedule=kl_schedule, kl_warmup_steps=kl_warmup_steps, kl_cycles=kl_cycles,
-                           free_bits=free_bits, max_minutes=max_minutes)
+                           free_bits=free_bits, max_minutes=max_minutes, lr_decay=lr_decay, lr_patience=lr_patience)
     overrides = {"word_dropout": word_dropout, "tie_embeddings": tie_embeddings}
     if rnn:
         overrides["rnn"] = rnn
@@ -285,22 +298,7 @@ def train_text_command(ctx, data, out, text_column, title_column, label_column, 
                      preset=preset, model_overrides=overrides, training=training, unit=unit, max_tokens=max_tokens,
                      resume=resume, overwrite=overwrite, progress=not quiet,
                      epochs=epochs if resume and ctx.get_parameter_source("epochs") == ParameterSource.COMMANDLINE else None)
-    _report_text_run(run)
-
-
-def _report_text_run(run) -> None:
-    result = run.result
-    best = f"{result.best_val_loss:.2f} nats" if result.best_val_loss is not None else "n/a"
-    click.echo(f"{result.status} after {result.epochs} epochs ({result.step} steps, {result.items_per_second:,.0f} texts/s); "
-               f"best validation negative ELBO {best}")
-    click.echo(f"run folder: {run.run_dir}")
-    click.echo(f"  {run.run_dir / 'plots' / 'curves.png'}")
-    click.echo(f"  {run.run_dir / 'samples.txt'}")
-    click.echo(f"  TensorBoard: tensorboard --logdir {run.run_dir / 'tensorboard'}")
-    click.echo(f'  try: vaekit vary {run.run_dir} "a text like the ones you trained on" -n 5')
-    if result.status == "interrupted":
-        click.echo(f"interrupted: continue with `vaekit train text --out {run.run_dir} --resume`", err=True)
-        sys.exit(130)
+    _report_run(run, "text")
 
 
 def _check_resume(ctx, resume, overwrite, data, allowed) -> None:
@@ -330,11 +328,11 @@ def quickstart(out, only, epochs, quiet):
 
     if only in (None, "image"):
         run = run_image_quickstart(out, **({"epochs": epochs} if epochs else {}), progress=not quiet)
-        _report_run(run)
+        _report_run(run, "image")
     if only in (None, "text"):
         run = run_text_quickstart(out.with_name(out.name + "-text"), **({"epochs": epochs} if epochs else {}),
                                   progress=not quiet)
-        _report_text_run(run)
+        _report_run(run, "text")
         for sentence in LEE_EXAMPLES:
             click.echo(f"\nvariations of: {sentence}")
             for i, v in enumerate(run.model.vary(sentence, n=3, seed=0), 1):

@@ -116,6 +116,10 @@ class TrainConfig:
     seed: int = 0
     precision: typing.Literal["auto", "bf16", "fp32"] = "auto"
     early_stop: int = 0  # stop after this many epochs without a better validation loss; 0 disables
+    # multiply the learning rate by lr_decay after lr_patience epochs without a better validation loss
+    # (He et al. 2019 decay it when validation stalls); 1.0 disables
+    lr_decay: float = 1.0
+    lr_patience: int = 2
     max_minutes: float = 0.0  # end the epoch in progress, validate and stop once training has run this long; 0 disables
     # KL weight: beta * schedule(step); see objectives.kl_weight
     beta: float = 1.0
@@ -134,6 +138,8 @@ class TrainConfig:
             (self.free_bits >= 0, "free_bits must be non-negative"),
             (self.early_stop >= 0, "early_stop must be non-negative"),
             (self.max_minutes >= 0, "max_minutes must be non-negative"),
+            (0 < self.lr_decay <= 1, "lr_decay must be in (0, 1]"),
+            (self.lr_patience >= 0, "lr_patience must be non-negative"),
         ]
         for ok, message in checks:
             if not ok:

@@ -133,6 +133,9 @@ class Trainer:
         self.generator = torch.Generator().manual_seed(config.seed)
         torch.manual_seed(config.seed)
         self.optimizer = make_optimizer(config, model.parameters())
+        self.scheduler = (torch.optim.lr_scheduler.ReduceLROnPlateau(self.optimizer, factor=config.lr_decay,
+                                                                     patience=config.lr_patience)
+                          if config.lr_decay < 1 and val_data is not None else None)
         self.step = 0
         self.epoch = 0  # epochs completed
         self.best_val: float | None = None
@@ -154,6 +157,7 @@ class Trainer:
         _atomic_torch_save({
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
             "step": self.step,
             "epoch": self.epoch,
             "generator": self.generator.get_state(),
@@ -170,6 +174,8 @@ class Trainer:
             state = torch.load(path, map_location="cpu", weights_only=True)
             self.model.load_state_dict(state["model"])
             self.optimizer.load_state_dict(state["optimizer"])
+            if self.scheduler is not None and state.get("scheduler"):
+                self.scheduler.load_state_dict(state["scheduler"])
         except (RuntimeError, KeyError, ValueError, OSError) as exc:
             raise VaekitError(f"{path}: resume state does not fit this run ({str(exc).splitlines()[0]})") from None
         self.step, self.epoch = int(state["step"]), int(state["epoch"])
@@ -274,7 +280,10 @@ class Trainer:
         cfg = self.config
         if self.val_data is not None:
             val = validation_loss(self.model, self.val_data, max(cfg.batch_size, 256), self.precision, cfg.seed)
-            monitor.log("val", self.step, self.epoch, {**val, "train_items_per_s": items_per_second})
+            if self.scheduler is not None:
+                self.scheduler.step(val["loss"])
+            lr = self.optimizer.param_groups[0]["lr"]
+            monitor.log("val", self.step, self.epoch, {**val, "lr": lr, "train_items_per_s": items_per_second})
             improved = self.best_val is None or val["loss"] < self.best_val
             if improved:
                 self.best_val, self.epochs_since_best = val["loss"], 0
