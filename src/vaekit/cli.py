@@ -52,17 +52,21 @@ def data_option(required: bool = True, help_extra: str = ""):
                              "PNG/JPEG files (sub-folders are class labels)." + help_extra)
 
 
-def use_data_options(f):
-    """--data, --split, --resize, --binarize and --seed for the commands that read images with a model."""
+def image_input_options(f):
+    """--split, --resize, --binarize and --seed, for the commands that read images with a model."""
     f = click.option("--seed", type=int, default=0, show_default=True,
                      help="Seed for stochastic binarization and sampling.")(f)
     f = click.option("--binarize", type=click.Choice(["none", "threshold", "dynamic"]), default=None,
-                     help="How pixels are binarized before encoding; default: as the run was trained "
+                     help="Images: how pixels are binarized before encoding; default: as the run was trained "
                           "(dynamic becomes one fixed stochastic binarization drawn with --seed).")(f)
-    f = click.option("--resize", metavar="HxW", default=None, help="Resize every image to H x W pixels.")(f)
-    f = click.option("--split", type=click.Choice(["train", "test"]), default="test", show_default=True,
-                     help="In a folder holding both MNIST-style sets, which one to read.")(f)
-    return data_option()(f)
+    f = click.option("--resize", metavar="HxW", default=None, help="Images: resize every image to H x W pixels.")(f)
+    return click.option("--split", type=click.Choice(["train", "test"]), default="test", show_default=True,
+                        help="Images: in a folder holding both MNIST-style sets, which one to read.")(f)
+
+
+def use_data_options(f):
+    """--data with the image input options."""
+    return data_option()(image_input_options(f))
 
 
 def _load_model(run: Path):
@@ -439,12 +443,7 @@ def sample(run, n, out, seed, temperature, strategy):
 @run_argument
 @click.argument("texts", nargs=-1)
 @data_option(required=False, help_extra=" Text models: a file of texts, or give the texts as arguments.")
-@click.option("--split", type=click.Choice(["train", "test"]), default="test", show_default=True,
-              help="Image models: in a folder holding both MNIST-style sets, which one to read.")
-@click.option("--resize", metavar="HxW", default=None, help="Image models: resize every image to H x W pixels.")
-@click.option("--binarize", type=click.Choice(["none", "threshold", "dynamic"]), default=None,
-              help="Image models: binarization before encoding (default: as trained).")
-@click.option("--seed", type=int, default=0, show_default=True)
+@image_input_options
 @text_source_options
 @click.option("--out", type=click.Path(path_type=Path), default=None,
               help="Image models: .png grid or .npy/.npz (required). Text models: a .txt file (default: print).")
@@ -476,12 +475,7 @@ def reconstruct(run, texts, data, split, resize, binarize, seed, text_column, en
 @run_argument
 @click.argument("texts", nargs=-1)
 @data_option(required=False, help_extra=" Image models only.")
-@click.option("--split", type=click.Choice(["train", "test"]), default="test", show_default=True,
-              help="Image models: in a folder holding both MNIST-style sets, which one to read.")
-@click.option("--resize", metavar="HxW", default=None, help="Image models: resize every image to H x W pixels.")
-@click.option("--binarize", type=click.Choice(["none", "threshold", "dynamic"]), default=None,
-              help="Image models: binarization before encoding (default: as trained).")
-@click.option("--seed", type=int, default=0, show_default=True)
+@image_input_options
 @click.option("--index", "indices", type=int, multiple=True,
               help="Image models: image index (repeat it: --index 3 --index 17); each consecutive pair gives one row.")
 @click.option("--steps", type=click.IntRange(min=2), default=None, help="Points along each path (image: 10, text: 7).")
