@@ -1,5 +1,4 @@
 """Contract tests every model passes on a tiny config."""
-import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file

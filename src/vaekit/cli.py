@@ -100,17 +100,22 @@ def train():
 RESUMABLE = {"data", "out", "epochs", "resume", "quiet", "early_stop", "max_minutes"}
 
 
-def lr_decay_options(f):
+def run_control_options(f):
+    """Options every `train` command shares: precision, stopping rules, learning-rate decay, resume/overwrite."""
+    f = click.option("--quiet", is_flag=True, help="No progress bar.")(f)
+    f = click.option("--overwrite", is_flag=True, help="Replace an existing run in --out.")(f)
+    f = click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint, with its settings.")(f)
     f = click.option("--lr-patience", type=click.IntRange(min=0), default=2, show_default=True,
                      help="Epochs without a better validation loss before --lr-decay applies.")(f)
-    return click.option("--lr-decay", type=click.FloatRange(0, 1, min_open=True), default=1.0, show_default=True,
-                        help="Multiply the learning rate by this when validation stalls (1: never).")(f)
-
-
-def max_minutes_option(f):
-    return click.option("--max-minutes", type=click.FloatRange(min=0), default=0.0, show_default=True,
-                        help="Stop after this much training time: the epoch in progress ends early, is validated "
-                             "and checkpointed (0: no limit).")(f)
+    f = click.option("--lr-decay", type=click.FloatRange(0, 1, min_open=True), default=1.0, show_default=True,
+                     help="Multiply the learning rate by this when validation stalls (1: never).")(f)
+    f = click.option("--max-minutes", type=click.FloatRange(min=0), default=0.0, show_default=True,
+                     help="Stop after this much training time: the epoch in progress ends early, is validated "
+                          "and checkpointed (0: no limit).")(f)
+    f = click.option("--early-stop", type=click.IntRange(min=0), default=0, show_default=True,
+                     help="Stop after N epochs without a better validation loss (0: never).")(f)
+    return click.option("--precision", type=click.Choice(["auto", "bf16", "fp32"]), default="auto", show_default=True,
+                        help="auto uses bf16 autocast where the CPU has native bf16; losses and optimizer stay fp32.")(f)
 
 
 @train.command("image", context_settings=CONTEXT)
@@ -134,16 +139,8 @@ def max_minutes_option(f):
               help="none: grey levels as probabilities; threshold: pixel > 0.5; dynamic: a fresh Bernoulli draw "
                    "every time an image is seen.")
 @click.option("--resize", metavar="HxW", default=None, help="Resize every image to H x W pixels (needed for mixed sizes).")
-@click.option("--precision", type=click.Choice(["auto", "bf16", "fp32"]), default="auto", show_default=True,
-              help="auto uses bf16 autocast where the CPU has native bf16; losses and optimizer stay fp32.")
 @click.option("--beta", type=click.FloatRange(min=0), default=1.0, show_default=True, help="Weight on the KL term.")
-@click.option("--early-stop", type=click.IntRange(min=0), default=0, show_default=True,
-              help="Stop after N epochs without a better validation loss (0: never).")
-@max_minutes_option
-@lr_decay_options
-@click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint, with its settings.")
-@click.option("--overwrite", is_flag=True, help="Replace an existing run in --out.")
-@click.option("--quiet", is_flag=True, help="No progress bar.")
+@run_control_options
 @click.pass_context
 def train_image_command(ctx, data, out, preset, latent_dim, epochs, batch_size, lr, optimizer, val_fraction,
                         seed, loss, binarize, resize, precision, beta, early_stop, max_minutes, lr_decay, lr_patience,
@@ -243,15 +240,7 @@ TEXT_RESUMABLE = RESUMABLE | {"text_column", "title_column", "label_column", "en
 @click.option("--val-fraction", type=click.FloatRange(0, 1, max_open=True), default=0.1, show_default=True,
               help="Fraction of documents held out for validation.")
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--precision", type=click.Choice(["auto", "bf16", "fp32"]), default="auto", show_default=True,
-              help="auto uses bf16 autocast where the CPU has native bf16; losses and optimizer stay fp32.")
-@click.option("--early-stop", type=click.IntRange(min=0), default=0, show_default=True,
-              help="Stop after N epochs without a better validation loss (0: never).")
-@max_minutes_option
-@lr_decay_options
-@click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint, with its settings.")
-@click.option("--overwrite", is_flag=True, help="Replace an existing run in --out.")
-@click.option("--quiet", is_flag=True, help="No progress bar.")
+@run_control_options
 @click.pass_context
 def train_text_command(ctx, data, out, text_column, title_column, label_column, encoding, val_data, unit, max_tokens,
                        tokenizer_kind, vocab_size, lowercase, pretokenized, preset, rnn, layers, hidden, decoder_hidden,

@@ -11,7 +11,7 @@ from typing import Iterable, Literal
 import torch
 import torch.nn.functional as F
 
-from .data.tokenizer import BOS_ID, EOS_ID, PAD_ID, UNK_ID
+from .data.tokenizer import BOS_ID, EOS_ID, PAD_ID
 from .errors import VaekitError
 
 log = logging.getLogger(__name__)
@@ -187,8 +187,9 @@ def vary(model, text: str, n: int = 5, temperature: float = 1.0, strategy: Strat
 
 
 def _vary_unit(model, unit, n, temperature, strategy, top_p, generator, keep_copies, oversample, max_rounds, banned):
-    posterior = model.encode(model.batch([unit]))
-    source = _normalise(model.tokenizer.decode(model.batch([unit]).ids[0]))
+    batch = model.batch([unit])
+    posterior = model.encode(batch)
+    source = _normalise(model.tokenizer.decode(batch.ids[0]))
     seen: dict[str, str] = {}
     for _ in range(max_rounds):
         draws = n * oversample

@@ -13,7 +13,7 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from .config import TrainConfig, from_dict, read_json, to_dict, write_json
+from .config import TrainConfig, from_dict, read_json, write_json
 from .data.text import TextBatches, TextSource, TokenFile, TokenFileWriter, Unit, corpus_units, read_records
 from .data.tokenizer import TOKENIZER_NAME, TextTokenizer, TokenizerConfig
 from .errors import VaekitError
@@ -175,13 +175,10 @@ def _check_batch(training: TrainConfig, stats: dict) -> None:
 
 
 def load_for_resume(out: Path, saved: dict) -> TextVAE:
-    """The model as the run built it, with the last epoch's weights loaded later from resume.pt."""
-    config = from_dict(TextVAEConfig, saved.get("model"), where=f"{out / CONFIG_NAME} \"model\"")
-    tok_config = from_dict(TokenizerConfig, saved.get("tokenizer") or {}, where=f"{out / CONFIG_NAME} \"tokenizer\"")
-    tokenizer = TextTokenizer.load(out / TOKENIZER_NAME, tok_config)
-    if tokenizer.vocab_size != config.vocab_size:
-        raise VaekitError(f"{out / TOKENIZER_NAME}: has {tokenizer.vocab_size} tokens but the model has {config.vocab_size}")
-    return TextVAE(config, tokenizer)
+    """The model as the run built it, with its tokenizer; the last epoch's weights come later from resume.pt."""
+    model = TextVAE(from_dict(TextVAEConfig, saved.get("model"), where=f"{out / CONFIG_NAME} \"model\""))
+    TextVAE._attach(model, out, saved)
+    return model
 
 
 # --- using a trained model ----------------------------------------------------------------

@@ -169,22 +169,29 @@ def parse_size(text: str | None) -> tuple[int, int] | None:
     return int(match[1]), int(match[2])
 
 
-def _load_folder(root: Path, resize: tuple[int, int] | None) -> ImageDataset:
+GREY_MODES = ("1", "L", "I", "I;16", "F", "LA")
+
+
+def _open_image(path: Path):
+    """A fully decoded PIL image; a corrupt or truncated file is a VaekitError naming it."""
     from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as img:
+            img.load()
+            return img.copy()
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise VaekitError(f"{path}: corrupt or truncated image ({exc})") from None
+
+
+def _load_folder(root: Path, resize: tuple[int, int] | None) -> ImageDataset:
+    from PIL import Image
 
     files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
     if not files:
         raise VaekitError(f"{root}: no PNG or JPEG images found (looked in all sub-folders)")
-    pictures, modes = [], set()
-    for path in files:
-        try:
-            with Image.open(path) as img:
-                img.load()
-                pictures.append(img.copy())
-        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-            raise VaekitError(f"{path}: corrupt or truncated image ({exc})") from None
-        modes.add("L" if pictures[-1].mode in ("1", "L", "I", "I;16", "F", "LA") else "RGB")
-    mode = "L" if modes == {"L"} else "RGB"
+    pictures = [_open_image(path) for path in files]
+    mode = "L" if all(pic.mode in GREY_MODES for pic in pictures) else "RGB"
     if resize is None:
         first = pictures[0].size
         for path, pic in zip(files, pictures):
@@ -248,14 +255,10 @@ def load_images(path: str | Path, resize: str | tuple[int, int] | None = None,
 
 
 def _single_image(path: Path, size: tuple[int, int] | None) -> ImageDataset:
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image
 
-    try:
-        with Image.open(path) as img:
-            img.load()
-            pic = img.convert("L" if img.mode in ("1", "L", "I", "I;16", "F", "LA") else "RGB")
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise VaekitError(f"{path}: corrupt or truncated image ({exc})") from None
+    pic = _open_image(path)
+    pic = pic.convert("L" if pic.mode in GREY_MODES else "RGB")
     if size is not None:
         pic = pic.resize((size[1], size[0]), Image.BILINEAR)
     array = _array_to_nchw(np.asarray(pic, dtype=np.uint8)[None], str(path))

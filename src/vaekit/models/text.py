@@ -6,7 +6,6 @@ log p(x|z) = sum_t log p(x_t | x_<t, z), over the real tokens and the closing <e
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 from typing import Literal
 
@@ -14,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..config import from_dict, to_dict, write_json
+from ..config import from_dict, to_dict
 from ..data.text import TextBatch, collate, split_units
 from ..data.tokenizer import BOS_ID, EOS_ID, PAD_ID, TOKENIZER_NAME, UNK_ID, TextTokenizer, TokenizerConfig
 from ..distributions import DiagonalGaussian
