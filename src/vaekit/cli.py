@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import click
+import numpy as np
 from click.core import ParameterSource
 
 from .errors import NonFiniteLossError, VaekitError
@@ -351,8 +352,22 @@ def text_source_options(f):
     return f
 
 
-def _source(text_column, encoding) -> dict:
-    return {"text_column": text_column, "encoding": encoding}
+def label_column_option(f):
+    return click.option("--label-column", default=None,
+                        help="Text models: CSV/JSONL column with a label per text (colours plots, kept in outputs).")(f)
+
+
+def _source(text_column, encoding, label_column=None) -> dict:
+    return {"text_column": text_column, "encoding": encoding, "label_column": label_column}
+
+
+def _items(run: Path, model, data: Path, split, resize, binarize, seed, text_column, encoding, label_column=None,
+           keep_texts: bool = False, limit: int | None = None, anomaly_key: str | None = None):
+    from .items import model_items
+
+    return model_items(model, data, binarize=None if _is_text(model) else _binarize(run, binarize), resize=resize,
+                       split=split, seed=seed, source=_source(text_column, encoding, label_column),
+                       keep_texts=keep_texts, limit=limit, anomaly_key=anomaly_key)
 
 
 def _echo_texts(texts, out: Path | None, what: str) -> None:
@@ -496,41 +511,246 @@ def interpolate(run, texts, data, split, resize, binarize, seed, indices, steps,
 @cli.command("latent-plot", context_settings=CONTEXT)
 @run_argument
 @use_data_options
-@click.option("--out", type=click.Path(path_type=Path), required=True, help="Picture to write (.png, .pdf, .svg).")
+@text_source_options
+@label_column_option
+@click.option("--out", type=click.Path(path_type=Path), required=True,
+              help="Picture to write (.png, .pdf, .svg); an interactive .html is written beside it.")
+@click.option("--method", type=click.Choice(["auto", "pca", "umap"]), default="auto", show_default=True,
+              help="Projection for latents above 2-D: UMAP when umap-learn is installed (auto), else PCA.")
 @click.option("--max-items", type=click.IntRange(min=2), default=5000, show_default=True,
-              help="Plot a random subset of at most this many images.")
-def latent_plot_command(run, data, split, resize, binarize, seed, out, max_items):
-    """Scatter the posterior means coloured by label (PCA beyond 2 dimensions); for a 2-D latent, also
-    the decoded manifold."""
-    from .images import latent_plot
+              help="Plot at most this many items (images: a random subset; texts: the first ones).")
+@click.option("--html/--no-html", default=True, show_default=True, help="Also write the interactive plotly page.")
+def latent_plot_command(run, data, split, resize, binarize, seed, text_column, encoding, label_column, out, method,
+                        max_items, html):
+    """Scatter the posterior means coloured by label (projected for latents above 2-D), with an
+    interactive HTML version; for a 2-D image latent, also the decoded manifold."""
+    from .latent import encode_items, latent_figure
 
     model = _load_model(run)
+    manifold = None
     if _is_text(model):
-        raise VaekitError("latent-plot draws image models for now; use `vaekit encode` for a text model's codes")
-    path = latent_plot(model, _load_data(data, resize, split), out, binarize=_binarize(run, binarize), seed=seed,
-                       max_items=max_items)
-    _done("latent plot", path)
+        items = _items(run, model, data, split, resize, binarize, seed, text_column, encoding, label_column,
+                       keep_texts=True, limit=max_items)
+        what = "texts"
+    else:
+        from .data.images import load_images
+        from .images import manifold_picture
+        from .items import image_items
+
+        images = load_images(data, resize=resize, split=split)
+        if len(images) > max_items:
+            import torch
+
+            images = images.subset(torch.randperm(len(images), generator=torch.Generator().manual_seed(seed))[:max_items])
+        items = image_items(model, images, _binarize(run, binarize), seed)
+        manifold = manifold_picture(model) if model.latent_dim == 2 else None
+        what = "images"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    codes = encode_items(model, items)
+    written = latent_figure(codes["mean"], codes.get("labels"), codes["ids"], out, method=method, manifold=manifold,
+                            title=f"posterior means of {len(codes['ids'])} {what}", texts=items.texts, html=html,
+                            seed=seed)
+    _done(f"latent plot ({written['method']})", written["picture"])
+    if "html" in written:
+        _done("interactive", written["html"])
 
 
 @cli.command(context_settings=CONTEXT)
 @run_argument
 @use_data_options
 @text_source_options
-@click.option("--out", type=click.Path(path_type=Path), required=True, help=".npz with mean, logvar (n, d), labels, ids.")
-def encode(run, data, split, resize, binarize, seed, text_column, encoding, out):
-    """Write each item's posterior mean and log-variance."""
-    from .images import encode_data, save_codes
+@label_column_option
+@click.option("--out", type=click.Path(path_type=Path), required=True,
+              help="File to write: .npz (arrays mean, logvar, ids, labels), .csv or .parquet (one row per item).")
+@click.option("--format", "fmt", type=click.Choice(["npz", "csv", "parquet"]), default=None,
+              help="Output format (default: from the --out suffix). Parquet needs pyarrow.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def encode(run, data, split, resize, binarize, seed, text_column, encoding, label_column, out, fmt, quiet):
+    """Write each item's posterior mean and log-variance with its id (file name, CSV id or line number)
+    and label: the latent codes as features for dimensionality reduction or other models."""
+    from .latent import code_format, encode_items, write_codes
+
+    code_format(out, fmt)  # a bad name fails before any work
+    model = _load_model(run)
+    items = _items(run, model, data, split, resize, binarize, seed, text_column, encoding, label_column)
+    codes = encode_items(model, items, progress=not quiet)
+    _done(f"codes of {len(codes['ids'])} {'texts' if _is_text(model) else 'images'}", write_codes(codes, out, fmt))
+
+
+def score_options(f):
+    f = click.option("--quiet", is_flag=True, help="No progress bar.")(f)
+    f = click.option("--precision", type=click.Choice(["fp32", "bf16"]), default="fp32", show_default=True,
+                     help="Arithmetic for scoring.")(f)
+    f = click.option("--iw-samples", type=click.IntRange(min=1), default=None,
+                     help="Samples of z per item [default: as calibrated, else 10].")(f)
+    return click.option("--score", "score_name", type=click.Choice(["neg_elbo", "iw_nll", "rec"]), default=None,
+                        help="neg_elbo: -ELBO; iw_nll: importance-weighted NLL (tighter, Burda et al. 2016); rec: "
+                             "reconstruction error alone [default: as calibrated, else neg_elbo].")(f)
+
+
+@cli.command(context_settings=CONTEXT)
+@run_argument
+@use_data_options
+@text_source_options
+@score_options
+@click.option("--fpr", type=float, default=0.01, show_default=True,
+              help="Target false-positive rate on normal data, strictly between 0 and 1.")
+def calibrate(run, data, split, resize, binarize, seed, text_column, encoding, score_name, iw_samples, precision,
+              quiet, fpr):
+    """Set the anomaly threshold on held-out NORMAL data (never the evaluation data) at a target false-
+    positive rate, and store it in RUN/anomaly.json; `vaekit score` then flags items above it."""
+    from .anomaly import calibrate as store, compute_scores
+
+    if not 0 < fpr < 1:
+        raise VaekitError(f"--fpr {fpr}: must lie strictly between 0 and 1")
+    model = _load_model(run)
+    score_name = score_name or "neg_elbo"
+    iw_samples = iw_samples or 10
+    items = _items(run, model, data, split, resize, binarize, seed, text_column, encoding)
+    scores = compute_scores(model, items, score_name, iw_samples, seed=seed, precision=precision, progress=not quiet)
+    record = store(run, scores, fpr, score_name, iw_samples, str(data), seed=seed)
+    click.echo(f"threshold {record['threshold']:.3f} nats of {score_name} ({len(scores)} normal items, "
+               f"false-positive rate {record['observed_fpr']:.4f} on them)")
+    if record["resolution_note"]:
+        click.echo(f"note: {record['resolution_note']}")
+    _done("calibration", run / "anomaly.json")
+
+
+@cli.command(context_settings=CONTEXT)
+@run_argument
+@use_data_options
+@text_source_options
+@score_options
+@click.option("--out", type=click.Path(path_type=Path), required=True,
+              help="CSV to write: id, score, label, anomaly (when known), flagged (when calibrated).")
+@click.option("--anomaly-label", default=None, metavar="COLUMN_OR_KEY",
+              help="Ground truth: texts: the CSV/JSONL column; images: an array in the .npz. Values read as "
+                   "yes/no (1/0, true/false, anomaly/normal) unless --anomaly-class names the anomalous ones.")
+@click.option("--anomaly-class", multiple=True,
+              help="A label value that marks an anomaly (repeatable); for images, a class name (sub-folder or "
+                   "MNIST digit) when --anomaly-label is not given.")
+@click.option("--plot/--no-plot", default=True, show_default=True,
+              help="With ground truth: draw RUN/plots/scores.png (histograms and ROC).")
+def score(run, data, split, resize, binarize, seed, text_column, encoding, score_name, iw_samples, precision, quiet,
+          out, anomaly_label, anomaly_class, plot):
+    """Per-item anomaly scores (nats, higher = more anomalous) with item ids; flags items above the
+    calibrated threshold; with ground truth, reports AUROC and AUPRC."""
+    from .anomaly import (anomaly_flags, compute_scores, detection_metrics, plot_scores, read_calibration,
+                          summary_line, write_scores_csv)
+    from .config import write_json
+
+    if out.suffix.lower() != ".csv":
+        raise VaekitError(f"--out {out}: scores are written as .csv")
+    model = _load_model(run)
+    calibration = read_calibration(run)
+    if calibration is not None:
+        score_name = score_name or calibration["score"]
+        iw_samples = iw_samples or calibration["iw_samples"]
+        if score_name != calibration["score"]:
+            click.echo(f"note: calibrated on {calibration['score']}, scoring {score_name}: items are not flagged",
+                       err=True)
+            calibration = None
+    score_name, iw_samples = score_name or "neg_elbo", iw_samples or 10
+    text = _is_text(model)
+    if (anomaly_label or anomaly_class) and text and not anomaly_label:
+        raise VaekitError("--anomaly-class needs --anomaly-label COLUMN for text data")
+    items = _items(run, model, data, split, resize, binarize, seed, text_column, encoding,
+                   label_column=anomaly_label if text else None, anomaly_key=None if text else anomaly_label)
+    if not text and anomaly_class and items.labels is None:
+        raise VaekitError(f"{data}: these images carry no labels for --anomaly-class")
+    scores = compute_scores(model, items, score_name, iw_samples, seed=seed, precision=precision, progress=not quiet)
+    flags = None
+    if anomaly_label or anomaly_class:
+        flags = anomaly_flags(items.labels, tuple(anomaly_class), where=anomaly_label or "class")
+    flagged = scores > calibration["threshold"] if calibration is not None else None
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_scores_csv(out, items.ids, scores, score_name, labels=items.labels, flags=flags, flagged=flagged)
+    summary = {"items": len(scores), "score": score_name, "iw_samples": iw_samples, "data": str(data),
+               "mean": float(scores.mean()), "median": float(np.median(scores))}
+    if calibration is not None:
+        summary.update(threshold=calibration["threshold"], flagged=int(flagged.sum()))
+    if flags is not None:
+        summary.update(detection_metrics(scores, flags))
+        if plot:
+            summary["plot"] = str(plot_scores(scores, flags, run / "plots" / "scores.png", score_name,
+                                              calibration["threshold"] if calibration else None, summary))
+    write_json(out.with_suffix(".json"), summary)
+    for key in ("items", "score", "mean", "threshold", "flagged", "auroc", "auprc", "auprc_base_rate"):
+        if key in summary:
+            click.echo(summary_line(key, summary[key]))
+    _done("scores", out)
+    if "plot" in summary:
+        _done("plot", Path(summary["plot"]))
+
+
+@cli.command(context_settings=CONTEXT)
+@run_argument
+@click.argument("text", required=False)
+@click.option("--dim", "dims", type=int, multiple=True,
+              help="Latent dimension to walk along (repeatable) [default: the first 8, or all if fewer].")
+@click.option("--range", "value_range", type=float, nargs=2, default=(-3.0, 3.0), show_default=True,
+              help="Values the dimension takes, in prior standard deviations.")
+@click.option("--steps", type=click.IntRange(min=2), default=9, show_default=True, help="Points along each walk.")
+@data_option(required=False, help_extra=" Image models: start from --index of these images instead of the origin.")
+@image_input_options
+@click.option("--index", type=int, default=None, help="Image models: the image of --data to start from.")
+@click.option("--out", type=click.Path(path_type=Path), default=None,
+              help="Image models: grid to write (.png, .npy, .npz; default RUN/plots/traverse.png). "
+                   "Text models: a .txt file (default: print).")
+def traverse(run, text, dims, value_range, steps, data, split, resize, binarize, seed, index, out):
+    """Decode along one latent dimension at a time, the others held at the origin (or at TEXT's / an
+    image's posterior mean), to see what each dimension does: one row per dimension."""
+    import torch
+
+    from .latent import check_dims, traversal_codes
 
     model = _load_model(run)
+    dims = check_dims(model, dims or range(min(8, model.latent_dim)))
+    base = torch.zeros(1, model.latent_dim)
     if _is_text(model):
-        from .texts import encode_texts, read_texts
-
-        texts = read_texts(data, _source(text_column, encoding))
-        codes = encode_texts(model, texts)
-        _done(f"codes of {len(texts)} texts", save_codes(codes, out))
+        if text is not None:
+            base = model.encode(model.batch([text])).mean
+        z = traversal_codes(base, dims, *value_range, steps)
+        decoded = model.decode(z)
+        values = torch.linspace(*value_range, steps).tolist()
+        lines = []
+        for row, k in enumerate(dims):
+            lines.append(f"dimension {k}:")
+            lines += [f"  {v:+.2f}  {decoded[row * steps + i]}" for i, v in enumerate(values)]
+        _echo_texts(lines, out, "traversal")
         return
-    codes = encode_data(model, _load_data(data, resize, split), binarize=_binarize(run, binarize), seed=seed)
-    _done(f"codes of {len(codes['mean'])} images", save_codes(codes, out))
+    if text is not None:
+        raise VaekitError("TEXT is for text models; for images start from --data with --index")
+    if index is not None:
+        from .images import _inputs, _pick
+
+        images = _load_data(_need(data, "--data", "--index with image"), resize, split)
+        chosen = _pick(images, [index])
+        x = _inputs(model, images, _binarize(run, binarize), seed).fixed()[chosen]
+        base = model.encode(x).mean
+    from .images import _write_images
+    from .viz import auto_scale
+
+    with torch.no_grad():
+        grid = model.decode(traversal_codes(base, dims, *value_range, steps))
+    out = out or run / "plots" / "traverse.png"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    _done(f"traversal of dimensions {', '.join(map(str, dims))}",
+          _write_images(grid, out, nrow=steps, scale=auto_scale(model.config.height)))
+
+
+@cli.command(context_settings=CONTEXT)
+@run_argument
+@click.option("--out", type=click.Path(path_type=Path), default=None,
+              help="HTML file to write [default: RUN/report.html].")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed for the samples shown.")
+def report(run, out, seed):
+    """One self-contained HTML page about a run: config, training curves, evaluation table, samples or
+    variations, latent plot, anomaly histogram when calibrated. Pictures are embedded, so the page can
+    be mailed or archived alone."""
+    from .report import write_report
+
+    _done("report", write_report(run, out or run / "report.html", seed=seed))
 
 
 @cli.command(context_settings=CONTEXT)

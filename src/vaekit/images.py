@@ -186,14 +186,6 @@ def encode_data(model: ImageVAE, data: ImageDataset, binarize: str | None = None
     return codes
 
 
-def save_codes(codes: dict[str, np.ndarray], out: str | Path) -> Path:
-    out = Path(out)
-    if out.suffix != ".npz":
-        raise VaekitError(f"--out {out}: codes are written as .npz")
-    np.savez_compressed(out, **codes)
-    return out
-
-
 def manifold_picture(model: ImageVAE, size: int = 15) -> np.ndarray:
     """For a 2-D latent: decode a size x size grid at the Gaussian's quantiles (Kingma & Welling 2014, fig. 4)."""
     q = torch.distributions.Normal(0.0, 1.0).icdf(torch.linspace(0.05, 0.95, size))

@@ -265,9 +265,12 @@ class Trainer:
             return
         if val["kl"] < 0.1 or val["active_units"] == 0:
             self._collapse_warned = True
+            text = hasattr(self.model, "tokenizer")
+            effect = "variations will not follow their input" if text else "reconstructions will not follow their input"
+            remedies = "--free-bits 0.1-0.5, --word-dropout 0.3, --kl-schedule cyclical" if text else \
+                "more epochs"
             message = (f"posterior collapse: validation KL is {val['kl']:.3f} nats with {val['active_units']} active units, "
-                       "so the decoder ignores z and variations will not follow their input; try --free-bits 0.1-0.5, "
-                       "--word-dropout 0.3, --kl-schedule cyclical or a smaller --beta")
+                       f"so the decoder ignores z and {effect}; try {remedies} or a smaller --beta")
             log.warning(message)
             if self.progress:
                 tqdm.write("warning: " + message)

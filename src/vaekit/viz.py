@@ -105,16 +105,17 @@ def plot_latent(means: np.ndarray, labels: np.ndarray | None, label_names: Seque
                 path: str | os.PathLike, manifold: np.ndarray | None = None, title: str = "") -> Path:
     """Posterior means coloured by label. Latent > 2 is projected onto its first two principal components.
     ``manifold`` (a picture of the decoded latent grid, for a 2-D latent) is drawn beside the scatter."""
-    plt = _pyplot()
-    if means.shape[1] > 2:
-        from sklearn.decomposition import PCA
+    from .latent import project
 
-        pca = PCA(n_components=2, random_state=0)
-        points = pca.fit_transform(means)
-        axis = [f"PC{i + 1} ({v:.0%} of variance)" for i, v in enumerate(pca.explained_variance_ratio_)]
-    else:
-        points = means if means.shape[1] == 2 else np.c_[means, np.zeros(len(means))]
-        axis = ["z1", "z2"]
+    points, axis, _ = project(means, "pca")
+    return plot_latent_points(points, labels, label_names, axis, path, manifold=manifold, title=title)
+
+
+def plot_latent_points(points: np.ndarray, labels: np.ndarray | None, label_names: Sequence[str] | None,
+                       axis: Sequence[str], path: str | os.PathLike, manifold: np.ndarray | None = None,
+                       title: str = "") -> Path:
+    """A 2-D scatter of ``points`` coloured by integer ``labels`` (names from ``label_names``)."""
+    plt = _pyplot()
     ncols = 2 if manifold is not None else 1
     fig, axes = plt.subplots(1, ncols, figsize=(6.5 * ncols, 5.5), squeeze=False)
     ax = axes[0, 0]
