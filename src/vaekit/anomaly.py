@@ -30,15 +30,21 @@ FALSE_WORDS = {"0", "false", "no", "n", "normal", "inlier"}
 def compute_scores(model, items: Items, score: str = "neg_elbo", iw_samples: int = 10, seed: int = 0,
                    precision: str = "fp32", progress: bool = False) -> np.ndarray:
     """Per-item scores (n,) in the order of ``items``; fills ``items.ids`` (and labels) as a side effect."""
-    from .evaluate import evaluate
-
     if score not in SCORES:
         raise VaekitError(f"--score {score}: choose one of {', '.join(SCORES)}")
+    return all_scores(model, items, iw_samples, seed, precision, progress)[score]
+
+
+def all_scores(model, items: Items, iw_samples: int = 10, seed: int = 0, precision: str = "fp32",
+               progress: bool = False) -> dict[str, np.ndarray]:
+    """Every score of SCORES per item, from one pass (they share the k draws of z)."""
+    from .evaluate import evaluate
+
     if iw_samples < 1:
         raise VaekitError(f"--iw-samples {iw_samples}: must be at least 1")
     report = evaluate(model, items.batches(), iw_samples=iw_samples, seed=seed, precision=precision,
                       progress=progress, total=items.count)
-    return report["per_item"][score]
+    return {name: report["per_item"][name] for name in SCORES}
 
 
 def anomaly_flags(labels: list[str], anomaly_classes: tuple[str, ...] = (), where: str = "label") -> np.ndarray:

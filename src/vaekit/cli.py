@@ -98,7 +98,7 @@ def train():
     """Train a VAE into a run folder."""
 
 
-RESUMABLE = {"data", "out", "epochs", "resume", "quiet", "early_stop", "max_minutes"}
+RESUMABLE = {"data", "out", "epochs", "resume", "quiet", "early_stop", "max_minutes", "device", "compile_model"}
 
 
 def run_control_options(f):
@@ -115,8 +115,15 @@ def run_control_options(f):
                           "and checkpointed (0: no limit).")(f)
     f = click.option("--early-stop", type=click.IntRange(min=0), default=0, show_default=True,
                      help="Stop after N epochs without a better validation loss (0: never).")(f)
-    return click.option("--precision", type=click.Choice(["auto", "bf16", "fp32"]), default="auto", show_default=True,
-                        help="auto uses bf16 autocast where the CPU has native bf16; losses and optimizer stay fp32.")(f)
+    f = click.option("--compile", "compile_model", is_flag=True,
+                     help="torch.compile the networks (pays a compile time up front; helps most on GPUs).")(f)
+    f = click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="auto", show_default=True,
+                     help="Where to train: auto takes a CUDA GPU (this process's LOCAL_RANK under torchrun), then "
+                          "Apple MPS, then the CPU.")(f)
+    return click.option("--precision", type=click.Choice(["auto", "bf16", "fp16", "fp32"]), default="auto",
+                        show_default=True,
+                        help="auto: bf16 autocast where the CPU or GPU computes bf16 natively, else fp32; fp16 (GPUs "
+                             "only) adds loss scaling. KL, log-softmax sums and the optimizer always stay fp32.")(f)
 
 
 @train.command("image", context_settings=CONTEXT)
@@ -144,8 +151,8 @@ def run_control_options(f):
 @run_control_options
 @click.pass_context
 def train_image_command(ctx, data, out, preset, latent_dim, epochs, batch_size, lr, optimizer, val_fraction,
-                        seed, loss, binarize, resize, precision, beta, early_stop, max_minutes, lr_decay, lr_patience,
-                        resume, overwrite, quiet):
+                        seed, loss, binarize, resize, precision, device, compile_model, beta, early_stop, max_minutes,
+                        lr_decay, lr_patience, resume, overwrite, quiet):
     """Train an image VAE on your images.
 
     \b
@@ -160,7 +167,8 @@ def train_image_command(ctx, data, out, preset, latent_dim, epochs, batch_size, 
     _check_resume(ctx, resume, overwrite, data, RESUMABLE)
     training = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer,
                            val_fraction=val_fraction, seed=seed, precision=precision, beta=beta,
-                           early_stop=early_stop, max_minutes=max_minutes, lr_decay=lr_decay, lr_patience=lr_patience)
+                           early_stop=early_stop, max_minutes=max_minutes, lr_decay=lr_decay, lr_patience=lr_patience,
+                           device=device, compile=compile_model)
     overrides = {"loss": loss}
     if latent_dim is not None:
         overrides["latent_dim"] = latent_dim
@@ -172,6 +180,10 @@ def train_image_command(ctx, data, out, preset, latent_dim, epochs, batch_size, 
 
 def _report_run(run, kind: str) -> None:
     """Where a training run went; an interrupted run exits 130 with the command that resumes it."""
+    from . import distributed
+
+    if not distributed.is_main():  # under torchrun, rank 0 speaks for the run
+        return
     result = run.result
     best = f"{result.best_val_loss:.2f} nats" if result.best_val_loss is not None else "n/a"
     items = "images" if kind == "image" else "texts"
@@ -247,7 +259,8 @@ def train_text_command(ctx, data, out, text_column, title_column, label_column, 
                        tokenizer_kind, vocab_size, lowercase, pretokenized, preset, rnn, layers, hidden, decoder_hidden,
                        embedding_dim, latent_dim, tie_embeddings, dropout, word_dropout, kl_schedule, kl_warmup_steps,
                        kl_cycles, free_bits, beta, epochs, batch_size, lr, optimizer, grad_clip, val_fraction, seed,
-                       precision, early_stop, max_minutes, lr_decay, lr_patience, resume, overwrite, quiet):
+                       precision, device, compile_model, early_stop, max_minutes, lr_decay, lr_patience, resume,
+                       overwrite, quiet):
     """Train a text VAE on your texts, to generate variations of a given text.
 
     \b
@@ -265,7 +278,8 @@ def train_text_command(ctx, data, out, text_column, title_column, label_column, 
     training = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer, grad_clip=grad_clip,
                            val_fraction=val_fraction, seed=seed, precision=precision, early_stop=early_stop, beta=beta,
                            kl_schedule=kl_schedule, kl_warmup_steps=kl_warmup_steps, kl_cycles=kl_cycles,
-                           free_bits=free_bits, max_minutes=max_minutes, lr_decay=lr_decay, lr_patience=lr_patience)
+                           free_bits=free_bits, max_minutes=max_minutes, lr_decay=lr_decay, lr_patience=lr_patience,
+                           device=device, compile=compile_model)
     overrides = {"word_dropout": word_dropout, "tie_embeddings": tie_embeddings}
     if rnn:
         overrides["rnn"] = rnn
@@ -813,6 +827,15 @@ def evaluate(run, data, split, resize, binarize, seed, text_column, encoding, iw
 
 def main(argv: list[str] | None = None) -> None:
     """The console script: every user error is one line on stderr with exit code 2."""
+    try:
+        _run(argv)
+    finally:
+        from . import distributed
+
+        distributed.shutdown()
+
+
+def _run(argv: list[str] | None) -> None:
     try:
         cli.main(args=argv, prog_name="vaekit", standalone_mode=False)
     except click.UsageError as exc:

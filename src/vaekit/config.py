@@ -114,7 +114,9 @@ class TrainConfig:
     grad_clip: float = 0.0  # max global grad norm; 0 disables
     val_fraction: float = 0.1
     seed: int = 0
-    precision: typing.Literal["auto", "bf16", "fp32"] = "auto"
+    precision: typing.Literal["auto", "bf16", "fp16", "fp32"] = "auto"
+    device: typing.Literal["auto", "cpu", "cuda", "mps"] = "auto"
+    compile: bool = False  # torch.compile the model's networks
     early_stop: int = 0  # stop after this many epochs without a better validation loss; 0 disables
     # multiply the learning rate by lr_decay after lr_patience epochs without a better validation loss
     # (He et al. 2019 decay it when validation stalls); 1.0 disables

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from . import viz
+from . import distributed
 from .config import TrainConfig, from_dict, read_json, write_json
 from .data.images import ImageBatches, ImageDataset, load_images
 from .errors import VaekitError
@@ -39,11 +40,16 @@ def train_image(data: str | Path | ImageDataset, out: str | Path, *, preset: str
     Everything is validated (the folder, the data, the model and training settings) before anything is
     written. With ``resume`` the settings come from the run's config.json; only ``epochs`` may change.
     """
-    out = prepare_run_dir(out, overwrite=overwrite, resume=resume)
+    given = training or TrainConfig()
+    distributed.init(distributed.resolve_device(given.device))
+    out = Path(out)
+    distributed.on_main(lambda: prepare_run_dir(out, overwrite=overwrite, resume=resume))
     if resume:
         saved = read_json(out / CONFIG_NAME)
         model_config = from_dict(ImageVAEConfig, saved.get("model"), where=f"{out / CONFIG_NAME} \"model\"")
         training = from_dict(TrainConfig, saved.get("training"), where=f"{out / CONFIG_NAME} \"training\"")
+        # the machine may differ from the one the run started on
+        training = dataclasses.replace(training, device=given.device, compile=given.compile)
         if epochs is not None:
             training = dataclasses.replace(training, epochs=epochs)
         data_info = saved.get("data", {})
@@ -72,8 +78,7 @@ def train_image(data: str | Path | ImageDataset, out: str | Path, *, preset: str
     val_batches = ImageBatches(val_set, binarize, eval_seed=training.seed) if val_set is not None else None
     trainer = Trainer(model, train_batches, val_batches, training, out, progress=progress)
     if not resume:
-        clear_run_dir(out)
-        write_json(out / CONFIG_NAME, {"data": {
+        distributed.on_main(lambda: _start_run(out, {
             "path": dataset.source or None,
             "resize": resize,
             "binarize": binarize,
@@ -81,12 +86,17 @@ def train_image(data: str | Path | ImageDataset, out: str | Path, *, preset: str
             "train_items": len(train_set),
             "val_items": len(val_set) if val_set is not None else 0,
             "label_names": dataset.label_names,
-        }})
+        }))
     result = trainer.fit(resume=resume)
-    best = load(out) if (out / "model.safetensors").is_file() else model
-    if result.epochs > 0:
+    best = load(out) if (out / "model.safetensors").is_file() else model.cpu()
+    if result.epochs > 0 and distributed.is_main():
         finish_plots(best, val_set or train_set, dataset, binarize, out, seed=training.seed)
     return ImageRun(out, result, best)
+
+
+def _start_run(out: Path, data: dict) -> None:
+    clear_run_dir(out)
+    write_json(out / CONFIG_NAME, {"data": data})
 
 
 def finish_plots(model: ImageVAE, held_out: ImageDataset, everything: ImageDataset, binarize: str, run_dir: Path,

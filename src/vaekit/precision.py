@@ -29,8 +29,10 @@ def resolve_precision(precision: str, device: torch.device | str = "cpu") -> str
         if device.type == "cuda":
             return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
         return "fp32"
-    if precision not in ("bf16", "fp32"):
-        raise VaekitError(f"precision {precision!r}: choose auto, bf16 or fp32")
+    if precision not in ("bf16", "fp16", "fp32"):
+        raise VaekitError(f"precision {precision!r}: choose auto, bf16, fp16 or fp32")
+    if precision == "fp16" and device.type == "cpu":
+        raise VaekitError("--precision fp16 is for GPUs (CPUs compute fp16 slowly); use bf16 or fp32 on a CPU")
     return precision
 
 
@@ -39,4 +41,6 @@ def autocast(precision: str, device: torch.device | str = "cpu"):
     device = torch.device(device)
     if precision == "bf16":
         return torch.autocast(device.type, dtype=torch.bfloat16)
+    if precision == "fp16":
+        return torch.autocast(device.type, dtype=torch.float16)
     return contextlib.nullcontext()

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from .config import TrainConfig, from_dict, read_json, write_json
+from . import distributed
 from .data.text import TextBatches, TextSource, TokenFile, TokenFileWriter, Unit, corpus_units, read_records
 from .data.tokenizer import TOKENIZER_NAME, TextTokenizer, TokenizerConfig
 from .errors import VaekitError
@@ -116,10 +117,15 @@ def train_text(data: str | Path | None, out: str | Path, *, source: dict | None 
     ``source`` holds the reading options (text_column, title_column, label_column, encoding). Everything is
     read and tokenized into a temporary folder beside ``out`` first; ``out`` is touched only once that worked.
     """
-    out = prepare_run_dir(out, overwrite=overwrite, resume=resume)
+    given = training or TrainConfig()
+    distributed.init(distributed.resolve_device(given.device))
+    out = Path(out)
+    distributed.on_main(lambda: prepare_run_dir(out, overwrite=overwrite, resume=resume))
     if resume:
         saved = read_json(out / CONFIG_NAME)
         training = from_dict(TrainConfig, saved.get("training"), where=f"{out / CONFIG_NAME} \"training\"")
+        # the machine may differ from the one the run started on
+        training = dataclasses.replace(training, device=given.device, compile=given.compile)
         if epochs is not None:
             training = dataclasses.replace(training, epochs=epochs)
         model = load_for_resume(out, saved)
@@ -138,25 +144,35 @@ def train_text(data: str | Path | None, out: str | Path, *, source: dict | None 
         src = TextSource(str(data), **(source or {}))
         val_src = TextSource(str(val_data), **(source or {})) if val_data is not None else None
         tokenizer_config = tokenizer_config or TokenizerConfig()
-        parent = out.resolve().parent
-        parent.mkdir(parents=True, exist_ok=True)
-        work = Path(tempfile.mkdtemp(dir=parent, prefix=f".{out.name}.tokens."))
-        try:
-            tokenizer, stats = prepare_corpus(src, work, tokenizer_config, unit, max_tokens, training.val_fraction,
-                                              training.seed, val_src)
+
+        def model_for(tokenizer: TextTokenizer) -> TextVAE:
             config = TextVAEConfig(**{**PRESETS[preset], **(model_overrides or {}), "vocab_size": tokenizer.vocab_size,
                                       "max_tokens": max_tokens, "unit": unit})
             torch.manual_seed(training.seed)
-            model = TextVAE(config, tokenizer)
-            _check_batch(training, stats)
-            clear_run_dir(out)
-            shutil.rmtree(out / TOKENS_DIR, ignore_errors=True)
-            os.replace(work, out / TOKENS_DIR)
-        finally:
-            shutil.rmtree(work, ignore_errors=True)
-        tokenizer.save(out / TOKENIZER_NAME)
-        write_json(out / CONFIG_NAME, {"data": {**dataclasses.asdict(src), "val_data": str(val_data) if val_data else None,
-                                                "stats": stats}})
+            return TextVAE(config, tokenizer)
+
+        def setup() -> None:  # rank 0 alone tokenizes and writes; the other ranks read what it wrote
+            parent = out.resolve().parent
+            parent.mkdir(parents=True, exist_ok=True)
+            work = Path(tempfile.mkdtemp(dir=parent, prefix=f".{out.name}.tokens."))
+            try:
+                tokenizer, stats = prepare_corpus(src, work, tokenizer_config, unit, max_tokens, training.val_fraction,
+                                                  training.seed, val_src)
+                model_for(tokenizer)  # a bad model setting fails before the folder is touched
+                _check_batch(training, stats)
+                clear_run_dir(out)
+                shutil.rmtree(out / TOKENS_DIR, ignore_errors=True)
+                os.replace(work, out / TOKENS_DIR)
+            finally:
+                shutil.rmtree(work, ignore_errors=True)
+            tokenizer.save(out / TOKENIZER_NAME)
+            write_json(out / CONFIG_NAME, {"data": {**dataclasses.asdict(src),
+                                                    "val_data": str(val_data) if val_data else None, "stats": stats}})
+
+        distributed.on_main(setup)
+        tokenizer = TextTokenizer.load(out / TOKENIZER_NAME, tokenizer_config)
+        stats = read_json(out / CONFIG_NAME)["data"]["stats"]
+        model = model_for(tokenizer)
     tokens = out / TOKENS_DIR
     train_set = TextBatches(TokenFile(tokens / "train"))
     val_file = TokenFile(tokens / "val")
@@ -165,7 +181,7 @@ def train_text(data: str | Path | None, out: str | Path, *, source: dict | None 
         log.warning("no text fell into the validation split; training without validation")
     trainer = Trainer(model, train_set, val_set, training, out, progress=progress)
     result = trainer.fit(resume=resume)
-    best = load(out) if (out / "model.safetensors").is_file() else model.eval()
+    best = load(out) if (out / "model.safetensors").is_file() else model.cpu().eval()
     return TextRun(out, result, best, stats)
 
 

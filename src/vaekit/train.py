@@ -11,6 +11,7 @@ Every file is written to a temporary name and renamed, so a crash or Ctrl-C leav
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import logging
 import math
@@ -24,6 +25,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from . import distributed
 from .config import TrainConfig, read_json, to_dict, write_json
 from .errors import NonFiniteLossError, VaekitError
 from .models.base import CONFIG_NAME, VAE, WEIGHTS_NAME
@@ -41,6 +43,7 @@ class TrainData(Protocol):
     def __len__(self) -> int: ...
     def train_batches(self, batch_size: int, generator: torch.Generator) -> Iterable[Any]: ...
     def num_train_batches(self, batch_size: int) -> int: ...
+    # distributed training also passes rank= and world_size= to both
     def eval_batches(self, batch_size: int) -> Iterable[Any]: ...
 
 
@@ -77,19 +80,45 @@ def batch_size_of(batch: Any) -> int:
     return batch.shape[0] if isinstance(batch, torch.Tensor) else len(batch)
 
 
+def to_device(batch: Any, device: torch.device) -> Any:
+    """A batch (a tensor, or a dataclass of tensors such as TextBatch) on ``device``."""
+    if device.type == "cpu":
+        return batch
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device, non_blocking=True)
+    if dataclasses.is_dataclass(batch):
+        return dataclasses.replace(batch, **{f.name: getattr(batch, f.name).to(device, non_blocking=True)
+                                             for f in dataclasses.fields(batch)
+                                             if isinstance(getattr(batch, f.name), torch.Tensor)})
+    return batch
+
+
+class _LossForward(torch.nn.Module):
+    """DistributedDataParallel hooks into forward(); a VAE's training objective is its loss() method."""
+
+    def __init__(self, model: VAE):
+        super().__init__()
+        self.model = model
+
+    def forward(self, batch, kl_weight: float, free_bits: float, generator):
+        return self.model.loss(batch, kl_weight=kl_weight, free_bits=free_bits, generator=generator)
+
+
 @torch.no_grad()
-def validation_loss(model: VAE, data: TrainData, batch_size: int, precision: str, seed: int) -> dict[str, float]:
+def validation_loss(model: VAE, data: TrainData, batch_size: int, precision: str, seed: int,
+                    device: torch.device = torch.device("cpu")) -> dict[str, float]:
     """Mean per-item negative ELBO (KL weight 1), reconstruction and KL over ``data``, one posterior sample
     per item drawn with a fixed seed so that epochs compare like with like; also the mutual information
     and active units (He et al. 2019) and, for text, the perplexity exp(negative ELBO per token)."""
     was_training = model.training
     model.eval()
-    generator = torch.Generator().manual_seed(seed)
+    generator = torch.Generator(device).manual_seed(seed)
     totals = {"loss": 0.0, "rec": 0.0, "kl": 0.0}
     count, tokens, means, mi, mi_weight = 0, 0, [], 0.0, 0
     for batch in data.eval_batches(batch_size):
         n = batch_size_of(batch)
-        with autocast(precision):
+        batch = to_device(batch, device)
+        with autocast(precision, device):
             out = model.loss(batch, kl_weight=1.0, generator=generator)
         for key, value in out.items().items():
             totals[key] += value * n
@@ -107,6 +136,13 @@ def validation_loss(model: VAE, data: TrainData, batch_size: int, precision: str
     if tokens:
         metrics["perplexity"] = math.exp(min(totals["loss"] / tokens, 50.0))
     return metrics
+
+
+class _SilentMonitor:
+    """What ranks other than 0 log to: nothing."""
+
+    def __getattr__(self, name):
+        return lambda *args, **kwargs: None
 
 
 class Trainer:
@@ -127,11 +163,25 @@ class Trainer:
         self.progress = progress
         self.log_every = log_every
         self.tensorboard = tensorboard
-        self.precision = resolve_precision(config.precision)
-        if config.batch_size > len(train_data):
-            raise VaekitError(f"--batch-size {config.batch_size} is larger than the {len(train_data)} training items")
+        self.device = distributed.resolve_device(config.device)
+        self.precision = resolve_precision(config.precision, self.device)
+        distributed.init(self.device)
+        self.rank, self.world_size = distributed.rank(), distributed.world_size()
+        self.main = self.rank == 0
+        self.progress = progress and self.main
+        if config.batch_size * self.world_size > len(train_data):
+            raise VaekitError(f"--batch-size {config.batch_size} is larger than the {len(train_data)} training items"
+                              + (f" shared by {self.world_size} processes" if self.world_size > 1 else ""))
+        # The data generator shuffles; under DDP every rank seeds it alike so that all plan the same epoch.
+        # Noise (z draws, word dropout) comes from it too on one CPU process, else from a per-rank generator
+        # on the device.
         self.generator = torch.Generator().manual_seed(config.seed)
+        self.noise = (self.generator if self.world_size == 1 and self.device.type == "cpu"
+                      else torch.Generator(self.device).manual_seed(config.seed + 7919 * (self.rank + 1)))
         torch.manual_seed(config.seed)
+        model.to(self.device)
+        self.forward = None  # built by fit() around the model it then holds
+        self.scaler = torch.amp.GradScaler(self.device.type) if self.precision == "fp16" else None
         self.optimizer = make_optimizer(config, model.parameters())
         self.scheduler = (torch.optim.lr_scheduler.ReduceLROnPlateau(self.optimizer, factor=config.lr_decay,
                                                                      patience=config.lr_patience)
@@ -146,14 +196,22 @@ class Trainer:
     # --- checkpoints ------------------------------------------------------------------------
     def _write_config(self) -> None:
         """config.json gets the model and training sections; other sections (data, tokenizer) that the
-        caller wrote before are kept."""
+        caller wrote before are kept. Rank 0 alone writes."""
+        if not self.main:
+            return
         path = self.run_dir / CONFIG_NAME
         self.run_dir.mkdir(parents=True, exist_ok=True)
         existing = read_json(path) if path.is_file() else {}
         ours = {**self.model.config_dict(), "training": to_dict(self.config)}
+        if self.world_size > 1:
+            ours["distributed"] = {"world_size": self.world_size, "per_rank_batch_size": self.config.batch_size,
+                                   "global_batch_size": self.config.batch_size * self.world_size,
+                                   "backend": torch.distributed.get_backend()}
         write_json(path, {**ours, **{k: v for k, v in existing.items() if k not in ours}})
 
     def _save_resume_state(self) -> None:
+        if not self.main:
+            return
         _atomic_torch_save({
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
@@ -180,18 +238,43 @@ class Trainer:
             raise VaekitError(f"{path}: resume state does not fit this run ({str(exc).splitlines()[0]})") from None
         self.step, self.epoch = int(state["step"]), int(state["epoch"])
         self.generator.set_state(state["generator"])
+        if self.noise is not self.generator:  # per-rank noise continues from a seed that moves with the step
+            self.noise.manual_seed(self.config.seed + 7919 * (self.rank + 1) + self.step)
         torch.set_rng_state(state["torch_rng"])
         self.best_val = state["best_val"]
         self.epochs_since_best = int(state["epochs_since_best"])
 
     # --- the loop ---------------------------------------------------------------------------
+    def _build_forward(self) -> None:
+        """The loss as a module: compiled with --compile, wrapped in DistributedDataParallel under torchrun
+        (which broadcasts rank 0's weights, then averages gradients across ranks in every backward pass)."""
+        self.model.to(self.device)
+        forward = _LossForward(self.model)
+        if self.config.compile:
+            forward = torch.compile(forward, dynamic=True)
+        if self.world_size > 1:
+            from torch.nn.parallel import DistributedDataParallel
+
+            forward = DistributedDataParallel(forward, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        self.forward = forward
+
     def fit(self, resume: bool = False) -> TrainResult:
         cfg = self.config
         if resume:
             self.load_resume_state()
+        self._build_forward()
         self._write_config()
-        monitor = Monitor(self.run_dir, resume_step=self.step if resume else None, tensorboard=self.tensorboard)
-        batches_per_epoch = self.train_data.num_train_batches(cfg.batch_size)
+        monitor = (Monitor(self.run_dir, resume_step=self.step if resume else None, tensorboard=self.tensorboard)
+                   if self.main else _SilentMonitor())
+        if self.world_size > 1 and self.main:
+            log.info("distributed: %d processes (%s), global batch size %d = %d per process", self.world_size,
+                     torch.distributed.get_backend(), cfg.batch_size * self.world_size, cfg.batch_size)
+            if self.progress:
+                tqdm.write(f"distributed training on {self.world_size} processes "
+                           f"({torch.distributed.get_backend()}): global batch size "
+                           f"{cfg.batch_size * self.world_size} ({cfg.batch_size} per process)")
+        batches_per_epoch = (self.train_data.num_train_batches(cfg.batch_size, world_size=self.world_size)
+                             if self.world_size > 1 else self.train_data.num_train_batches(cfg.batch_size))
         total_steps = cfg.epochs * batches_per_epoch
         status, seen, busy = "finished", 0, 0.0
         self._deadline = time.perf_counter() + cfg.max_minutes * 60 if cfg.max_minutes > 0 else None
@@ -201,7 +284,7 @@ class Trainer:
                 seen_epoch, busy_epoch = self._train_epoch(monitor, batches_per_epoch, total_steps)
                 seen, busy = seen + seen_epoch, busy + busy_epoch
                 self.epoch += 1
-                stop = self._end_epoch(monitor, seen_epoch / max(busy_epoch, 1e-9))
+                stop = self._end_epoch(monitor, seen_epoch * self.world_size / max(busy_epoch, 1e-9))
                 if stop:
                     status = "early-stopped"
                     break
@@ -213,7 +296,7 @@ class Trainer:
             log.warning("interrupted at step %d; the last checkpoint (epoch %d) is kept", self.step, self.epoch)
         finally:
             monitor.close()
-        return TrainResult(status, self.epoch, self.step, self.best_val, seen / max(busy, 1e-9))
+        return TrainResult(status, self.epoch, self.step, self.best_val, seen * self.world_size / max(busy, 1e-9))
 
     def _train_epoch(self, monitor: Monitor, batches_per_epoch: int, total_steps: int) -> tuple[int, float]:
         cfg = self.config
@@ -223,18 +306,30 @@ class Trainer:
         window_n, seen, done = 0, 0, 0
         start = time.perf_counter()
         try:
-            for batch in self.train_data.train_batches(cfg.batch_size, self.generator):
+            sharding = {"rank": self.rank, "world_size": self.world_size} if self.world_size > 1 else {}
+            for batch in self.train_data.train_batches(cfg.batch_size, self.generator, **sharding):
                 weight = kl_weight(self.step, cfg, total_steps)
-                with autocast(self.precision):
-                    out = self.model.loss(batch, kl_weight=weight, free_bits=cfg.free_bits, generator=self.generator)
+                batch = to_device(batch, self.device)
+                with autocast(self.precision, self.device):
+                    out = self.forward(batch, weight, cfg.free_bits, self.noise)
                 loss_value = out.loss.item()
-                if not math.isfinite(loss_value):
+                bad, late = distributed.any_flag(not math.isfinite(loss_value), self._out_of_time(),
+                                                 device=self.device)
+                if bad:
                     raise NonFiniteLossError(self.step + 1, self.epoch + 1, loss_value)
                 self.optimizer.zero_grad(set_to_none=True)
-                out.loss.backward()
+                if self.scaler is not None:
+                    self.scaler.scale(out.loss).backward()
+                    self.scaler.unscale_(self.optimizer)
+                else:
+                    out.loss.backward()
                 if cfg.grad_clip > 0:
                     torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
-                self.optimizer.step()
+                if self.scaler is not None:
+                    self.scaler.step(self.optimizer)
+                    self.scaler.update()
+                else:
+                    self.optimizer.step()
                 self.step += 1
                 seen += batch_size_of(batch)
                 values = out.items()
@@ -243,14 +338,14 @@ class Trainer:
                 window_n += 1
                 done += 1
                 bar.update(1)
-                last = done == batches_per_epoch or self._out_of_time()
+                last = done == batches_per_epoch or late
                 if window_n == self.log_every or last:
                     means = {k: v / window_n for k, v in window.items()}
                     bar.set_postfix(loss=f"{means['loss']:.2f}", rec=f"{means['rec']:.2f}", kl=f"{means['kl']:.2f}")
                     monitor.log("train", self.step, self.epoch + 1, {**means, "kl_weight": weight})
                     window = dict.fromkeys(window, 0.0)
                     window_n = 0
-                if self._out_of_time():  # the epoch ends here; it is validated and checkpointed as usual
+                if late:  # the epoch ends here (on every rank at once); it is validated and checkpointed as usual
                     break
         finally:
             bar.close()
@@ -261,7 +356,7 @@ class Trainer:
         0.1 nats or no active unit means the decoder ignores z. Said once per run."""
         cfg = self.config
         warmed = kl_weight(self.step, cfg, self.step + 1) >= 0.99 * cfg.beta if cfg.kl_schedule != "cyclical" else self.epoch >= 2
-        if self._collapse_warned or not warmed or cfg.beta == 0:
+        if self._collapse_warned or not warmed or cfg.beta == 0 or not self.main:
             return
         if val["kl"] < 0.1 or val["active_units"] == 0:
             self._collapse_warned = True
@@ -282,7 +377,9 @@ class Trainer:
         """Validate, log, keep the best weights, write the resume state. Returns True to stop early."""
         cfg = self.config
         if self.val_data is not None:
-            val = validation_loss(self.model, self.val_data, max(cfg.batch_size, 256), self.precision, cfg.seed)
+            # every rank validates alike (same data, same seed), so LR decay and early stopping agree
+            val = validation_loss(self.model, self.val_data, max(cfg.batch_size, 256), self.precision, cfg.seed,
+                                  self.device)
             if self.scheduler is not None:
                 self.scheduler.step(val["loss"])
             lr = self.optimizer.param_groups[0]["lr"]
@@ -299,17 +396,19 @@ class Trainer:
             self._warn_if_collapsed(val)
         else:
             improved = True
-        if improved:
+        if improved and self.main:
             self.model.save_weights(self.run_dir / WEIGHTS_NAME)
         self._save_resume_state()
-        examples = getattr(self.model, "log_examples", None)
-        if examples is not None:
+        if self.main and getattr(self.model, "log_examples", None) is not None:
             data = self.val_data if self.val_data is not None else self.train_data
             first = next(iter(data.eval_batches(64)))
-            self.model.eval()
+            # generation utilities run on the CPU; a model trained elsewhere lends a CPU copy
+            shown = self.model if self.device.type == "cpu" else copy.deepcopy(self.model).to("cpu")
+            shown.eval()
             with torch.no_grad():
-                examples(monitor, first, self.step, torch.Generator().manual_seed(cfg.seed))
+                shown.log_examples(monitor, first, self.step, torch.Generator().manual_seed(cfg.seed))
             self.model.train()
         monitor.plot_curves()
         monitor.flush()
+        distributed.barrier()  # the checkpoint is complete before any rank goes on
         return cfg.early_stop > 0 and self.epochs_since_best >= cfg.early_stop

@@ -300,9 +300,13 @@ class ImageBatches:
 
     def train_batches(self, batch_size: int, generator: torch.Generator, rank: int = 0,
                       world_size: int = 1) -> Iterator[torch.Tensor]:
-        """Shuffled batches; the last partial batch is dropped when it is smaller than half a batch."""
+        """Shuffled batches; the last partial batch is dropped when it is smaller than half a batch. With
+        ``world_size`` > 1 (distributed training) every rank draws the same permutation from an identically
+        seeded ``generator`` and takes every world_size-th image from offset ``rank``; the permutation is cut
+        to a multiple of world_size so every rank gets as many batches of the same sizes (a rank with one
+        batch more would wait for the others forever)."""
         perm = torch.randperm(len(self.data), generator=generator)
-        perm = perm[rank::world_size]
+        perm = perm[:len(perm) - len(perm) % world_size][rank::world_size]
         for start in range(0, len(perm), batch_size):
             index = perm[start:start + batch_size]
             if len(index) < batch_size // 2 and start > 0:
@@ -315,6 +319,6 @@ class ImageBatches:
             yield fixed[start:start + batch_size]
 
     def num_train_batches(self, batch_size: int, world_size: int = 1) -> int:
-        n = -(-len(self.data) // world_size)
+        n = len(self.data) // world_size
         full, rest = divmod(n, batch_size)
         return full + (1 if rest and (rest >= batch_size // 2 or full == 0) else 0)

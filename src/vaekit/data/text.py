@@ -350,15 +350,21 @@ class TextBatches:
             batches = [batches[i] for i in torch.randperm(len(batches), generator=generator).tolist()]
         return batches
 
-    def train_batches(self, batch_size: int, generator: torch.Generator) -> Iterator[TextBatch]:
-        for index in self._plan(batch_size, generator):
+    def train_batches(self, batch_size: int, generator: torch.Generator, rank: int = 0,
+                      world_size: int = 1) -> Iterator[TextBatch]:
+        """Bucketed, shuffled batches. Distributed (``world_size`` > 1): every rank plans the same batches
+        from an identically seeded ``generator`` and takes every world_size-th, the plan cut to a multiple
+        of world_size so that all ranks step together."""
+        plan = self._plan(batch_size, generator)
+        plan = plan[:len(plan) - len(plan) % world_size][rank::world_size]
+        for index in plan:
             yield self._batch(index)
 
-    def num_train_batches(self, batch_size: int) -> int:
+    def num_train_batches(self, batch_size: int, world_size: int = 1) -> int:
         pool = batch_size * self.POOL
         n = len(self)
         full, rest = divmod(n, pool)
-        return full * -(-pool // batch_size) + -(-rest // batch_size)
+        return (full * -(-pool // batch_size) + -(-rest // batch_size)) // world_size
 
     def eval_batches(self, batch_size: int) -> Iterator[TextBatch]:
         """Deterministic, length-sorted batches (the order of items is not kept)."""
