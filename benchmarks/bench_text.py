@@ -79,9 +79,10 @@ def clickbait(args) -> None:
                          latent_dim=args.latent_dim, dropout=args.dropout, word_dropout=args.word_dropout, rnn=args.rnn)
         training = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, grad_clip=5.0, precision="bf16",
                                kl_schedule=args.kl_schedule, kl_warmup_steps=args.kl_warmup_steps,
-                               free_bits=args.free_bits, max_minutes=args.minutes)
+                               free_bits=args.free_bits, max_minutes=args.minutes, beta=args.beta)
         run = train_text(corpus, args.out / "clickbait", overwrite=True, model_overrides=overrides, training=training,
-                         max_tokens=40, progress=args.progress)
+                         max_tokens=40, progress=args.progress,
+                         tokenizer_config=TokenizerConfig(vocab_size=args.vocab_size, lowercase=True))
     emit({"bench": "clickbait_train", "status": run.result.status, "epochs": run.result.epochs,
           "tokens_per_s": round(tokens_per_second(run)), "train_items": run.stats["train"]["items"], "model": overrides})
     nll = evaluate_texts(run.model, held_out, iw_samples=args.iw_samples, seed=0, precision=args.eval_precision)
@@ -108,6 +109,8 @@ def main() -> None:
     parser.add_argument("--kl-schedule", default="linear")
     parser.add_argument("--kl-warmup-steps", type=int, default=5000)
     parser.add_argument("--free-bits", type=float, default=0.0)
+    parser.add_argument("--beta", type=float, default=1.0, help="clickbait: final KL weight")
+    parser.add_argument("--vocab-size", type=int, default=20000, help="clickbait: word vocabulary")
     parser.add_argument("--iw-samples", type=int, default=100, help="importance samples for the test NLL")
     parser.add_argument("--eval-precision", choices=["fp32", "bf16"], default="fp32")
     parser.add_argument("--temperature", type=float, default=1.0, help="vary's spread around the posterior")

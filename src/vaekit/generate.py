@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import re
 from typing import Iterable, Literal
 
 import torch
 import torch.nn.functional as F
 
-from .data.tokenizer import BOS_ID, EOS_ID, PAD_ID
+from .data.tokenizer import BOS_ID, EOS_ID, PAD_ID, UNK_ID
 from .errors import VaekitError
 
 log = logging.getLogger(__name__)
@@ -209,3 +210,83 @@ def _vary_unit(model, unit, n, temperature, strategy, top_p, generator, keep_cop
     scores = score_texts(model, candidates, posterior.mean[0])
     ranked = sorted(zip(candidates, scores), key=lambda item: -item[1])[:n]
     return [Variation(text, score) for text, score in ranked]
+
+
+# --- word constraints and post-filters (shared by the CLI, the API and the server) --------------------------
+_WORD = re.compile(r"\w+(?:'\w+)?", re.UNICODE)
+
+
+def words_of(text: str) -> set[str]:
+    return {w.lower() for w in _WORD.findall(text)}
+
+
+def ban_ids(tokenizer, words: Iterable[str]) -> list[int]:
+    """Token ids to mask while decoding so that banned words can never be written: each word that is a
+    single token in this vocabulary (every known word, for a word-level tokenizer). Words split into several
+    subword tokens are left to the post-filter, which rejects any text containing them."""
+    ids = []
+    for word in words:
+        pieces = [i for i in tokenizer.encode(word) if i != UNK_ID]
+        if len(pieces) == 1:
+            ids += pieces
+    return sorted(set(ids))
+
+
+@dataclasses.dataclass
+class ConstrainedResult:
+    variations: list[Variation]
+    similarities: list[float | None]
+    drawn: int  # distinct candidates looked at
+    passed: int  # candidates that met every constraint
+    rejected: dict[str, int]  # why the others did not
+
+
+def vary_constrained(model, text: str, n: int = 5, *, require: Iterable[str] = (), ban: Iterable[str] = (),
+                     min_similarity: float | None = None, similarity=None, min_length: int | None = None,
+                     max_length: int | None = None, max_draws: int = 200, seed: int | None = None,
+                     **vary_options) -> ConstrainedResult:
+    """Variations of ``text`` that meet constraints: banned words are masked in decoding (and filtered, for
+    multi-token words); required words, length bounds (in words) and a minimum similarity to the input (by
+    ``similarity(input, candidates) -> list[float]``) are post-filters. Candidates are drawn in rounds until
+    ``n`` pass or ``max_draws`` distinct candidates were looked at; it never loops forever."""
+    require = [w.lower() for w in require if w.strip()]
+    ban = [w.lower() for w in ban if w.strip()]
+    if min_similarity is not None and similarity is None:
+        raise VaekitError("--min-similarity needs a sentence encoder (pip install 'vaekit[semantic]')")
+    banned = ban_ids(model._need_tokenizer(), ban)
+    base_seed = seed if seed is not None else torch.seed() % 2**31
+    kept: list[tuple[Variation, float | None]] = []
+    seen: set[str] = set()
+    rejected = {"require": 0, "ban": 0, "length": 0, "similarity": 0}
+    rounds = 0
+    while len(kept) < n and len(seen) < max_draws and rounds < 2 * max(1, max_draws // max(n, 1)) + 4:
+        want = min(MAX_VARIATIONS, max(n * 3, 10), max_draws - len(seen))
+        batch = [v for v in vary(model, text, n=want, seed=base_seed + rounds, banned=banned, **vary_options)
+                 if _normalise(v.text) not in seen]
+        rounds += 1
+        if not batch:
+            continue
+        seen.update(_normalise(v.text) for v in batch)
+        candidates = []
+        for v in batch:
+            words = words_of(v.text)
+            count = len(v.text.split())
+            if any(w not in words for w in require):
+                rejected["require"] += 1
+            elif any(w in words for w in ban):
+                rejected["ban"] += 1
+            elif (min_length is not None and count < min_length) or (max_length is not None and count > max_length):
+                rejected["length"] += 1
+            else:
+                candidates.append(v)
+        scores = similarity(text, [v.text for v in candidates]) if (similarity is not None and candidates) else \
+            [None] * len(candidates)
+        for v, s in zip(candidates, scores):
+            if min_similarity is not None and s < min_similarity:
+                rejected["similarity"] += 1
+            else:
+                kept.append((v, s))
+    passed = len(kept)
+    kept.sort(key=lambda item: -(item[1] if item[1] is not None else item[0].score))
+    kept = kept[:n]
+    return ConstrainedResult([v for v, _ in kept], [s for _, s in kept], len(seen), passed, rejected)

@@ -34,6 +34,12 @@ def sentence_encoder(name: str | None = None):
         from sentence_transformers import SentenceTransformer
     except ImportError:
         raise VaekitError(f"semantic similarity needs sentence-transformers: {EXTRA_HINT}") from None
+    try:  # keep the library quiet: no "Loading weights" bar from transformers
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+    except ImportError:
+        pass
     path = resolve_encoder(name)
     if Path(path).is_dir():
         os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a local folder: never reach for a hub

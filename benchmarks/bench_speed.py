@@ -1,0 +1,161 @@
+"""Speed and memory figures (issue 6), printed as JSON. Nothing here asserts a time.
+
+    python benchmarks/bench_speed.py image     # whole `vaekit train image --preset seed` commands, fp32 and bf16
+    python benchmarks/bench_speed.py text      # PTB training tokens/s: Sentence-VAE configuration and the default
+    python benchmarks/bench_speed.py vary --run RUN   # vary latency, one text, 10 variations, 100 calls
+    python benchmarks/bench_speed.py memory    # peak RSS: PTB training, encoding 1M short texts
+    python benchmarks/bench_speed.py all
+
+Image figures are whole commands as a user runs them: images trained (epochs x training images) divided by
+the command's wall time, start-up, data loading, validation, checkpoints and plots included; the Trainer's own
+count (optimisation time only) is printed beside it. Text tokens/s counts words + <eos> per second of
+optimisation. Peak memory is the child process's maximum resident set size.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+SHARED = Path(os.environ.get("VAEKIT_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+VAEKIT = [sys.executable, "-m", "vaekit"]
+
+
+def emit(record: dict) -> None:
+    print(json.dumps(record), flush=True)
+
+
+# runs a command and prints its peak resident set size (KiB on Linux) as the last line of stderr
+PEAK = ("import resource, subprocess, sys; r = subprocess.run(sys.argv[1:]); "
+        "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, file=sys.stderr); sys.exit(r.returncode)")
+
+
+def timed(cmd: list[str]) -> tuple[float, str, int]:
+    """Wall seconds, stdout and the command's own peak RSS in MB."""
+    start = time.perf_counter()
+    result = subprocess.run([sys.executable, "-c", PEAK, *cmd], capture_output=True, text=True)
+    wall = time.perf_counter() - start
+    if result.returncode != 0:
+        sys.exit(f"failed: {' '.join(cmd)}\n{result.stderr[-2000:]}")
+    peak_kib = int(result.stderr.strip().splitlines()[-1])
+    return wall, result.stdout, peak_kib // 1024
+
+
+def image(args) -> None:
+    for precision in ("fp32", "bf16"):
+        with tempfile.TemporaryDirectory() as tmp:
+            wall, out, _ = timed([*VAEKIT, "train", "image", "--data", str(SHARED / "mnist"), "--out", f"{tmp}/run",
+                                  "--preset", "seed", "--binarize", "threshold", "--batch-size", "128", "--epochs",
+                                  str(args.image_epochs), "--precision", precision, "--quiet"])
+            config = json.loads(Path(f"{tmp}/run/config.json").read_text())
+        trained = config["data"]["train_items"] * args.image_epochs
+        inner = re.search(r"([\d,]+) images/s", out)
+        emit({"bench": "image_train_command", "preset": "seed", "precision": precision, "batch_size": 128,
+              "epochs": args.image_epochs, "wall_s": round(wall, 1),
+              "images_per_s_whole_command": round(trained / wall),
+              "images_per_s_trainer": int(inner.group(1).replace(",", "")) if inner else None})
+
+
+def text(args) -> None:
+    from vaekit import TrainConfig
+    from vaekit.data.tokenizer import TokenizerConfig
+    from vaekit.texts import train_text
+
+    configs = {
+        # Bowman-style Sentence-VAE as the popular PyTorch implementation trains it on PTB
+        "sentence_vae": dict(embedding_dim=300, encoder_hidden=(256,), decoder_hidden=256, latent_dim=16, dropout=0.5),
+        "vaekit_default": {},
+    }
+    for name in args.text_configs.split(","):
+        with tempfile.TemporaryDirectory() as tmp:
+            run = train_text(SHARED / "ptb" / "ptb.train.txt", Path(tmp) / "run",
+                             val_data=SHARED / "ptb" / "ptb.valid.txt", max_tokens=100,
+                             tokenizer_config=TokenizerConfig(vocab_size=10004, lowercase=False, pretokenized=True),
+                             model_overrides=configs[name],
+                             training=TrainConfig(epochs=1, batch_size=args.text_batch_size, precision=args.precision,
+                                                  max_minutes=args.text_minutes, grad_clip=5.0,
+                                                  kl_schedule="linear", kl_warmup_steps=2000, compile=args.compile))
+            stats = run.stats["train"]
+            per_item = (stats["tokens"] + stats["items"]) / stats["items"]
+            emit({"bench": "ptb_train_tokens_per_s", "config": name, "model": configs[name] or "default preset",
+                  "batch_size": args.text_batch_size, "precision": args.precision, "compile": args.compile,
+                  "steps": run.result.step, "tokens_per_s": round(run.result.items_per_second * per_item),
+                  "sentences_per_s": round(run.result.items_per_second, 1)})
+
+
+def vary(args) -> None:
+    import vaekit
+
+    if args.run is None:
+        sys.exit("error: vary needs --run RUN (a trained text run, e.g. from bench_text.py clickbait)")
+    model = vaekit.load(args.run)
+    torch.set_num_threads(torch.get_num_threads())
+    texts = ["Scientists discover a new species of frog in the Amazon",
+             "This is what happens when you leave your dog alone for a day",
+             "Stocks fall as oil prices rise"]
+    for text_ in texts:  # warm-up
+        model.vary(text_, n=10, seed=0)
+    times = []
+    for i in range(args.calls):
+        start = time.perf_counter()
+        model.vary(texts[i % len(texts)], n=10, seed=i, temperature=args.temperature)
+        times.append((time.perf_counter() - start) * 1000)
+    times.sort()
+    emit({"bench": "vary_latency_ms", "run": str(args.run), "n": 10, "calls": args.calls,
+          "median": round(statistics.median(times), 1), "p95": round(times[int(0.95 * len(times)) - 1], 1),
+          "threads": torch.get_num_threads()})
+
+
+def memory(args) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        wall, _, peak = timed([*VAEKIT, "train", "text", "--data", str(SHARED / "ptb" / "ptb.train.txt"), "--val-data",
+                               str(SHARED / "ptb" / "ptb.valid.txt"), "--pretokenized", "--no-lowercase",
+                               "--vocab-size", "10004", "--max-tokens", "100", "--out", f"{tmp}/run", "--epochs", "1",
+                               "--max-minutes", str(args.text_minutes), "--quiet"])
+        emit({"bench": "peak_rss_mb", "what": "vaekit train text on PTB (default preset, batch 32)",
+              "wall_s": round(wall, 1), "peak_rss_mb": peak})
+        sentences = (SHARED / "ptb" / "ptb.train.txt").read_text().splitlines()
+        big = Path(tmp) / "million.txt"
+        with big.open("w") as fh:
+            for i in range(args.encode_items):
+                fh.write(sentences[i % len(sentences)][:80] + "\n")
+        wall, _, peak = timed([*VAEKIT, "encode", f"{tmp}/run", "--data", str(big), "--out", f"{tmp}/codes.npz",
+                               "--quiet"])
+        emit({"bench": "peak_rss_mb", "what": f"vaekit encode, {args.encode_items:,} short texts",
+              "wall_s": round(wall, 1), "texts_per_s": round(args.encode_items / wall), "peak_rss_mb": peak})
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("what", choices=["image", "text", "vary", "memory", "all"])
+    parser.add_argument("--image-epochs", type=int, default=5)
+    parser.add_argument("--text-configs", default="sentence_vae,vaekit_default")
+    parser.add_argument("--text-batch-size", type=int, default=32)
+    parser.add_argument("--text-minutes", type=float, default=3.0, help="training time per text configuration")
+    parser.add_argument("--precision", default="bf16")
+    parser.add_argument("--compile", action="store_true")
+    parser.add_argument("--run", type=Path, default=None, help="text run for the vary latency")
+    parser.add_argument("--calls", type=int, default=100)
+    parser.add_argument("--temperature", type=float, default=0.5)
+    parser.add_argument("--encode-items", type=int, default=1_000_000)
+    args = parser.parse_args()
+    if not SHARED.is_dir():
+        sys.exit(f"error: {SHARED} is missing")
+    emit({"bench": "machine", "cpu_threads": torch.get_num_threads(), "torch": torch.__version__,
+          "args": {k: str(v) for k, v in vars(args).items()}})
+    for what in ("image", "text", "vary", "memory"):
+        if args.what in (what, "all") and not (what == "vary" and args.run is None and args.what == "all"):
+            {"image": image, "text": text, "vary": vary, "memory": memory}[what](args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,463 @@
+"""`vaekit serve`: an HTTP API (FastAPI) and a web page for trained models.
+
+Design:
+- Models are loaded once at start; requests name one (``model``) or get the first.
+- Inference is CPU-bound: it runs in a worker thread, off the event loop, one request per model at a time
+  (a lock per model; PyTorch already uses every core for one request), under a per-request timeout.
+- Limits (text length, n, steps, request body, timeout) are configurable and listed at GET /v1/models.
+- No endpoint reads or writes a path given by the client; images travel as base64 PNG in JSON.
+- With an API key, every /v1 endpoint wants ``Authorization: Bearer KEY``, compared in constant time.
+- Errors are JSON ``{"error": message}`` with a 4xx code (5xx only for a timeout or a bug).
+"""
+from __future__ import annotations
+
+import base64
+import dataclasses
+import hmac
+import io
+import logging
+import threading
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+
+from .errors import VaekitError
+
+log = logging.getLogger(__name__)
+
+try:  # the serve extra
+    from fastapi import Depends, FastAPI, HTTPException, Request
+    from fastapi.exceptions import RequestValidationError
+    from fastapi.responses import HTMLResponse, JSONResponse
+    from pydantic import BaseModel, ConfigDict, Field
+except ImportError:  # pragma: no cover - reported by create_app
+    FastAPI = None
+    BaseModel = object
+
+    def Field(*args, **kwargs):  # noqa: N802
+        return None
+
+    ConfigDict = dict
+
+EXTRA_HINT = "pip install 'vaekit[serve]'"
+
+
+@dataclasses.dataclass(frozen=True)
+class Limits:
+    max_text_chars: int = 2000
+    max_n: int = 50
+    max_steps: int = 20
+    max_items: int = 256  # texts or images per encode/score request
+    max_body_bytes: int = 1_000_000
+    timeout_s: float = 30.0
+    max_draws: int = 200  # candidates looked at for constrained variations
+
+
+@dataclasses.dataclass
+class Served:
+    name: str
+    model: Any
+    kind: str  # "text" | "image"
+    lock: threading.Lock
+    calibration: dict | None
+
+
+# --- request bodies -------------------------------------------------------------------------------
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    model: str | None = Field(None, description="Model name (GET /v1/models); default: the first one")
+
+
+class VaryRequest(_Body):
+    text: str = Field(..., description="The text to vary")
+    n: int = Field(5, ge=1, description="How many variations")
+    temperature: float = Field(0.5, ge=0, le=5, description="Spread around the text's posterior (0: its mean)")
+    strategy: Literal["sample", "greedy", "beam"] = "sample"
+    top_p: float = Field(0.9, gt=0, le=1)
+    seed: int | None = None
+    label: str | None = Field(None, description="Condition: a label (conditional models)")
+    tags: list[str] | None = Field(None, description="Condition: tags (conditional models)")
+    condition_text: str | None = Field(None, description="Condition: a text to move toward (conditional models)")
+    require: list[str] = Field(default_factory=list, description="Words every variation must contain")
+    ban: list[str] = Field(default_factory=list, description="Words no variation may contain (masked in decoding)")
+    min_similarity: float | None = Field(None, ge=-1, le=1, description="Minimum similarity to the input")
+
+
+class SampleRequest(_Body):
+    n: int = Field(8, ge=1)
+    temperature: float = Field(1.0, ge=0, le=5)
+    seed: int | None = None
+    strategy: Literal["sample", "greedy", "beam"] = "greedy"
+
+
+class InterpolateRequest(_Body):
+    a: str | list[float] = Field(..., description="Text models: a text; image models: a latent point")
+    b: str | list[float] = Field(..., description="Text models: a text; image models: a latent point")
+    steps: int = Field(7, ge=2)
+
+
+class ItemsRequest(_Body):
+    texts: list[str] | None = Field(None, description="Text models: the texts")
+    images: list[str] | None = Field(None, description="Image models: base64-encoded PNG or JPEG images")
+
+
+class ScoreRequest(ItemsRequest):
+    score: Literal["neg_elbo", "iw_nll", "rec"] | None = None
+    iw_samples: int = Field(10, ge=1, le=100)
+    seed: int = 0
+
+
+class DecodeRequest(_Body):
+    z: list[float] = Field(..., description="A latent point")
+
+
+# --- helpers --------------------------------------------------------------------------------------
+class ApiError(Exception):
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def _png_data_url(images: torch.Tensor, nrow: int | None = None) -> str:
+    from PIL import Image
+
+    from .viz import auto_scale, image_grid
+
+    picture = image_grid(images, nrow=nrow, scale=auto_scale(images.shape[-2]))
+    buffer = io.BytesIO()
+    Image.fromarray(picture).save(buffer, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+
+
+def _decode_image(data: str, index: int, model) -> torch.Tensor:
+    """A base64 PNG/JPEG (optionally a data URL) as a float tensor (c, h, w) in [0, 1] that fits ``model``."""
+    from PIL import Image, UnidentifiedImageError
+
+    if "," in data[:100] and data.startswith("data:"):
+        data = data.split(",", 1)[1]
+    try:
+        raw = base64.b64decode(data, validate=True)
+        image = Image.open(io.BytesIO(raw))
+        image.load()
+    except (ValueError, UnidentifiedImageError, OSError):
+        raise ApiError(400, f"images[{index}]: not a base64-encoded PNG or JPEG image") from None
+    cfg = model.config
+    image = image.convert("L" if cfg.in_channels == 1 else "RGB")
+    if image.size != (cfg.width, cfg.height):
+        raise ApiError(400, f"images[{index}]: {image.size[0]}x{image.size[1]} pixels, the model takes "
+                            f"{cfg.width}x{cfg.height}")
+    array = np.asarray(image, dtype=np.float32) / 255.0
+    array = array[None] if array.ndim == 2 else array.transpose(2, 0, 1)
+    return torch.from_numpy(array.copy())
+
+
+class _BodyLimit:
+    """ASGI middleware: a request body over ``limit`` bytes gets 413, whether or not it declares its length."""
+
+    def __init__(self, app, limit: int):
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.limit:
+            return await self._reject(send)
+        received = 0
+
+        async def limited():
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.limit:
+                    raise _TooLarge()
+            return message
+
+        try:
+            await self.app(scope, limited, send)
+        except _TooLarge:
+            await self._reject(send)
+
+    async def _reject(self, send):
+        body = ('{"error": "request body is larger than the server\'s limit of %d bytes"}' % self.limit).encode()
+        await send({"type": "http.response.start", "status": 413,
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})
+
+
+class _TooLarge(Exception):
+    pass
+
+
+def load_models(specs: dict[str, str | Path]) -> dict[str, Served]:
+    from .anomaly import read_calibration
+    from .models.text import TextVAE
+    from .runs import load
+
+    served = {}
+    for name, path in specs.items():
+        model = load(path)
+        calibration = read_calibration(path) if Path(path).is_dir() else None
+        served[name] = Served(name, model, "text" if isinstance(model, TextVAE) else "image", threading.Lock(),
+                              calibration)
+    return served
+
+
+def _summary(s: Served, limits: Limits) -> dict:
+    model = s.model
+    info = {"name": s.name, "type": s.kind, "latent_dim": model.latent_dim,
+            "config": dataclasses.asdict(model.config), "conditions": None,
+            "anomaly_threshold": s.calibration["threshold"] if s.calibration else None,
+            "limits": dataclasses.asdict(limits)}
+    if s.kind == "text":
+        info["vocab_size"] = model.config.vocab_size
+    return info
+
+
+# --- the app --------------------------------------------------------------------------------------
+def create_app(models: dict[str, str | Path] | dict[str, Served], limits: Limits | None = None,
+               api_key: str | None = None, similarity_model: str | None = None) -> "FastAPI":
+    """The FastAPI app serving ``models`` ({name: run folder}); see the module docstring."""
+    if FastAPI is None:
+        raise VaekitError(f"vaekit serve needs FastAPI and uvicorn: {EXTRA_HINT}")
+    if not models:
+        raise VaekitError("give at least one run folder to serve")
+    limits = limits or Limits()
+    served = models if all(isinstance(v, Served) for v in models.values()) else load_models(models)
+    default = next(iter(served))
+    similarity_lock = threading.Lock()
+    from .web import PAGE
+
+    app = FastAPI(title="vaekit", version=_version(),
+                  description="Variational autoencoders: variations, samples, interpolations, codes and anomaly "
+                              "scores from trained vaekit models.")
+    app.add_middleware(_BodyLimit, limit=limits.max_body_bytes)
+
+    @app.exception_handler(ApiError)
+    async def _api_error(request: Request, exc: ApiError):
+        return JSONResponse({"error": exc.message}, status_code=exc.status)
+
+    @app.exception_handler(HTTPException)
+    async def _http_error(request: Request, exc: HTTPException):
+        return JSONResponse({"error": exc.detail}, status_code=exc.status_code, headers=exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError):
+        errors = exc.errors()
+        first = errors[0] if errors else {}
+        if first.get("type") == "json_invalid":
+            return JSONResponse({"error": "malformed JSON in the request body"}, status_code=400)
+        where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
+        return JSONResponse({"error": f"{where or 'body'}: {first.get('msg', 'invalid request')}"}, status_code=422)
+
+    def check_key(request: Request) -> None:
+        if api_key is None:
+            return
+        header = request.headers.get("authorization", "")
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token:
+            raise ApiError(401, "missing API key: send 'Authorization: Bearer KEY'")
+        if not hmac.compare_digest(token.encode(), api_key.encode()):
+            raise ApiError(401, "wrong API key")
+
+    def pick(name: str | None, kind: str | None = None) -> Served:
+        s = served.get(name or default)
+        if s is None:
+            raise ApiError(404, f"unknown model {name!r}; serving: {', '.join(served)}")
+        if kind is not None and s.kind != kind:
+            raise ApiError(400, f"model {s.name!r} is a{'n' if s.kind == 'image' else ''} {s.kind} model; "
+                                f"this needs a{'n' if kind == 'image' else ''} {kind} model")
+        return s
+
+    def check_text(text: str, what: str = "text") -> str:
+        if not text or not text.strip():
+            raise ApiError(400, f"{what} is empty")
+        if len(text) > limits.max_text_chars:
+            raise ApiError(413, f"{what} has {len(text)} characters; the limit is {limits.max_text_chars}")
+        return text
+
+    def check_n(n: int, what: str = "n", limit: int | None = None) -> int:
+        limit = limit or limits.max_n
+        if n > limit:
+            raise ApiError(400, f"{what} = {n} is above the limit of {limit}")
+        return n
+
+    async def run(s: Served, work):
+        import anyio
+
+        def locked():
+            with s.lock, torch.no_grad():
+                return work()
+
+        try:
+            with anyio.fail_after(limits.timeout_s):
+                return await anyio.to_thread.run_sync(locked, abandon_on_cancel=True)
+        except TimeoutError:
+            raise ApiError(504, f"the request took longer than the server's limit of {limits.timeout_s:g} s") from None
+        except VaekitError as exc:
+            raise ApiError(400, str(exc)) from None
+
+    def similarity(text: str, candidates: list[str]) -> list[float] | None:
+        try:
+            from .semantic import embed
+
+            with similarity_lock:
+                vectors = embed([text, *candidates], similarity_model)
+        except VaekitError:
+            return None
+        return [float(v) for v in vectors[1:] @ vectors[0]]
+
+    def no_conditions(body: VaryRequest, s: Served) -> None:
+        for field in ("label", "tags", "condition_text"):
+            if getattr(body, field):
+                raise ApiError(400, f"{field}: model {s.name!r} was trained without conditions; train a "
+                                    "conditional model to steer variations this way")
+
+    auth = [Depends(check_key)]
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    async def page():
+        return HTMLResponse(PAGE)
+
+    @app.get("/healthz")
+    async def healthz():
+        return {"status": "ok", "models": list(served)}
+
+    @app.get("/v1/models", dependencies=auth)
+    async def list_models():
+        return {"models": [_summary(s, limits) for s in served.values()], "limits": dataclasses.asdict(limits)}
+
+    @app.post("/v1/vary", dependencies=auth)
+    async def vary(body: VaryRequest):
+        s = pick(body.model, "text")
+        check_text(body.text)
+        check_n(body.n)
+        no_conditions(body, s)
+
+        def work():
+            from .generate import vary_constrained
+
+            wants_similarity = body.min_similarity is not None
+            result = vary_constrained(s.model, body.text, n=body.n, require=body.require, ban=body.ban,
+                                      min_similarity=body.min_similarity,
+                                      similarity=similarity if wants_similarity else None,
+                                      max_draws=limits.max_draws, seed=body.seed, temperature=body.temperature,
+                                      strategy=body.strategy, top_p=body.top_p)
+            sims = result.similarities
+            if not wants_similarity and result.variations:
+                sims = similarity(body.text, [v.text for v in result.variations]) or [None] * len(result.variations)
+            return {"model": s.name, "input": body.text,
+                    "variations": [{"text": v.text, "score": round(v.score, 4),
+                                    "similarity": None if sim is None else round(sim, 4)}
+                                   for v, sim in zip(result.variations, sims)],
+                    "requested": body.n, "drawn": result.drawn, "passed": result.passed, "rejected": result.rejected}
+
+        return await run(s, work)
+
+    @app.post("/v1/sample", dependencies=auth)
+    async def sample(body: SampleRequest):
+        s = pick(body.model)
+        check_n(body.n)
+        generator = torch.Generator().manual_seed(body.seed if body.seed is not None else torch.seed() % 2**63)
+
+        def work():
+            if s.kind == "text":
+                return {"model": s.name, "texts": s.model.sample(body.n, generator=generator,
+                                                                 temperature=body.temperature, strategy=body.strategy)}
+            images = s.model.sample(body.n, generator=generator, temperature=body.temperature)
+            return {"model": s.name, "n": body.n, "grid": _png_data_url(images)}
+
+        return await run(s, work)
+
+    @app.post("/v1/interpolate", dependencies=auth)
+    async def interpolate(body: InterpolateRequest):
+        s = pick(body.model)
+        check_n(body.steps, "steps", limits.max_steps)
+
+        def work():
+            if s.kind == "text":
+                if not isinstance(body.a, str) or not isinstance(body.b, str):
+                    raise ApiError(400, "a and b are texts for a text model")
+                return {"model": s.name, "texts": s.model.interpolate(check_text(body.a, "a"), check_text(body.b, "b"),
+                                                                      steps=body.steps)}
+            za, zb = (_latent(p, s.model, name) for p, name in ((body.a, "a"), (body.b, "b")))
+            t = torch.linspace(0, 1, body.steps)[:, None]
+            images = s.model.decode((1 - t) * za + t * zb)
+            return {"model": s.name, "grid": _png_data_url(images, nrow=body.steps)}
+
+        return await run(s, work)
+
+    @app.post("/v1/decode", dependencies=auth)
+    async def decode(body: DecodeRequest):
+        s = pick(body.model)
+
+        def work():
+            z = _latent(body.z, s.model, "z")
+            if s.kind == "text":
+                return {"model": s.name, "text": s.model.decode(z)[0]}
+            return {"model": s.name, "image": _png_data_url(s.model.decode(z), nrow=1)}
+
+        return await run(s, work)
+
+    def items_of(body: ItemsRequest, s: Served):
+        if s.kind == "text":
+            if not body.texts:
+                raise ApiError(400, "texts: give at least one text for a text model")
+            check_n(len(body.texts), "number of texts", limits.max_items)
+            for i, text in enumerate(body.texts):
+                check_text(text, f"texts[{i}]")
+            return s.model.batch(body.texts)
+        if not body.images:
+            raise ApiError(400, "images: give at least one base64 PNG for an image model")
+        check_n(len(body.images), "number of images", limits.max_items)
+        return torch.stack([_decode_image(data, i, s.model) for i, data in enumerate(body.images)])
+
+    @app.post("/v1/encode", dependencies=auth)
+    async def encode(body: ItemsRequest):
+        s = pick(body.model)
+
+        def work():
+            posterior = s.model.encode(items_of(body, s))
+            return {"model": s.name, "mean": posterior.mean.tolist(), "logvar": posterior.logvar.tolist()}
+
+        return await run(s, work)
+
+    @app.post("/v1/score", dependencies=auth)
+    async def score(body: ScoreRequest):
+        s = pick(body.model)
+        name = body.score or (s.calibration or {}).get("score", "neg_elbo")
+
+        def work():
+            x = items_of(body, s)
+            out = s.model.iw_nll(x, k=body.iw_samples, generator=torch.Generator().manual_seed(body.seed))
+            scores = out[name].float().tolist()
+            threshold = s.calibration["threshold"] if s.calibration and s.calibration["score"] == name else None
+            return {"model": s.name, "score": name, "scores": scores, "threshold": threshold,
+                    "flagged": None if threshold is None else [v > threshold for v in scores]}
+
+        return await run(s, work)
+
+    return app
+
+
+def _latent(point, model, name: str) -> torch.Tensor:
+    if isinstance(point, str) or len(point) != model.latent_dim:
+        raise ApiError(400, f"{name}: a latent point of {model.latent_dim} numbers")
+    z = torch.tensor(point, dtype=torch.float32)[None]
+    if not torch.isfinite(z).all():
+        raise ApiError(400, f"{name}: numbers must be finite")
+    return z
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("vaekit")
+    except PackageNotFoundError:
+        return "0"

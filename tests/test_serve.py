@@ -1,0 +1,211 @@
+"""The HTTP API (FastAPI TestClient) for every endpoint and error path, and the web page in headless
+Chromium driven by Playwright (issue 7)."""
+import base64
+import io
+import shutil
+import socket
+import threading
+import time
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from vaekit.cli import cli
+from vaekit.serve import Limits, create_app
+
+from conftest import blobs, two_topic_sentences
+
+KEY = "s3cret-key"
+AUTH = {"Authorization": f"Bearer {KEY}"}
+CHROMIUM = "/usr/bin/chromium"
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("serve")
+    corpus = folder / "corpus.txt"
+    corpus.write_text("\n".join(two_topic_sentences() * 3) + "\n")
+    text_run = folder / "text"
+    result = CliRunner().invoke(cli, ["train", "text", "--data", str(corpus), "--out", str(text_run), "--epochs", "4",
+                                      "--embedding-dim", "16", "--hidden", "16", "--latent-dim", "4", "--dropout", "0",
+                                      "--batch-size", "16", "--quiet", "--precision", "fp32"])
+    assert result.exit_code == 0, result.output
+    data = folder / "tiny.npz"
+    np.savez(data, x=blobs(64), y=np.arange(64) % 3)
+    image_run = folder / "image"
+    result = CliRunner().invoke(cli, ["train", "image", "--data", str(data), "--out", str(image_run), "--epochs", "2",
+                                      "--batch-size", "16", "--latent-dim", "2", "--quiet", "--precision", "fp32"])
+    assert result.exit_code == 0, result.output
+    return {"cats": text_run, "digits": image_run}
+
+
+@pytest.fixture(scope="module")
+def client(runs):
+    app = create_app(runs, Limits(max_text_chars=200, max_n=8, max_steps=9, max_items=4, max_body_bytes=20_000),
+                     api_key=KEY)
+    return TestClient(app)
+
+
+def png(h=12, w=10, mode="L") -> str:
+    buffer = io.BytesIO()
+    Image.fromarray(blobs(1, h=h, w=w)[0]).convert(mode).save(buffer, format="PNG")
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+def test_health_models_and_openapi(client):
+    assert client.get("/healthz").json() == {"status": "ok", "models": ["cats", "digits"]}
+    models = client.get("/v1/models", headers=AUTH).json()
+    names = {m["name"]: m for m in models["models"]}
+    assert names["cats"]["type"] == "text" and names["digits"]["type"] == "image"
+    assert names["cats"]["limits"]["max_n"] == 8 and models["limits"]["max_body_bytes"] == 20_000
+    spec = client.get("/openapi.json").json()
+    for path in ("/v1/vary", "/v1/sample", "/v1/interpolate", "/v1/encode", "/v1/score", "/v1/models", "/healthz"):
+        assert path in spec["paths"], path
+
+
+def test_vary_returns_variations_with_similarity(client):
+    r = client.post("/v1/vary", headers=AUTH, json={"model": "cats", "text": "the lazy cat sat on the warm mat.",
+                                                     "n": 3, "temperature": 1.0, "seed": 0})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert 1 <= len(body["variations"]) <= 3 and body["requested"] == 3
+    for v in body["variations"]:
+        assert set(v) == {"text", "score", "similarity"} and -1 <= v["similarity"] <= 1
+
+
+def test_vary_with_required_and_banned_words(client):
+    r = client.post("/v1/vary", headers=AUTH, json={"text": "the lazy cat sat on the warm mat.", "n": 3, "seed": 1,
+                                                     "temperature": 1.0, "require": ["cat"], "ban": ["mat"]})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    for v in body["variations"]:
+        assert "cat" in v["text"].split() and "mat" not in v["text"]
+    assert body["drawn"] <= 200 and body["passed"] >= len(body["variations"])
+
+
+def test_sample_interpolate_decode_encode_score(client):
+    r = client.post("/v1/sample", headers=AUTH, json={"model": "cats", "n": 4, "seed": 0})
+    assert r.status_code == 200 and len(r.json()["texts"]) == 4
+    r = client.post("/v1/sample", headers=AUTH, json={"model": "digits", "n": 4, "seed": 0})
+    assert r.status_code == 200 and r.json()["grid"].startswith("data:image/png;base64,")
+    r = client.post("/v1/interpolate", headers=AUTH, json={"model": "cats", "a": "the old cat sat.",
+                                                            "b": "shares of banks fell.", "steps": 5})
+    assert r.status_code == 200 and len(r.json()["texts"]) == 5
+    r = client.post("/v1/interpolate", headers=AUTH, json={"model": "digits", "a": [-2, 0], "b": [2, 0], "steps": 5})
+    assert r.status_code == 200 and r.json()["grid"].startswith("data:image/png")
+    r = client.post("/v1/decode", headers=AUTH, json={"model": "digits", "z": [0.5, -1]})
+    assert r.status_code == 200 and r.json()["image"].startswith("data:image/png")
+    r = client.post("/v1/encode", headers=AUTH, json={"model": "cats", "texts": ["the old cat sat.", "shares fell."]})
+    assert r.status_code == 200 and np.array(r.json()["mean"]).shape == (2, 4)
+    r = client.post("/v1/encode", headers=AUTH, json={"model": "digits", "images": [png(), png()]})
+    assert r.status_code == 200 and np.array(r.json()["logvar"]).shape == (2, 2)
+    r = client.post("/v1/score", headers=AUTH, json={"model": "cats", "texts": ["the old cat sat on the red mat."],
+                                                      "score": "iw_nll", "iw_samples": 5})
+    assert r.status_code == 200 and r.json()["score"] == "iw_nll" and r.json()["scores"][0] > 0
+    r = client.post("/v1/score", headers=AUTH, json={"model": "digits", "images": [png()]})
+    assert r.status_code == 200 and r.json()["flagged"] is None
+
+
+@pytest.mark.parametrize("path, body, status, message", [
+    ("/v1/vary", {"text": "cat " * 60}, 413, "limit is 200"),
+    ("/v1/vary", {"text": "the cat", "n": 9}, 400, "above the limit of 8"),
+    ("/v1/vary", {"text": "the cat", "label": "news"}, 400, "without conditions"),
+    ("/v1/vary", {"text": "   "}, 400, "empty"),
+    ("/v1/vary", {"text": "the cat", "temperature": -1}, 422, "temperature"),
+    ("/v1/vary", {"text": "the cat", "unknown_field": 1}, 422, "unknown_field"),
+    ("/v1/vary", {"model": "nope", "text": "the cat"}, 404, "unknown model 'nope'"),
+    ("/v1/vary", {"model": "digits", "text": "the cat"}, 400, "image model"),
+    ("/v1/interpolate", {"model": "cats", "a": "a", "b": "b", "steps": 50}, 400, "steps = 50"),
+    ("/v1/interpolate", {"model": "digits", "a": [1, 2, 3], "b": [0, 0]}, 400, "latent point of 2"),
+    ("/v1/encode", {"model": "digits", "images": ["not an image"]}, 400, "images[0]"),
+    ("/v1/encode", {"model": "digits", "images": [png(16, 16)]}, 400, "16x16"),
+    ("/v1/encode", {"model": "cats", "texts": ["a"] * 5}, 400, "number of texts"),
+    ("/v1/score", {"model": "cats"}, 400, "texts"),
+])
+def test_error_paths_are_json_with_4xx(client, path, body, status, message):
+    r = client.post(path, headers=AUTH, json=body)
+    assert r.status_code == status, r.text
+    assert message in r.json()["error"]
+
+
+def test_malformed_json_oversized_body_and_keys(client):
+    r = client.post("/v1/vary", headers={**AUTH, "Content-Type": "application/json"}, content=b'{"text": ')
+    assert r.status_code == 400 and r.json()["error"] == "malformed JSON in the request body"
+    r = client.post("/v1/vary", headers={**AUTH, "Content-Type": "application/json"}, content=b"x" * 30_000)
+    assert r.status_code == 413 and "limit" in r.json()["error"]
+    r = client.post("/v1/vary", json={"text": "the cat"})
+    assert r.status_code == 401 and "missing API key" in r.json()["error"]
+    r = client.post("/v1/vary", headers={"Authorization": "Bearer wrong"}, json={"text": "the cat"})
+    assert r.status_code == 401 and r.json()["error"] == "wrong API key"
+    assert client.get("/v1/models").status_code == 401
+    assert client.get("/healthz").status_code == 200 and client.get("/").status_code == 200
+
+
+def test_timeout_gives_504(runs):
+    app = create_app({"cats": runs["cats"]}, Limits(timeout_s=0.001))
+    r = TestClient(app).post("/v1/vary", json={"text": "the lazy cat sat on the warm mat.", "n": 8})
+    assert r.status_code == 504 and "limit" in r.json()["error"]
+
+
+def test_serve_command_errors(runs):
+    result = CliRunner().invoke(cli, ["serve"])
+    assert result.exit_code == 2 and "give a run folder" in result.output
+    result = CliRunner().invoke(cli, ["serve", "--model", "nonsense"])
+    assert result.exit_code == 2 and "NAME=RUN" in result.output
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_web_page_in_headless_chromium(runs):
+    """Load the page, enter a text, click Generate, see N variations."""
+    import uvicorn
+    from playwright.sync_api import sync_playwright
+
+    assert shutil.which(CHROMIUM), f"{CHROMIUM} is missing: .ci/run installs Debian's chromium package"
+    port = _free_port()
+    server = uvicorn.Server(uvicorn.Config(create_app({"cats": runs["cats"], "digits": runs["digits"]}),
+                                           host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        for _ in range(100):
+            if server.started:
+                break
+            time.sleep(0.05)
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=["--headless", "--no-sandbox", "--disable-gpu"])
+            page = browser.new_page()
+            page.goto(f"http://127.0.0.1:{port}/")
+            page.wait_for_selector("#model option", state="attached")
+            page.fill("#text", "the lazy cat sat on the warm mat.")
+            page.fill("#n", "4")
+            page.fill("#temperature", "1.0")
+            page.click("#generate")
+            page.wait_for_function("document.querySelectorAll('#variations li').length >= 1", timeout=20_000)
+            items = page.locator("#variations li").all_inner_texts()
+            assert 1 <= len(items) <= 4
+            assert "variations" in page.inner_text("#vary-status")
+            # the image model: a grid of samples and the latent explorer
+            page.select_option("#model", "digits")
+            page.click("#sample")
+            page.wait_for_selector("#samples img", timeout=20_000)
+            page.click("nav button[data-tab=explorer]")
+            page.mouse.move(*_centre(page, "#explorer"))
+            page.wait_for_function("document.getElementById('decoded').src.startsWith('data:image/png')",
+                                   timeout=20_000)
+            browser.close()
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+def _centre(page, selector):
+    box = page.locator(selector).bounding_box()
+    return box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
