@@ -134,9 +134,47 @@ def memory(args) -> None:
               "wall_s": round(wall, 1), "texts_per_s": round(args.encode_items / wall), "peak_rss_mb": peak})
 
 
+def precision(args) -> None:
+    """bf16 against fp32 on the same budget of steps: test NLL should agree within about 1 nat."""
+    from vaekit import TrainConfig
+    from vaekit.data.images import load_images
+    from vaekit.data.tokenizer import TokenizerConfig
+    from vaekit.images import evaluate_images, train_image
+    from vaekit.texts import evaluate_texts, read_texts, train_text
+
+    train, test = load_images(SHARED / "mnist", split="train"), load_images(SHARED / "mnist", split="test")
+    ptb_test = read_texts(SHARED / "ptb" / "ptb.test.txt")
+    for p in ("fp32", "bf16"):
+        with tempfile.TemporaryDirectory() as tmp:
+            start = time.perf_counter()
+            run = train_image(train, Path(tmp) / "run", preset="seed", binarize="threshold",
+                              training=TrainConfig(epochs=args.image_epochs, batch_size=128, precision=p, seed=0))
+            minutes = (time.perf_counter() - start) / 60
+            report = evaluate_images(run.model, test, iw_samples=100, binarize="threshold", precision="fp32")
+        emit({"bench": "precision_mnist", "precision": p, "preset": "seed", "epochs": args.image_epochs,
+              "train_minutes": round(minutes, 2), "test_iw_nll": round(report["iw_nll"], 2),
+              "test_neg_elbo": round(report["neg_elbo"], 2)})
+    for p in ("fp32", "bf16"):
+        with tempfile.TemporaryDirectory() as tmp:
+            start = time.perf_counter()
+            run = train_text(SHARED / "ptb" / "ptb.train.txt", Path(tmp) / "run", max_tokens=100,
+                             val_data=SHARED / "ptb" / "ptb.valid.txt",
+                             tokenizer_config=TokenizerConfig(vocab_size=10004, lowercase=False, pretokenized=True),
+                             model_overrides=dict(embedding_dim=300, encoder_hidden=(256,), decoder_hidden=256,
+                                                  latent_dim=16, dropout=0.3),
+                             training=TrainConfig(epochs=args.ptb_epochs, batch_size=64, precision=p, seed=0,
+                                                  grad_clip=5.0, kl_schedule="linear", kl_warmup_steps=1000))
+            minutes = (time.perf_counter() - start) / 60
+            report = evaluate_texts(run.model, ptb_test, iw_samples=20, precision="fp32")
+        emit({"bench": "precision_ptb", "precision": p, "epochs": args.ptb_epochs, "steps": run.result.step,
+              "train_minutes": round(minutes, 2), "test_iw_nll": round(report["iw_nll"], 2),
+              "test_kl": round(report["kl"], 2), "perplexity": round(report["perplexity"], 1)})
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("what", choices=["image", "text", "vary", "memory", "all"])
+    parser.add_argument("what", choices=["image", "text", "vary", "memory", "precision", "all"])
+    parser.add_argument("--ptb-epochs", type=int, default=1, help="precision: PTB epochs per precision")
     parser.add_argument("--image-epochs", type=int, default=5)
     parser.add_argument("--text-configs", default="sentence_vae,vaekit_default")
     parser.add_argument("--text-batch-size", type=int, default=32)
@@ -152,9 +190,9 @@ def main() -> None:
         sys.exit(f"error: {SHARED} is missing")
     emit({"bench": "machine", "cpu_threads": torch.get_num_threads(), "torch": torch.__version__,
           "args": {k: str(v) for k, v in vars(args).items()}})
-    for what in ("image", "text", "vary", "memory"):
+    for what in ("image", "text", "vary", "memory", "precision"):
         if args.what in (what, "all") and not (what == "vary" and args.run is None and args.what == "all"):
-            {"image": image, "text": text, "vary": vary, "memory": memory}[what](args)
+            {"image": image, "text": text, "vary": vary, "memory": memory, "precision": precision}[what](args)
 
 
 if __name__ == "__main__":

@@ -201,7 +201,7 @@ def _report_run(run, kind: str) -> None:
         sys.exit(130)
 
 
-TEXT_RESUMABLE = RESUMABLE | {"text_column", "title_column", "label_column", "encoding", "val_data"}
+TEXT_RESUMABLE = RESUMABLE | {"text_column", "title_column", "label_column", "encoding", "val_data", "conditional"}
 
 
 @train.command("text", context_settings=CONTEXT)
@@ -212,6 +212,8 @@ TEXT_RESUMABLE = RESUMABLE | {"text_column", "title_column", "label_column", "en
 @click.option("--text-column", default=None, help="CSV/JSONL column with the text (default: 'text' or 'content').")
 @click.option("--title-column", default=None, help="CSV/JSONL column with a title, kept with each record.")
 @click.option("--label-column", default=None, help="CSV/JSONL column with a label, stored with each text.")
+@click.option("--conditional", is_flag=True,
+              help="Train a conditional VAE on --label-column (Sohn et al. 2015): generate with --label.")
 @click.option("--encoding", default="utf-8", show_default=True, help="Text encoding of the input files.")
 @click.option("--val-data", type=click.Path(path_type=Path), default=None,
               help="A separate validation corpus (then --val-fraction is not used).")
@@ -255,7 +257,7 @@ TEXT_RESUMABLE = RESUMABLE | {"text_column", "title_column", "label_column", "en
 @click.option("--seed", type=int, default=0, show_default=True)
 @run_control_options
 @click.pass_context
-def train_text_command(ctx, data, out, text_column, title_column, label_column, encoding, val_data, unit, max_tokens,
+def train_text_command(ctx, data, out, text_column, title_column, label_column, conditional, encoding, val_data, unit, max_tokens,
                        tokenizer_kind, vocab_size, lowercase, pretokenized, preset, rnn, layers, hidden, decoder_hidden,
                        embedding_dim, latent_dim, tie_embeddings, dropout, word_dropout, kl_schedule, kl_warmup_steps,
                        kl_cycles, free_bits, beta, epochs, batch_size, lr, optimizer, grad_clip, val_fraction, seed,
@@ -304,7 +306,7 @@ def train_text_command(ctx, data, out, text_column, title_column, label_column, 
                      tokenizer_config=TokenizerConfig(kind=tokenizer_kind, vocab_size=vocab_size, lowercase=lowercase,
                                                       pretokenized=pretokenized),
                      preset=preset, model_overrides=overrides, training=training, unit=unit, max_tokens=max_tokens,
-                     resume=resume, overwrite=overwrite, progress=not quiet,
+                     resume=resume, overwrite=overwrite, progress=not quiet, conditional=conditional,
                      epochs=epochs if resume and ctx.get_parameter_source("epochs") == ParameterSource.COMMANDLINE else None)
     _report_run(run, "text")
 
@@ -395,6 +397,42 @@ def _echo_texts(texts, out: Path | None, what: str) -> None:
             click.echo(text)
 
 
+def constraint_options(f):
+    """Post-filters and latent regions shared by vary and sample (text models)."""
+    f = click.option("--max-draws", type=click.IntRange(min=1), default=200, show_default=True,
+                     help="Most candidates (vary) or codes (sample) looked at to satisfy the constraints; the "
+                          "command says how many passed and never loops forever.")(f)
+    f = click.option("--radius", type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True,
+                     help="Radius of the --near/--avoid regions, in prior standard deviations.")(f)
+    f = click.option("--avoid", default=None, metavar="TEXT",
+                     help="Reject codes within --radius of this text's code.")(f)
+    f = click.option("--max-length", type=click.IntRange(min=1), default=None, help="At most this many words.")(f)
+    f = click.option("--min-length", type=click.IntRange(min=1), default=None, help="At least this many words.")(f)
+    f = click.option("--min-similarity", type=click.FloatRange(-1, 1), default=None,
+                     help="Keep texts whose sentence-embedding cosine similarity to the input (vary) or to "
+                          "--near (sample) is at least this.")(f)
+    f = click.option("--ban", multiple=True, metavar="WORD",
+                     help="A word that must not appear (repeatable): masked while decoding, so it never can.")(f)
+    f = click.option("--require", multiple=True, metavar="WORD",
+                     help="A word every output must contain (repeatable); a post-filter.")(f)
+    return click.option("--label", default=None,
+                        help="Conditional models: the label to write with (vary: keep the content, change the label).")(f)
+
+
+def _similarity(encoder_name):
+    def similarity(text, candidates):
+        from .semantic import embed
+
+        vectors = embed([text, *candidates], encoder_name)
+        return (vectors[1:] @ vectors[0]).tolist()
+    return similarity
+
+
+def _constraint_line(drawn: int, passed: int, rejected: dict, shown: int) -> str:
+    reasons = ", ".join(f"{k} {v}" for k, v in rejected.items() if v)
+    return f"({passed} of {drawn} candidates met the constraints{'; rejected: ' + reasons if reasons else ''}; showing {shown})"
+
+
 @cli.command(context_settings=CONTEXT)
 @run_argument
 @click.argument("text")
@@ -408,25 +446,49 @@ def _echo_texts(texts, out: Path | None, what: str) -> None:
               help="Nucleus size for --strategy sample.")
 @click.option("--seed", type=int, default=None, help="Seed for repeatable variations.")
 @click.option("--keep-copies", is_flag=True, help="Keep variations identical to the input.")
+@click.option("--source-label", default=None,
+              help="Conditional models: the input's own label (default: the most likely one under the model).")
+@constraint_options
+@click.option("--similarity-model", default=None,
+              help="Sentence-transformers model for --min-similarity (default: bundled all-MiniLM-L6-v2).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (text and score of each variation).")
-def vary(run, text, n, temperature, strategy, top_p, seed, keep_copies, as_json):
+def vary(run, text, n, temperature, strategy, top_p, seed, keep_copies, source_label, label, require, ban,
+         min_similarity, min_length, max_length, avoid, radius, max_draws, similarity_model, as_json):
     """Generate N variations of TEXT that keep its meaning and change its wording.
 
     The text is encoded, codes are drawn around its posterior, decoded, de-duplicated (copies of the input
     dropped) and ranked by the model's mean log-probability per token. A text longer than the model's
-    --max-tokens is varied unit by unit (sentences or paragraphs) and reassembled.
+    --max-tokens is varied unit by unit (sentences or paragraphs) and reassembled. Constraints (--require,
+    --ban, --min-similarity, lengths, --avoid) draw more candidates, up to --max-draws.
     """
     if n == 0:
         raise VaekitError("-n 0: ask for at least one variation")
     model = _load_model(run)
     if not _is_text(model):
         raise VaekitError(f"{run}: vary needs a text model; this run is an image model")
-    variations = model.vary(text, n=n, temperature=temperature, strategy=strategy, top_p=top_p, seed=seed,
-                            keep_copies=keep_copies)
+    options = dict(temperature=temperature, strategy=strategy, top_p=top_p, keep_copies=keep_copies, label=label,
+                   source_label=source_label)
+    if avoid is not None:
+        from .generate import code_of, near_mask
+
+        centre = code_of(model, avoid)
+        options["reject"] = lambda z: near_mask(z, centre, radius)
+    constrained = any([require, ban, min_similarity is not None, min_length, max_length, avoid])
+    if constrained:
+        from .generate import vary_constrained
+
+        result = vary_constrained(model, text, n=n, require=require, ban=ban, min_similarity=min_similarity,
+                                  similarity=_similarity(similarity_model) if min_similarity is not None else None,
+                                  min_length=min_length, max_length=max_length, max_draws=max_draws, seed=seed,
+                                  **options)
+        variations = result.variations
+        click.echo(_constraint_line(result.drawn, result.passed, result.rejected, len(variations)), err=True)
+    else:
+        variations = model.vary(text, n=n, seed=seed, **options)
     if as_json:
         click.echo(json.dumps([{"text": v.text, "score": round(v.score, 4)} for v in variations], indent=2))
         return
-    if len(variations) < min(n, 100):
+    if len(variations) < min(n, 100) and not constrained:
         click.echo(f"({len(variations)} distinct variations found)", err=True)
     for i, v in enumerate(variations, 1):
         click.echo(f"{i}. {v.text}  [{v.score:.2f}]")
@@ -442,19 +504,76 @@ def vary(run, text, n, temperature, strategy, top_p, seed, keep_copies, as_json)
               help="Scale of the prior draws (below 1: more typical, less varied).")
 @click.option("--strategy", type=click.Choice(["sample", "beam", "greedy"]), default="greedy", show_default=True,
               help="Text models: how each code is decoded.")
-def sample(run, n, out, seed, temperature, strategy):
-    """Decode draws from the prior N(0, I)."""
+@click.option("--near", default=None, metavar="TEXT",
+              help="Text models: draw codes only inside the ball of --radius around this text's code.")
+@click.option("--between", nargs=2, default=None, metavar="TEXT_A TEXT_B",
+              help="Text models: n evenly spaced points on the path between two texts' codes.")
+@constraint_options
+@click.option("--similarity-model", default=None,
+              help="Sentence-transformers model for --min-similarity (default: bundled all-MiniLM-L6-v2).")
+def sample(run, n, out, seed, temperature, strategy, near, between, label, require, ban, min_similarity, min_length,
+           max_length, avoid, radius, max_draws, similarity_model):
+    """Decode draws from the prior N(0, I), or from a region of the latent space (--near, --avoid,
+    --between); text outputs can be filtered like vary's."""
     import torch
 
     model = _load_model(run)
-    if _is_text(model):
-        texts = model.sample(n or 10, generator=torch.Generator().manual_seed(seed), temperature=temperature,
-                             strategy=strategy)
-        _echo_texts(texts, out, f"{len(texts)} samples")
-        return
-    from .images import sample_grid
+    regions = near is not None or avoid is not None or between is not None
+    filters = any([require, ban, min_similarity is not None, min_length, max_length])
+    if not _is_text(model):
+        if regions or filters or label is not None:
+            raise VaekitError("--near, --avoid, --between, --label and the word filters are for text models")
+        from .images import sample_grid
 
-    _done(f"{n or 64} samples", sample_grid(model, n or 64, _need(out, "--out", "image"), seed=seed, temperature=temperature))
+        _done(f"{n or 64} samples",
+              sample_grid(model, n or 64, _need(out, "--out", "image"), seed=seed, temperature=temperature))
+        return
+    n = n or 10
+    generator = torch.Generator().manual_seed(seed)
+    if not regions and not filters:
+        _echo_texts(model.sample(n, generator=generator, temperature=temperature, strategy=strategy, label=label),
+                    out, f"{n} samples")
+        return
+    from .generate import ban_ids, region_codes, words_of
+
+    if min_similarity is not None and near is None:
+        raise VaekitError("--min-similarity for sample compares with --near TEXT; give one")
+    banned = ban_ids(model.tokenizer, ban)
+    texts, drawn, rejected = [], 0, {"region": 0, "require": 0, "ban": 0, "length": 0, "similarity": 0}
+    similarity = _similarity(similarity_model) if min_similarity is not None else None
+    while len(texts) < n and drawn < max_draws:
+        z, stats = region_codes(model, min(n, max_draws - drawn), generator, temperature, near=near, avoid=avoid,
+                                radius=radius, between=tuple(between) if between else None, max_draws=max_draws - drawn)
+        drawn += stats["drawn"]
+        rejected["region"] += stats["rejected"]
+        if not len(z):
+            break
+        labels = (torch.full((len(z),), model.label_index(label), dtype=torch.long) if label is not None
+                  else torch.randint(model.config.num_labels, (len(z),), generator=generator)) \
+            if model.conditional else None
+        candidates = model.generate(model.decoder_code(z, labels), strategy=strategy, generator=generator,
+                                    banned=banned)
+        kept = []
+        for text in candidates:
+            words, count = words_of(text), len(text.split())
+            if any(w.lower() not in words for w in require):
+                rejected["require"] += 1
+            elif any(w.lower() in words for w in ban):
+                rejected["ban"] += 1
+            elif (min_length and count < min_length) or (max_length and count > max_length):
+                rejected["length"] += 1
+            else:
+                kept.append(text)
+        if similarity is not None and kept:
+            scores = similarity(near, kept)
+            rejected["similarity"] += sum(s < min_similarity for s in scores)
+            kept = [t for t, s in zip(kept, scores) if s >= min_similarity]
+        texts += kept
+        if between is not None:
+            break  # the path's points are fixed: drawing again gives the same codes
+    texts = texts[:n]
+    click.echo(_constraint_line(drawn, len(texts), rejected, len(texts)), err=True)
+    _echo_texts(texts, out, f"{len(texts)} samples")
 
 
 @cli.command(context_settings=CONTEXT)

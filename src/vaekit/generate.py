@@ -152,7 +152,7 @@ def _normalise(text: str) -> str:
 def score_texts(model, texts: list[str], z: torch.Tensor) -> list[float]:
     """Mean per-token log p(text | z) for each text under one code z (d,): how well a candidate reads as
     this code's text. Used to rank variations."""
-    batch = model.batch(texts)
+    batch = model.batch(texts, infer=False)  # z carries a conditional model's label already
     log_px = model.log_likelihood(batch, z[None].expand(len(texts), -1)[None])[0]  # (b,)
     return (log_px / (batch.lengths + 1)).tolist()
 
@@ -160,10 +160,15 @@ def score_texts(model, texts: list[str], z: torch.Tensor) -> list[float]:
 @torch.no_grad()
 def vary(model, text: str, n: int = 5, temperature: float = 1.0, strategy: Strategy = "sample",
          top_p: float = 0.9, seed: int | None = None, keep_copies: bool = False, oversample: int = 3,
-         max_rounds: int = 4, banned: Iterable[int] = ()) -> list[Variation]:
+         max_rounds: int = 4, banned: Iterable[int] = (), label: str | None = None,
+         source_label: str | None = None, reject=None) -> list[Variation]:
     """Up to ``n`` variations of ``text``: encode it, draw codes z = mu + temperature * sigma * eps around its
     posterior (temperature 0 decodes the mean), decode them, drop duplicates and (unless ``keep_copies``)
     copies of the input, and rank by mean log-probability per token given the posterior mean.
+
+    A conditional model encodes the text with ``source_label`` (inferred when not given) and decodes with
+    ``label`` (default: the same): keep the content, change the label. ``reject(z) -> bool mask`` drops
+    codes before decoding (latent-region constraints).
 
     A text longer than one unit is split into units (sentences or paragraphs, as the model was trained),
     each unit is varied, and the i-th variation joins the units' i-th variations."""
@@ -180,23 +185,35 @@ def vary(model, text: str, n: int = 5, temperature: float = 1.0, strategy: Strat
         log.warning("%.0f%% of the input's words are unknown to this model's vocabulary; variations will be poor",
                     100 * unknown)
     generator = torch.Generator().manual_seed(seed if seed is not None else torch.seed() % 2**63)
+    target = model.label_index(label) if label is not None else None
+    source = [source_label] if source_label is not None else None
     per_unit = [_vary_unit(model, unit, n, temperature, strategy, top_p, generator, keep_copies, oversample,
-                           max_rounds, list(banned)) for unit in model.units(text)]
+                           max_rounds, list(banned), target, source, reject) for unit in model.units(text)]
     count = min(len(v) for v in per_unit)
     return [Variation(" ".join(v[i].text for v in per_unit), sum(v[i].score for v in per_unit) / len(per_unit))
             for i in range(count)]
 
 
-def _vary_unit(model, unit, n, temperature, strategy, top_p, generator, keep_copies, oversample, max_rounds, banned):
-    batch = model.batch([unit])
+def _vary_unit(model, unit, n, temperature, strategy, top_p, generator, keep_copies, oversample, max_rounds, banned,
+               target=None, source_label=None, reject=None):
+    batch = model.batch([unit], source_label)
     posterior = model.encode(batch)
+    conditional = getattr(model, "conditional", False)
+    labels = None
+    if conditional:
+        labels = torch.tensor([target if target is not None else int(batch.labels[0])])
     source = _normalise(model.tokenizer.decode(batch.ids[0]))
     seen: dict[str, str] = {}
     for _ in range(max_rounds):
         draws = n * oversample
         eps = torch.randn((draws, model.latent_dim), generator=generator)
         z = posterior.mean + temperature * posterior.std * eps  # (draws, d)
-        texts, _ = decode_texts(model, z, strategy=strategy, top_p=top_p, generator=generator, banned=banned)
+        if reject is not None:
+            z = z[~reject(z)]
+            if not len(z):
+                continue
+        code = model.decoder_code(z, labels.expand(len(z))) if conditional else z
+        texts, _ = decode_texts(model, code, strategy=strategy, top_p=top_p, generator=generator, banned=banned)
         for candidate in texts:
             key = _normalise(candidate)
             if not key or key in seen or (not keep_copies and key in (source, _normalise(unit))):
@@ -207,7 +224,8 @@ def _vary_unit(model, unit, n, temperature, strategy, top_p, generator, keep_cop
     candidates = list(seen.values())
     if not candidates:
         return [Variation(unit, 0.0)] if keep_copies else []
-    scores = score_texts(model, candidates, posterior.mean[0])
+    mean = posterior.mean
+    scores = score_texts(model, candidates, (model.decoder_code(mean, labels) if conditional else mean)[0])
     ranked = sorted(zip(candidates, scores), key=lambda item: -item[1])[:n]
     return [Variation(text, score) for text, score in ranked]
 
@@ -290,3 +308,54 @@ def vary_constrained(model, text: str, n: int = 5, *, require: Iterable[str] = (
     kept.sort(key=lambda item: -(item[1] if item[1] is not None else item[0].score))
     kept = kept[:n]
     return ConstrainedResult([v for v, _ in kept], [s for _, s in kept], len(seen), passed, rejected)
+
+
+# --- latent-region constraints ---------------------------------------------------------------------
+def code_of(model, text: str) -> torch.Tensor:
+    """The posterior mean (d,) of a text."""
+    return model.encode(model.batch([text])).mean[0]
+
+
+def near_mask(z: torch.Tensor, centre: torch.Tensor, radius: float) -> torch.Tensor:
+    """True where a code lies within ``radius`` (Euclidean, in prior standard deviations) of ``centre``."""
+    return (z - centre).norm(dim=-1) < radius
+
+
+@torch.no_grad()
+def region_codes(model, n: int, generator: torch.Generator, temperature: float = 1.0, near: str | None = None,
+                 avoid: str | None = None, radius: float = 1.0, between: tuple[str, str] | None = None,
+                 max_draws: int = 10000) -> tuple[torch.Tensor, dict]:
+    """Up to ``n`` codes (m, d) from a region of the latent space, and how many draws were rejected.
+
+    near: uniform in the ball of ``radius`` around the text's code (only inside that region);
+    between: evenly spaced points on the segment between two texts' codes;
+    otherwise: the prior N(0, temperature^2 I).
+    avoid: draws within ``radius`` of the text's code are rejected (redrawn, up to ``max_draws`` in all)."""
+    if radius <= 0:
+        raise VaekitError(f"--radius {radius}: must be positive")
+    d = model.latent_dim
+    if between is not None:
+        a, b = code_of(model, between[0]), code_of(model, between[1])
+        t = torch.linspace(0, 1, n)[:, None]
+        return (1 - t) * a + t * b, {"drawn": n, "rejected": 0}
+    centre = code_of(model, near) if near is not None else None
+    avoid_centre = code_of(model, avoid) if avoid is not None else None
+    kept, drawn, rejected = [], 0, 0
+    while sum(len(k) for k in kept) < n and drawn < max_draws:
+        missing = n - sum(len(k) for k in kept)
+        m = min(max(2 * missing, 16) if avoid_centre is not None else missing, max_draws - drawn)
+        if centre is not None:
+            direction = torch.randn((m, d), generator=generator)
+            direction = direction / direction.norm(dim=-1, keepdim=True).clamp(min=1e-12)
+            scale = radius * torch.rand((m, 1), generator=generator) ** (1.0 / d)  # uniform in the ball
+            z = centre + scale * direction
+        else:
+            z = temperature * torch.randn((m, d), generator=generator)
+        drawn += m
+        if avoid_centre is not None:
+            bad = near_mask(z, avoid_centre, radius)
+            rejected += int(bad.sum())
+            z = z[~bad]
+        kept.append(z)
+    z = torch.cat(kept)[:n] if kept else torch.zeros((0, d))
+    return z, {"drawn": drawn, "rejected": rejected}

@@ -87,6 +87,7 @@ class VaryRequest(_Body):
 
 class SampleRequest(_Body):
     n: int = Field(8, ge=1)
+    label: str | None = Field(None, description="Conditional text models: the label to write with")
     temperature: float = Field(1.0, ge=0, le=5)
     seed: int | None = None
     strategy: Literal["sample", "greedy", "beam"] = "greedy"
@@ -211,7 +212,8 @@ def load_models(specs: dict[str, str | Path]) -> dict[str, Served]:
 def _summary(s: Served, limits: Limits) -> dict:
     model = s.model
     info = {"name": s.name, "type": s.kind, "latent_dim": model.latent_dim,
-            "config": dataclasses.asdict(model.config), "conditions": None,
+            "config": dataclasses.asdict(model.config),
+            "conditions": {"labels": list(model.config.label_names)} if getattr(model, "conditional", False) else None,
             "anomaly_threshold": s.calibration["threshold"] if s.calibration else None,
             "limits": dataclasses.asdict(limits)}
     if s.kind == "text":
@@ -312,11 +314,13 @@ def create_app(models: dict[str, str | Path] | dict[str, Served], limits: Limits
             return None
         return [float(v) for v in vectors[1:] @ vectors[0]]
 
-    def no_conditions(body: VaryRequest, s: Served) -> None:
+    def no_conditions(body, s: Served) -> None:
         for field in ("label", "tags", "condition_text"):
-            if getattr(body, field):
-                raise ApiError(400, f"{field}: model {s.name!r} was trained without conditions; train a "
-                                    "conditional model to steer variations this way")
+            if field == "label" and getattr(s.model, "conditional", False):
+                continue
+            if getattr(body, field, None):
+                raise ApiError(400, f"{field}: model {s.name!r} was trained without this kind of condition; "
+                                    "train a conditional model to steer generation this way")
 
     auth = [Depends(check_key)]
 
@@ -347,7 +351,7 @@ def create_app(models: dict[str, str | Path] | dict[str, Served], limits: Limits
                                       min_similarity=body.min_similarity,
                                       similarity=similarity if wants_similarity else None,
                                       max_draws=limits.max_draws, seed=body.seed, temperature=body.temperature,
-                                      strategy=body.strategy, top_p=body.top_p)
+                                      strategy=body.strategy, top_p=body.top_p, label=body.label)
             sims = result.similarities
             if not wants_similarity and result.variations:
                 sims = similarity(body.text, [v.text for v in result.variations]) or [None] * len(result.variations)
@@ -365,9 +369,11 @@ def create_app(models: dict[str, str | Path] | dict[str, Served], limits: Limits
         check_n(body.n)
         generator = torch.Generator().manual_seed(body.seed if body.seed is not None else torch.seed() % 2**63)
 
+        no_conditions(body, s)
+
         def work():
             if s.kind == "text":
-                return {"model": s.name, "texts": s.model.sample(body.n, generator=generator,
+                return {"model": s.name, "texts": s.model.sample(body.n, generator=generator, label=body.label,
                                                                  temperature=body.temperature, strategy=body.strategy)}
             images = s.model.sample(body.n, generator=generator, temperature=body.temperature)
             return {"model": s.name, "n": body.n, "grid": _png_data_url(images)}

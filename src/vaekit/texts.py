@@ -111,11 +111,13 @@ def prepare_corpus(src: TextSource, work: Path, tokenizer_config: TokenizerConfi
 def train_text(data: str | Path | None, out: str | Path, *, source: dict | None = None, val_data: str | Path | None = None,
                tokenizer_config: TokenizerConfig | None = None, preset: str = "default", model_overrides: dict | None = None,
                training: TrainConfig | None = None, unit: Unit = "sentence", max_tokens: int = 64,
-               resume: bool = False, overwrite: bool = False, progress: bool = False, epochs: int | None = None) -> TextRun:
+               resume: bool = False, overwrite: bool = False, progress: bool = False, epochs: int | None = None,
+               conditional: bool = False) -> TextRun:
     """Train a TextVAE on a corpus into run folder ``out``.
 
     ``source`` holds the reading options (text_column, title_column, label_column, encoding). Everything is
     read and tokenized into a temporary folder beside ``out`` first; ``out`` is touched only once that worked.
+    With ``conditional`` the model is a conditional VAE on the label column (every text needs a label).
     """
     given = training or TrainConfig()
     distributed.init(distributed.resolve_device(given.device))
@@ -144,10 +146,13 @@ def train_text(data: str | Path | None, out: str | Path, *, source: dict | None 
         src = TextSource(str(data), **(source or {}))
         val_src = TextSource(str(val_data), **(source or {})) if val_data is not None else None
         tokenizer_config = tokenizer_config or TokenizerConfig()
+        if conditional and src.label_column is None:
+            raise VaekitError("--conditional needs --label-column: the labels to condition on")
 
-        def model_for(tokenizer: TextTokenizer) -> TextVAE:
+        def model_for(tokenizer: TextTokenizer, label_names=()) -> TextVAE:
             config = TextVAEConfig(**{**PRESETS[preset], **(model_overrides or {}), "vocab_size": tokenizer.vocab_size,
-                                      "max_tokens": max_tokens, "unit": unit})
+                                      "max_tokens": max_tokens, "unit": unit,
+                                      "label_names": tuple(label_names) if conditional else ()})
             torch.manual_seed(training.seed)
             return TextVAE(config, tokenizer)
 
@@ -158,7 +163,9 @@ def train_text(data: str | Path | None, out: str | Path, *, source: dict | None 
             try:
                 tokenizer, stats = prepare_corpus(src, work, tokenizer_config, unit, max_tokens, training.val_fraction,
                                                   training.seed, val_src)
-                model_for(tokenizer)  # a bad model setting fails before the folder is touched
+                if conditional:
+                    _check_labels(work, stats, src)
+                model_for(tokenizer, stats["label_names"] or ())  # a bad setting fails before the folder is touched
                 _check_batch(training, stats)
                 clear_run_dir(out)
                 shutil.rmtree(out / TOKENS_DIR, ignore_errors=True)
@@ -172,7 +179,7 @@ def train_text(data: str | Path | None, out: str | Path, *, source: dict | None 
         distributed.on_main(setup)
         tokenizer = TextTokenizer.load(out / TOKENIZER_NAME, tokenizer_config)
         stats = read_json(out / CONFIG_NAME)["data"]["stats"]
-        model = model_for(tokenizer)
+        model = model_for(tokenizer, stats.get("label_names") or ())
     tokens = out / TOKENS_DIR
     train_set = TextBatches(TokenFile(tokens / "train"))
     val_file = TokenFile(tokens / "val")
@@ -183,6 +190,17 @@ def train_text(data: str | Path | None, out: str | Path, *, source: dict | None 
     result = trainer.fit(resume=resume)
     best = load(out) if (out / "model.safetensors").is_file() else model.cpu().eval()
     return TextRun(out, result, best, stats)
+
+
+def _check_labels(work: Path, stats: dict, src: TextSource) -> None:
+    names = stats.get("label_names") or []
+    if len(names) < 2:
+        raise VaekitError(f"{src.path}: column {src.label_column!r} holds {len(names)} distinct label(s); a "
+                          "conditional model needs at least two")
+    for part in ("train", "val"):
+        if stats[part]["items"] and TokenFile(work / part).labels is None:
+            raise VaekitError(f"{src.path}: some texts have no value in label column {src.label_column!r}; "
+                              "every text needs a label for --conditional")
 
 
 def _check_batch(training: TrainConfig, stats: dict) -> None:

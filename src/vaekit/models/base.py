@@ -176,7 +176,12 @@ class VAE(nn.Module):
         saved = json.loads(metadata.get("vaekit_config", "{}")).get("model")
         if saved is not None:
             current = to_dict(config)
+            # a field added in a later version is absent from older weights: fine while it keeps its default
+            defaults = {f.name: json.loads(json.dumps(f.default)) for f in dataclasses.fields(cls.config_class)
+                        if f.default is not dataclasses.MISSING}
             for key in sorted(set(saved) | set(current)):
+                if key not in saved and key in defaults and current.get(key) == defaults[key]:
+                    continue
                 if saved.get(key) != current.get(key):
                     raise VaekitError(
                         f"{directory / CONFIG_NAME}: field 'model.{key}' is {current.get(key)!r} but the weights were "

@@ -37,6 +37,12 @@ class TextVAEConfig:
     tie_embeddings: bool = False
     max_tokens: int = 64
     unit: Literal["sentence", "paragraph", "document"] = "sentence"
+    # a conditional VAE (Sohn et al. 2015) on these labels: one-hot c into the encoder and beside z for the decoder
+    label_names: tuple[str, ...] = ()
+
+    @property
+    def num_labels(self) -> int:
+        return len(self.label_names)
 
     def __post_init__(self):
         checks = [
@@ -47,6 +53,8 @@ class TextVAEConfig:
             (0 <= self.word_dropout < 1, "word_dropout must be in [0, 1)"),
             (0 <= self.dropout < 1, "dropout must be in [0, 1)"),
             (self.max_tokens > 0, "max_tokens must be positive"),
+            (len(set(self.label_names)) == len(self.label_names), "label_names must be distinct"),
+            (len(self.label_names) != 1, "a conditional model needs at least two labels"),
         ]
         for ok, message in checks:
             if not ok:
@@ -74,10 +82,56 @@ class TextVAE(VAE):
         super().__init__(config)
         self.tokenizer = tokenizer
         self.embedding = nn.Embedding(config.vocab_size, config.embedding_dim, padding_idx=PAD_ID)
+        c = config.num_labels
         self.encoder = BiRNNEncoder(config.embedding_dim, config.rnn, config.encoder_hidden, config.encoder_dense,
-                                    config.latent_dim, config.dropout)
+                                    config.latent_dim, config.dropout, cond_dim=c)
+        # the decoder's code is [z, c]: generation passes that concatenation wherever it passes "z"
         self.decoder = RNNDecoder(config.embedding_dim, config.rnn, config.decoder_hidden, config.decoder_layers,
-                                  config.latent_dim, config.vocab_size, config.dropout, config.tie_embeddings)
+                                  config.latent_dim + c, config.vocab_size, config.dropout, config.tie_embeddings)
+
+    # --- conditions (a conditional VAE when config.label_names is set) ---------------------------
+    @property
+    def conditional(self) -> bool:
+        return self.config.num_labels > 0
+
+    def label_index(self, label: str) -> int:
+        """The index of ``label``; an unknown one is an error that lists the known ones."""
+        names = self.config.label_names
+        if not names:
+            raise VaekitError("--label: this model was trained without labels; train it with --conditional "
+                              "and --label-column")
+        if label not in names:
+            raise VaekitError(f"label {label!r}: unknown; this model knows {', '.join(names)}")
+        return names.index(label)
+
+    def one_hot(self, labels: torch.Tensor) -> torch.Tensor:
+        """(b,) label indices -> (b, C) float one-hot conditions."""
+        return F.one_hot(labels.long(), self.config.num_labels).float()
+
+    def decoder_code(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """What the decoder reads: z (b, d), with the one-hot label beside it for a conditional model."""
+        if not self.conditional:
+            return z
+        if labels is None:
+            raise VaekitError("this conditional model needs a label to decode (--label)")
+        return torch.cat([z, self.one_hot(labels).to(z.device, z.dtype)], dim=-1)
+
+    def _labels_of(self, x: TextBatch) -> torch.Tensor:
+        if x.labels is None:
+            raise VaekitError("this conditional model needs each text's label (give labels to model.batch, or "
+                              "--label/--source-label)")
+        return x.labels
+
+    @torch.no_grad()
+    def infer_labels(self, x: TextBatch) -> torch.Tensor:
+        """The most likely label of each text by Bayes' rule with a uniform prior: argmax_c of the ELBO
+        log p(x | mu(x, c), c) - KL(q(z | x, c) || p(z)), one pass per label."""
+        scores = []
+        for c in range(self.config.num_labels):
+            labelled = dataclasses.replace(x, labels=torch.full((len(x),), c, dtype=torch.long))
+            posterior = self.encode(labelled)
+            scores.append(self.log_likelihood(labelled, posterior.mean[None])[0] - posterior.kl().sum(-1))
+        return torch.stack(scores, dim=-1).argmax(-1)
 
     # --- the VAE pieces -------------------------------------------------------------------------
     def _check(self, x: TextBatch) -> None:
@@ -88,7 +142,8 @@ class TextVAE(VAE):
 
     def encode(self, x: TextBatch) -> DiagonalGaussian:
         self._check(x)
-        mean, logvar = self.encoder(self.embedding(x.ids), x.lengths)
+        cond = self.one_hot(self._labels_of(x)).to(x.ids.device) if self.conditional else None
+        mean, logvar = self.encoder(self.embedding(x.ids), x.lengths, cond)
         return DiagonalGaussian(mean, logvar)
 
     @staticmethod
@@ -103,7 +158,10 @@ class TextVAE(VAE):
     def log_likelihood(self, x: TextBatch, z: torch.Tensor) -> torch.Tensor:
         """log p(x|z): z (..., b, d) -> (..., b), fp32. Logits are computed at real target positions only."""
         lead = z.shape[:-2]
-        z_flat = z.reshape(-1, z.shape[-1])  # (k * b, d)
+        if self.conditional and z.shape[-1] == self.latent_dim:  # append the batch's one-hot labels to each z
+            cond = self.one_hot(self._labels_of(x)).to(z.device, z.dtype)  # (b, C)
+            z = torch.cat([z, cond.expand(*z.shape[:-1], cond.shape[-1])], dim=-1)
+        z_flat = z.reshape(-1, z.shape[-1])  # (k * b, d [+ C])
         copies = z_flat.shape[0] // len(x)
         batch = x.repeat(copies) if copies > 1 else x
         inputs, targets = self.decoder_io(batch)
@@ -134,11 +192,19 @@ class TextVAE(VAE):
             raise VaekitError("this model has no tokenizer attached; load it with vaekit.load(RUN)")
         return self.tokenizer
 
-    def batch(self, texts: list[str]) -> TextBatch:
-        """Tokenize and pad strings into a TextBatch, truncating each to ``max_tokens``."""
+    def batch(self, texts: list[str], labels: list[str] | None = None, infer: bool = True) -> TextBatch:
+        """Tokenize and pad strings into a TextBatch, truncating each to ``max_tokens``. A conditional model's
+        texts carry their labels; without ``labels`` they are inferred (see infer_labels)."""
         tokenizer = self._need_tokenizer()
-        return collate([torch.tensor(ids[:self.config.max_tokens], dtype=torch.long).numpy()
-                        for ids in tokenizer.encode_batch(list(texts))])
+        batch = collate([torch.tensor(ids[:self.config.max_tokens], dtype=torch.long).numpy()
+                         for ids in tokenizer.encode_batch(list(texts))])
+        if labels is not None:
+            if len(labels) != len(texts):
+                raise VaekitError(f"{len(labels)} labels for {len(texts)} texts")
+            batch.labels = torch.tensor([self.label_index(label) for label in labels], dtype=torch.long)
+        elif self.conditional and infer and len(texts):
+            batch.labels = self.infer_labels(batch)
+        return batch
 
     def units(self, text: str) -> list[str]:
         """The units a text is varied in: itself when it fits in ``max_tokens``, else its sentences or paragraphs."""
@@ -159,24 +225,41 @@ class TextVAE(VAE):
         return decode_texts(self, z, **options)[0]
 
     def decode(self, z: torch.Tensor) -> list[str]:
-        """Greedy decoding of each z (b, d) into a string."""
+        """Greedy decoding of each code into a string: z (b, d), or (b, d + C) with a conditional model's
+        one-hot labels (see decoder_code); a conditional model given bare z decodes with its first label."""
+        if self.conditional and z.shape[-1] == self.latent_dim:
+            z = self.decoder_code(z, torch.zeros(len(z), dtype=torch.long))
         return self.generate(z, strategy="greedy")
 
     @torch.no_grad()
-    def reconstruct(self, texts: list[str], strategy: str = "greedy") -> list[str]:
-        return self.generate(self.encode(self.batch(texts)).mean, strategy=strategy)
+    def reconstruct(self, texts: list[str], strategy: str = "greedy", labels: list[str] | None = None) -> list[str]:
+        batch = self.batch(texts, labels)
+        return self.generate(self.decoder_code(self.encode(batch).mean, batch.labels), strategy=strategy)
 
     @torch.no_grad()
-    def interpolate(self, a: str, b: str, steps: int = 7, strategy: str = "greedy") -> list[str]:
-        za, zb = self.encode(self.batch([a, b])).mean  # (d,) each
+    def interpolate(self, a: str, b: str, steps: int = 7, strategy: str = "greedy", label: str | None = None) -> list[str]:
+        """Texts along the straight line between the posterior means of a and b; a conditional model decodes
+        with ``label``, else with a's label."""
+        batch = self.batch([a, b])
+        za, zb = self.encode(batch).mean  # (d,) each
         t = torch.linspace(0, 1, steps)[:, None]
-        return self.generate((1 - t) * za + t * zb, strategy=strategy)
+        target = self.label_index(label) if label is not None else (int(batch.labels[0]) if self.conditional else 0)
+        labels = torch.full((steps,), target, dtype=torch.long)
+        return self.generate(self.decoder_code((1 - t) * za + t * zb, labels), strategy=strategy)
 
     @torch.no_grad()
     def sample(self, n: int, generator: torch.Generator | None = None, temperature: float = 1.0,
-               strategy: str = "greedy", **options) -> list[str]:
+               strategy: str = "greedy", label: str | None = None, **options) -> list[str]:
+        """Decode n draws from the prior; a conditional model decodes each with ``label``, or with a label
+        drawn uniformly."""
         z = temperature * torch.randn((n, self.latent_dim), generator=generator)
-        return self.generate(z, strategy=strategy, generator=generator, **options)
+        labels = None
+        if self.conditional:
+            labels = (torch.full((n,), self.label_index(label), dtype=torch.long) if label is not None
+                      else torch.randint(self.config.num_labels, (n,), generator=generator))
+        elif label is not None:
+            self.label_index(label)  # names the problem
+        return self.generate(self.decoder_code(z, labels), strategy=strategy, generator=generator, **options)
 
     # --- monitoring ---------------------------------------------------------------------------
     def log_examples(self, monitor, batch: TextBatch, step: int, generator: torch.Generator) -> None:
@@ -184,7 +267,8 @@ class TextVAE(VAE):
         TensorBoard and samples.txt."""
         tokenizer = self._need_tokenizer()
         originals = [tokenizer.decode(ids[:length]) for ids, length in zip(batch.ids[:5], batch.lengths[:5])]
-        recon = self.generate(self.encode(batch[:5]).mean, strategy="greedy")
+        recon = self.generate(self.decoder_code(self.encode(batch[:5]).mean, batch.labels[:5]
+                                                if batch.labels is not None else None), strategy="greedy")
         samples = self.sample(5, generator=generator)
         lines = [f"step {step}", "reconstructions (input => output):"]
         lines += [f"  {a} => {b}" for a, b in zip(originals, recon)]

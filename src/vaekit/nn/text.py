@@ -47,7 +47,7 @@ class BiRNNEncoder(nn.Module):
     posterior head. The final forward and backward states of the last layer summarise the text."""
 
     def __init__(self, embedding_dim: int, rnn: str, hidden: Sequence[int], dense: Sequence[int],
-                 latent_dim: int, dropout: float):
+                 latent_dim: int, dropout: float, cond_dim: int = 0):
         super().__init__()
         self.dropout = Dropout(dropout)
         self.rnn_type = rnn
@@ -55,14 +55,15 @@ class BiRNNEncoder(nn.Module):
         self.layers = nn.ModuleList(RNNS[rnn](sizes[i], h, batch_first=True, bidirectional=True)
                                     for i, h in enumerate(hidden))
         mlp: list[nn.Module] = []
-        n_in = 2 * hidden[-1]
+        n_in = 2 * hidden[-1] + cond_dim  # a conditional VAE's q(z|x, c) sees the condition beside the summary
         for n_out in dense:
             mlp += [nn.Linear(n_in, n_out), nn.ReLU()]
             n_in = n_out
         self.dense = nn.Sequential(*mlp)
         self.head = nn.Linear(n_in, 2 * latent_dim)
 
-    def forward(self, embedded: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, embedded: torch.Tensor, lengths: torch.Tensor,
+                cond: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         x = self.dropout(embedded)  # (b, t, e)
         lengths_cpu = lengths.clamp(min=1).cpu()
         final = None
@@ -73,6 +74,8 @@ class BiRNNEncoder(nn.Module):
                 x, _ = pad_packed_sequence(out, batch_first=True)  # (b, t, 2h)
             final = state[0] if self.rnn_type == "lstm" else state  # (2, b, h): forward, backward
         summary = torch.cat([final[0], final[1]], dim=-1)  # (b, 2h)
+        if cond is not None:
+            summary = torch.cat([summary, cond.to(summary.dtype)], dim=-1)  # (b, 2h + c)
         mean, logvar = self.head(self.dense(summary)).chunk(2, dim=-1)
         return mean, logvar
 

@@ -1,0 +1,151 @@
+"""Conditional text VAE on labels, post-filters and latent regions (issue 4)."""
+import csv
+import json
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+import vaekit
+from vaekit.cli import cli
+from vaekit.errors import VaekitError
+from vaekit.generate import ban_ids, region_codes, vary_constrained, words_of
+
+from conftest import two_topic_sentences
+
+CAT = "the lazy cat sat on the warm mat."
+
+
+def run(*args):
+    return CliRunner().invoke(cli, list(map(str, args)), catch_exceptions=False)
+
+
+@pytest.fixture(scope="module")
+def labelled(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("cond")
+    data = folder / "topics.csv"
+    with data.open("w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["id", "text", "topic"])
+        for i, text in enumerate(two_topic_sentences() * 3):
+            writer.writerow([i, text, "cats" if "cat" in text else "markets"])
+    out = folder / "run"
+    result = run("train", "text", "--data", data, "--label-column", "topic", "--conditional", "--out", out,
+                 "--epochs", 12, "--embedding-dim", 32, "--hidden", 32, "--latent-dim", 4, "--dropout", 0,
+                 "--batch-size", 16, "--lr", 3e-3, "--quiet", "--precision", "fp32")
+    assert result.exit_code == 0, result.output
+    return out, data
+
+
+def test_conditional_run_keeps_its_labels(labelled):
+    out, _ = labelled
+    config = json.loads((out / "config.json").read_text())
+    assert config["model"]["label_names"] == ["cats", "markets"]
+    model = vaekit.load(out)
+    assert model.conditional and model.decoder.rnn.input_size == 32 + 4 + 2
+
+
+def test_the_label_steers_samples(labelled):
+    out, _ = labelled
+    model = vaekit.load(out)
+    g = torch.Generator().manual_seed(0)
+    markets = model.sample(20, generator=g, label="markets")
+    cats = model.sample(20, generator=g, label="cats")
+    # the two topics share no words but "the", "on", "of", "in": the label alone decides the vocabulary
+    assert sum("cat" in t or "mat" in t for t in cats) > sum("cat" in t or "mat" in t for t in markets)
+    assert sum("shares" in t or "trading" in t for t in markets) > sum("shares" in t or "trading" in t for t in cats)
+
+
+def test_labels_are_inferred_and_switched(labelled):
+    out, _ = labelled
+    model = vaekit.load(out)
+    batch = model.batch([CAT, "shares of banks fell in early trading today."])
+    assert batch.labels.tolist() == [0, 1]  # Bayes' rule over the labels
+    variations = model.vary(CAT, n=3, seed=0, label="markets", temperature=0.5)
+    assert variations and all(v.text != CAT for v in variations)
+
+
+def test_unknown_label_lists_the_known_ones(labelled):
+    out, _ = labelled
+    result = run("sample", out, "-n", 2, "--label", "sports")
+    assert result.exit_code == 2 and "cats, markets" in result.output
+    result = run("vary", out, CAT, "--label", "sports")
+    assert result.exit_code == 2 and "cats, markets" in result.output
+
+
+def test_conditional_needs_a_label_column(tmp_path):
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("\n".join(two_topic_sentences()) + "\n")
+    result = run("train", "text", "--data", corpus, "--conditional", "--out", tmp_path / "r", "--quiet")
+    assert result.exit_code == 2 and "--label-column" in result.output
+
+
+def test_banned_words_never_appear_and_required_ones_always_do(labelled):
+    out, _ = labelled
+    model = vaekit.load(out)
+    assert ban_ids(model.tokenizer, ["mat", "nonexistentword"]) == [model.tokenizer.encode("mat")[0]]
+    result = vary_constrained(model, CAT, n=4, require=["cat"], ban=["mat", "warm"], seed=0, temperature=1.5,
+                              max_draws=120)
+    assert result.drawn <= 120 and result.passed >= len(result.variations)
+    for v in result.variations:
+        assert "cat" in words_of(v.text) and not {"mat", "warm"} & words_of(v.text)
+
+
+def test_impossible_constraints_stop_at_max_draws(labelled):
+    out, _ = labelled
+    model = vaekit.load(out)
+    result = vary_constrained(model, CAT, n=3, require=["zebra"], seed=0, max_draws=30)
+    assert result.variations == [] and result.drawn <= 30 and result.rejected["require"] == result.drawn
+
+
+def test_cli_filters_report_what_passed(labelled):
+    out, _ = labelled
+    result = run("vary", out, CAT, "-n", 3, "--require", "cat", "--ban", "mat", "--seed", 1, "--temperature", 1.2,
+                 "--max-draws", 60)
+    assert result.exit_code == 0, result.output
+    assert "candidates met the constraints" in result.output
+    lines = [line for line in result.output.splitlines() if line[:2] in ("1.", "2.", "3.")]
+    assert all("cat" in line and "mat" not in line.split("[")[0] for line in lines)
+    result = run("vary", out, CAT, "-n", 2, "--min-length", 3, "--max-length", 12, "--seed", 0)
+    assert result.exit_code == 0, result.output
+
+
+def test_latent_regions(labelled):
+    out, _ = labelled
+    model = vaekit.load(out)
+    g = torch.Generator().manual_seed(0)
+    centre = model.encode(model.batch([CAT])).mean[0]
+    z, stats = region_codes(model, 50, g, near=CAT, radius=0.5)
+    assert z.shape == (50, 4) and ((z - centre).norm(dim=-1) < 0.5).all() and stats["rejected"] == 0
+    z, stats = region_codes(model, 50, g, avoid=CAT, radius=1.5)
+    assert ((z - centre).norm(dim=-1) >= 1.5).all() and stats["rejected"] > 0
+    z, _ = region_codes(model, 5, g, between=(CAT, "shares of banks fell in early trading today."))
+    assert torch.allclose(z[0], centre, atol=1e-5) and z.shape == (5, 4)
+    with pytest.raises(VaekitError, match="--radius"):
+        region_codes(model, 5, g, near=CAT, radius=0)
+    result = run("sample", out, "-n", 3, "--near", CAT, "--radius", 0.5, "--label", "cats")
+    assert result.exit_code == 0 and "3 of 3" in result.output, result.output
+    result = run("sample", out, "-n", 3, "--avoid", CAT, "--radius", 1.5, "--max-draws", 200)
+    assert result.exit_code == 0 and "rejected: region" in result.output, result.output
+    result = run("sample", out, "-n", 4, "--between", CAT, "shares of banks fell.", "--label", "markets")
+    assert result.exit_code == 0 and len([l for l in result.output.splitlines() if l and not l.startswith("(")]) == 4
+
+
+def test_weights_saved_before_a_config_field_existed_still_load(tmp_path):
+    """Runs trained before conditional models existed have no label_names in their weights' metadata."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    from vaekit.data.tokenizer import TextTokenizer, TokenizerConfig
+    from vaekit.models.text import TextVAE, TextVAEConfig
+
+    tokenizer = TextTokenizer.train(two_topic_sentences(), TokenizerConfig())
+    TextVAE(TextVAEConfig(vocab_size=tokenizer.vocab_size, embedding_dim=8, encoder_hidden=(8,), decoder_hidden=8,
+                          latent_dim=2), tokenizer).save_pretrained(tmp_path)
+    path = tmp_path / "model.safetensors"
+    with safe_open(path, framework="pt") as fh:
+        metadata = fh.metadata()
+    saved = json.loads(metadata["vaekit_config"])
+    del saved["model"]["label_names"]
+    save_file(load_file(path), path, metadata={**metadata, "vaekit_config": json.dumps(saved)})
+    assert not vaekit.load(tmp_path).conditional
