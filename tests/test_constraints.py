@@ -149,3 +149,28 @@ def test_weights_saved_before_a_config_field_existed_still_load(tmp_path):
     del saved["model"]["label_names"]
     save_file(load_file(path), path, metadata={**metadata, "vaekit_config": json.dumps(saved)})
     assert not vaekit.load(tmp_path).conditional
+
+
+def test_constraint_loss_pulls_codes_toward_the_constraint(labelled, tmp_path):
+    _, data = labelled
+    target = "shares of banks fell in early trading today."
+    distances = {}
+    for weight in (0.0, 20.0):
+        out = tmp_path / f"w{weight}"
+        result = run("train", "text", "--data", data, "--label-column", "topic", "--constraint", f"markets={target}",
+                     "--constraint-weight", weight, "--out", out, "--epochs", 6, "--embedding-dim", 16, "--hidden",
+                     16, "--latent-dim", 4, "--dropout", 0, "--batch-size", 16, "--quiet", "--precision", "fp32")
+        assert result.exit_code == 0, result.output
+        rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+        train_rows = [r for r in rows if r["split"] == "train"]
+        assert ("constraint" in train_rows[-1]) == (weight > 0)  # its own term in the metrics and TensorBoard
+        model = vaekit.load(out)
+        markets = [t for t in two_topic_sentences() if "shares" in t]
+        with torch.no_grad():
+            codes = model.encode(model.batch(markets)).mean
+            centre = model.encode(model.batch([target])).mean
+        distances[weight] = float(((codes - centre) ** 2).sum(-1).mean())
+    assert distances[20.0] < distances[0.0]
+    result = run("train", "text", "--data", data, "--label-column", "topic", "--constraint", "dogs=a text",
+                 "--out", tmp_path / "bad", "--quiet")
+    assert result.exit_code == 2 and "no text has label 'dogs'" in result.output

@@ -214,6 +214,12 @@ TEXT_RESUMABLE = RESUMABLE | {"text_column", "title_column", "label_column", "en
 @click.option("--label-column", default=None, help="CSV/JSONL column with a label, stored with each text.")
 @click.option("--conditional", is_flag=True,
               help="Train a conditional VAE on --label-column (Sohn et al. 2015): generate with --label.")
+@click.option("--constraint", "constraints", multiple=True, metavar="LABEL=TEXT",
+              help="Constraint loss: pull the codes of texts labelled LABEL toward the code of TEXT (repeatable).")
+@click.option("--constraint-weight", type=click.FloatRange(min=0), default=1.0, show_default=True,
+              help="Weight of the constraint loss: weight * max(0, ||mu(x) - mu(TEXT)||^2 - threshold).")
+@click.option("--constraint-threshold", type=click.FloatRange(min=0), default=0.0, show_default=True,
+              help="Squared distance allowed before the constraint loss starts pulling.")
 @click.option("--encoding", default="utf-8", show_default=True, help="Text encoding of the input files.")
 @click.option("--val-data", type=click.Path(path_type=Path), default=None,
               help="A separate validation corpus (then --val-fraction is not used).")
@@ -257,7 +263,8 @@ TEXT_RESUMABLE = RESUMABLE | {"text_column", "title_column", "label_column", "en
 @click.option("--seed", type=int, default=0, show_default=True)
 @run_control_options
 @click.pass_context
-def train_text_command(ctx, data, out, text_column, title_column, label_column, conditional, encoding, val_data, unit, max_tokens,
+def train_text_command(ctx, data, out, text_column, title_column, label_column, conditional, constraints,
+                       constraint_weight, constraint_threshold, encoding, val_data, unit, max_tokens,
                        tokenizer_kind, vocab_size, lowercase, pretokenized, preset, rnn, layers, hidden, decoder_hidden,
                        embedding_dim, latent_dim, tie_embeddings, dropout, word_dropout, kl_schedule, kl_warmup_steps,
                        kl_cycles, free_bits, beta, epochs, batch_size, lr, optimizer, grad_clip, val_fraction, seed,
@@ -283,6 +290,14 @@ def train_text_command(ctx, data, out, text_column, title_column, label_column, 
                            free_bits=free_bits, max_minutes=max_minutes, lr_decay=lr_decay, lr_patience=lr_patience,
                            device=device, compile=compile_model)
     overrides = {"word_dropout": word_dropout, "tie_embeddings": tie_embeddings}
+    if constraints:
+        pairs = [c.partition("=") for c in constraints]
+        for c, (label, sep, text) in zip(constraints, pairs):
+            if not sep or not label.strip() or not text.strip():
+                raise VaekitError(f"--constraint {c}: write LABEL=TEXT")
+        overrides.update(constraint_labels=tuple(p[0].strip() for p in pairs),
+                         constraint_texts=tuple(p[2].strip() for p in pairs),
+                         constraint_weight=constraint_weight, constraint_threshold=constraint_threshold)
     if rnn:
         overrides["rnn"] = rnn
     if embedding_dim:

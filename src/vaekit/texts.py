@@ -165,6 +165,7 @@ def train_text(data: str | Path | None, out: str | Path, *, source: dict | None 
                                                   training.seed, val_src)
                 if conditional:
                     _check_labels(work, stats, src)
+                _check_constraints(model_overrides or {}, stats, src)
                 model_for(tokenizer, stats["label_names"] or ())  # a bad setting fails before the folder is touched
                 _check_batch(training, stats)
                 clear_run_dir(out)
@@ -180,6 +181,7 @@ def train_text(data: str | Path | None, out: str | Path, *, source: dict | None 
         tokenizer = TextTokenizer.load(out / TOKENIZER_NAME, tokenizer_config)
         stats = read_json(out / CONFIG_NAME)["data"]["stats"]
         model = model_for(tokenizer, stats.get("label_names") or ())
+    model.data_label_names = tuple(stats.get("label_names") or ())  # for the constraint loss
     tokens = out / TOKENS_DIR
     train_set = TextBatches(TokenFile(tokens / "train"))
     val_file = TokenFile(tokens / "val")
@@ -201,6 +203,19 @@ def _check_labels(work: Path, stats: dict, src: TextSource) -> None:
         if stats[part]["items"] and TokenFile(work / part).labels is None:
             raise VaekitError(f"{src.path}: some texts have no value in label column {src.label_column!r}; "
                               "every text needs a label for --conditional")
+
+
+def _check_constraints(overrides: dict, stats: dict, src: TextSource) -> None:
+    wanted = overrides.get("constraint_labels") or ()
+    if not wanted:
+        return
+    if src.label_column is None:
+        raise VaekitError("--constraint LABEL=TEXT needs --label-column: constraints apply to texts by label")
+    names = stats.get("label_names") or []
+    for label in wanted:
+        if label not in names:
+            raise VaekitError(f"--constraint {label}=...: no text has label {label!r}; the labels are "
+                              f"{', '.join(names[:20])}")
 
 
 def _check_batch(training: TrainConfig, stats: dict) -> None:

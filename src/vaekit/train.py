@@ -127,7 +127,7 @@ def validation_loss(model: VAE, data: TrainData, batch_size: int, precision: str
         with autocast(precision, device):
             out = model.loss(batch, kl_weight=1.0, generator=generator)
         for key, value in out.items().items():
-            totals[key] += value * n
+            totals[key] = totals.get(key, 0.0) + value * n
         count += n
         means.extend(out.posterior.mean.tolist())  # Python lists: see evaluate.evaluate on heap fragmentation
         if n > 1:
@@ -339,15 +339,15 @@ class Trainer:
                 self.step += 1
                 seen += batch_size_of(batch)
                 values = out.items()
-                for key in window:
-                    window[key] += values[key]
+                for key, value in values.items():  # models may add terms (a constraint loss) to the three
+                    window[key] = window.get(key, 0.0) + value
                 window_n += 1
                 done += 1
                 bar.update(1)
                 last = done == batches_per_epoch or late
                 if window_n == self.log_every or last:
                     means = {k: v / window_n for k, v in window.items()}
-                    bar.set_postfix(loss=f"{means['loss']:.2f}", rec=f"{means['rec']:.2f}", kl=f"{means['kl']:.2f}")
+                    bar.set_postfix({k: f"{v:.2f}" for k, v in means.items()})
                     monitor.log("train", self.step, self.epoch + 1, {**means, "kl_weight": weight})
                     window = dict.fromkeys(window, 0.0)
                     window_n = 0

@@ -36,9 +36,11 @@ class LossOutput:
     kl: torch.Tensor
     posterior: DiagonalGaussian | None = None
     tokens: int | None = None  # predicted tokens in the batch (text models), for perplexity
+    extra: dict[str, torch.Tensor] = dataclasses.field(default_factory=dict)  # further terms, logged by name
 
     def items(self) -> dict[str, float]:
-        return {"loss": self.loss.item(), "rec": self.rec.item(), "kl": self.kl.item()}
+        return {"loss": self.loss.item(), "rec": self.rec.item(), "kl": self.kl.item(),
+                **{k: v.item() for k, v in self.extra.items()}}
 
 
 def save_weights(module: nn.Module, path: str | os.PathLike, metadata: dict[str, str]) -> None:

@@ -39,6 +39,11 @@ class TextVAEConfig:
     unit: Literal["sentence", "paragraph", "document"] = "sentence"
     # a conditional VAE (Sohn et al. 2015) on these labels: one-hot c into the encoder and beside z for the decoder
     label_names: tuple[str, ...] = ()
+    # constraint loss: texts labelled constraint_labels[i] are pulled toward the code of constraint_texts[i]
+    constraint_labels: tuple[str, ...] = ()
+    constraint_texts: tuple[str, ...] = ()
+    constraint_weight: float = 0.0
+    constraint_threshold: float = 0.0
 
     @property
     def num_labels(self) -> int:
@@ -55,6 +60,9 @@ class TextVAEConfig:
             (self.max_tokens > 0, "max_tokens must be positive"),
             (len(set(self.label_names)) == len(self.label_names), "label_names must be distinct"),
             (len(self.label_names) != 1, "a conditional model needs at least two labels"),
+            (len(self.constraint_labels) == len(self.constraint_texts), "one constraint text per constraint label"),
+            (self.constraint_weight >= 0 and self.constraint_threshold >= 0,
+             "constraint weight and threshold must be non-negative"),
         ]
         for ok, message in checks:
             if not ok:
@@ -88,6 +96,51 @@ class TextVAE(VAE):
         # the decoder's code is [z, c]: generation passes that concatenation wherever it passes "z"
         self.decoder = RNNDecoder(config.embedding_dim, config.rnn, config.decoder_hidden, config.decoder_layers,
                                   config.latent_dim + c, config.vocab_size, config.dropout, config.tie_embeddings)
+
+    # --- the constraint loss ---------------------------------------------------------------------
+    def loss(self, x: TextBatch, kl_weight: float = 1.0, free_bits: float = 0.0, generator=None):
+        """The negative ELBO, plus with constraints (the design documents' constraint loss)
+        weight * max(0, ||mu(x) - mu(constraint)||^2 - threshold) for each text whose label has a constraint,
+        averaged over the batch. The constraint's code is a fixed target each step (no gradient through it)."""
+        out = super().loss(x, kl_weight=kl_weight, free_bits=free_bits, generator=generator)
+        cfg = self.config
+        if not cfg.constraint_texts or cfg.constraint_weight <= 0 or not self.training:
+            return out
+        labels = self._labels_of(x)
+        label_ids = getattr(self, "_constraint_label_ids", None)
+        if label_ids is None:
+            label_ids = self._constraint_label_ids = [self._raw_label_index(name) for name in cfg.constraint_labels]
+        with torch.no_grad():
+            targets = self.encode(self._constraint_batch(x)).mean  # (k, d)
+        penalty = torch.zeros((), device=out.posterior.mean.device)
+        for target, label in zip(targets, label_ids):
+            mask = labels.to(out.posterior.mean.device) == label
+            if mask.any():
+                distance = ((out.posterior.mean[mask].float() - target.float()) ** 2).sum(-1)
+                penalty = penalty + torch.relu(distance - cfg.constraint_threshold).sum()
+        penalty = cfg.constraint_weight * penalty / len(x)
+        out.loss = out.loss + penalty
+        out.extra["constraint"] = penalty.detach()
+        return out
+
+    def _raw_label_index(self, name: str) -> int:
+        names = self.constraint_label_names
+        if name not in names:
+            raise VaekitError(f"constraint label {name!r}: unknown; the data's labels are {', '.join(names)}")
+        return names.index(name)
+
+    @property
+    def constraint_label_names(self) -> tuple[str, ...]:
+        return self.config.label_names or getattr(self, "data_label_names", ())
+
+    def _constraint_batch(self, x: TextBatch) -> TextBatch:
+        batch = getattr(self, "_constraint_cache", None)
+        if batch is None:
+            texts = list(self.config.constraint_texts)
+            labels = list(self.config.constraint_labels) if self.conditional else None
+            batch = self._constraint_cache = self.batch(texts, labels, infer=False)
+        return TextBatch(batch.ids.to(x.ids.device), batch.lengths.to(x.ids.device),
+                         None if batch.labels is None else batch.labels.to(x.ids.device))
 
     # --- conditions (a conditional VAE when config.label_names is set) ---------------------------
     @property
