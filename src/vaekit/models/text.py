@@ -222,11 +222,22 @@ class TextVAE(VAE):
             inputs = word_dropout(inputs, self.config.word_dropout, UNK_ID, keep=(inputs == BOS_ID) | (inputs == PAD_ID))
         hidden, _ = self.decoder_step(inputs, z_flat, self.decoder.initial_state(z_flat))  # (b', t + 1, h)
         real = targets != PAD_ID  # (b', t + 1)
-        logits = self.token_logits(hidden[real])  # (n, v)
-        token_nll = F.cross_entropy(logits.float(), targets[real], reduction="none")  # (n,)
+        token_nll = self._token_nll(hidden[real], targets[real])  # (n,)
         rows = real.nonzero()[:, 0]
         nll = torch.zeros(len(batch), dtype=torch.float32).index_add_(0, rows, token_nll)
         return -nll.reshape(*lead, len(x))
+
+    EVAL_CHUNK = 4096  # tokens per output-layer pass when no gradient is kept
+
+    def _token_nll(self, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """-log p(target) per token, (n,), in fp32 (log-softmax over the vocabulary in fp32). Without
+        gradients the (n, v) logits are made EVAL_CHUNK rows at a time: a 256-text validation batch of long
+        sentences would otherwise hold several (20k, 10k) fp32 arrays at once (2.8 GB peak on PTB)."""
+        if torch.is_grad_enabled() or len(hidden) <= self.EVAL_CHUNK:
+            return F.cross_entropy(self.token_logits(hidden).float(), targets, reduction="none")
+        return torch.cat([F.cross_entropy(self.token_logits(hidden[i:i + self.EVAL_CHUNK]).float(),
+                                          targets[i:i + self.EVAL_CHUNK], reduction="none")
+                          for i in range(0, len(hidden), self.EVAL_CHUNK)])
 
     def decoder_step(self, inputs: torch.Tensor, z: torch.Tensor, state):
         """Decoder outputs (b, t, h) and state for input ids (b, t) given z (b, d)."""
