@@ -174,3 +174,29 @@ def test_constraint_loss_pulls_codes_toward_the_constraint(labelled, tmp_path):
     result = run("train", "text", "--data", data, "--label-column", "topic", "--constraint", "dogs=a text",
                  "--out", tmp_path / "bad", "--quiet")
     assert result.exit_code == 2 and "no text has label 'dogs'" in result.output
+
+
+def test_tags_condition_a_model(tmp_path):
+    data = tmp_path / "tagged.jsonl"
+    rows = []
+    for text in two_topic_sentences() * 3:
+        tags = ["animal"] if "cat" in text else ["finance"]
+        if "lazy" in text or "banks" in text:
+            tags.append("slow")
+        rows.append(json.dumps({"text": text, "tags": tags if len(rows) % 2 else ",".join(tags)}))
+    data.write_text("\n".join(rows) + "\n")
+    out = tmp_path / "run"
+    result = run("train", "text", "--data", data, "--tags-column", "tags", "--conditional", "--out", out, "--epochs", 12,
+                 "--embedding-dim", 32, "--hidden", 32, "--latent-dim", 4, "--dropout", 0, "--batch-size", 16, "--lr",
+                 3e-3, "--quiet", "--precision", "fp32")
+    assert result.exit_code == 0, result.output
+    model = vaekit.load(out)
+    assert model.config.tag_names == ("animal", "finance", "slow") and model.conditional and not model.labelled
+    g = torch.Generator().manual_seed(0)
+    finance = model.sample(10, generator=g, tags=["finance"])
+    animal = model.sample(10, generator=g, tags=["animal", "slow"])
+    assert sum("shares" in t for t in finance) > sum("shares" in t for t in animal)
+    result = run("sample", out, "-n", 2, "--tags", "dogs")
+    assert result.exit_code == 2 and "animal, finance, slow" in result.output
+    result = run("vary", out, CAT, "-n", 2, "--tags", "finance", "--seed", 0)
+    assert result.exit_code == 0, result.output

@@ -201,7 +201,8 @@ def _report_run(run, kind: str) -> None:
         sys.exit(130)
 
 
-TEXT_RESUMABLE = RESUMABLE | {"text_column", "title_column", "label_column", "encoding", "val_data", "conditional"}
+TEXT_RESUMABLE = RESUMABLE | {"text_column", "title_column", "label_column", "tags_column", "encoding", "val_data",
+                              "conditional"}
 
 
 @train.command("text", context_settings=CONTEXT)
@@ -212,8 +213,11 @@ TEXT_RESUMABLE = RESUMABLE | {"text_column", "title_column", "label_column", "en
 @click.option("--text-column", default=None, help="CSV/JSONL column with the text (default: 'text' or 'content').")
 @click.option("--title-column", default=None, help="CSV/JSONL column with a title, kept with each record.")
 @click.option("--label-column", default=None, help="CSV/JSONL column with a label, stored with each text.")
+@click.option("--tags-column", default=None,
+              help="CSV/JSONL column with comma-separated tags (or a JSON list), stored with each text.")
 @click.option("--conditional", is_flag=True,
-              help="Train a conditional VAE on --label-column (Sohn et al. 2015): generate with --label.")
+              help="Train a conditional VAE (Sohn et al. 2015) on --label-column (one-hot) and/or --tags-column "
+                   "(multi-hot): generate with --label / --tags.")
 @click.option("--constraint", "constraints", multiple=True, metavar="LABEL=TEXT",
               help="Constraint loss: pull the codes of texts labelled LABEL toward the code of TEXT (repeatable).")
 @click.option("--constraint-weight", type=click.FloatRange(min=0), default=1.0, show_default=True,
@@ -263,7 +267,7 @@ TEXT_RESUMABLE = RESUMABLE | {"text_column", "title_column", "label_column", "en
 @click.option("--seed", type=int, default=0, show_default=True)
 @run_control_options
 @click.pass_context
-def train_text_command(ctx, data, out, text_column, title_column, label_column, conditional, constraints,
+def train_text_command(ctx, data, out, text_column, title_column, label_column, tags_column, conditional, constraints,
                        constraint_weight, constraint_threshold, encoding, val_data, unit, max_tokens,
                        tokenizer_kind, vocab_size, lowercase, pretokenized, preset, rnn, layers, hidden, decoder_hidden,
                        embedding_dim, latent_dim, tie_embeddings, dropout, word_dropout, kl_schedule, kl_warmup_steps,
@@ -316,7 +320,8 @@ def train_text_command(ctx, data, out, text_column, title_column, label_column, 
         overrides["decoder_layers"] = layers or base["decoder_layers"]
     if decoder_hidden:
         overrides["decoder_hidden"] = decoder_hidden
-    source = {"text_column": text_column, "title_column": title_column, "label_column": label_column, "encoding": encoding}
+    source = {"text_column": text_column, "title_column": title_column, "label_column": label_column,
+              "tags_column": tags_column, "encoding": encoding}
     run = train_text(data, out, source=source, val_data=val_data,
                      tokenizer_config=TokenizerConfig(kind=tokenizer_kind, vocab_size=vocab_size, lowercase=lowercase,
                                                       pretokenized=pretokenized),
@@ -430,8 +435,16 @@ def constraint_options(f):
                      help="A word that must not appear (repeatable): masked while decoding, so it never can.")(f)
     f = click.option("--require", multiple=True, metavar="WORD",
                      help="A word every output must contain (repeatable); a post-filter.")(f)
+    f = click.option("--tags", default=None, metavar="A,B",
+                     help="Conditional models with tags: the tags to write with (comma separated).")(f)
     return click.option("--label", default=None,
                         help="Conditional models: the label to write with (vary: keep the content, change the label).")(f)
+
+
+def _tags(value: str | None) -> list[str] | None:
+    from .data.text import parse_tags
+
+    return list(parse_tags(value)) if value else None
 
 
 def _similarity(encoder_name):
@@ -453,8 +466,9 @@ def _constraint_line(drawn: int, passed: int, rejected: dict, shown: int) -> str
 @click.argument("text")
 @click.option("-n", "n", type=click.IntRange(min=0), default=5, show_default=True,
               help="How many variations (at most 100; more is capped with a message).")
-@click.option("--temperature", type=click.FloatRange(min=0), default=1.0, show_default=True,
-              help="Spread of the codes drawn around the text's posterior: 1 samples it, 0 decodes its mean.")
+@click.option("--temperature", type=click.FloatRange(min=0), default=0.5, show_default=True,
+              help="Spread of the codes drawn around the text's posterior: 1 samples it, 0 decodes its mean; "
+                   "lower keeps variations closer to the input.")
 @click.option("--strategy", type=click.Choice(["sample", "beam", "greedy"]), default="sample", show_default=True,
               help="How each code is decoded: nucleus sampling, beam search or greedy.")
 @click.option("--top-p", type=click.FloatRange(0, 1, min_open=True), default=0.9, show_default=True,
@@ -463,12 +477,14 @@ def _constraint_line(drawn: int, passed: int, rejected: dict, shown: int) -> str
 @click.option("--keep-copies", is_flag=True, help="Keep variations identical to the input.")
 @click.option("--source-label", default=None,
               help="Conditional models: the input's own label (default: the most likely one under the model).")
+@click.option("--source-tags", default=None, metavar="A,B",
+              help="Conditional models with tags: the input's own tags (default: none).")
 @constraint_options
 @click.option("--similarity-model", default=None,
               help="Sentence-transformers model for --min-similarity (default: bundled all-MiniLM-L6-v2).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (text and score of each variation).")
-def vary(run, text, n, temperature, strategy, top_p, seed, keep_copies, source_label, label, require, ban,
-         min_similarity, min_length, max_length, avoid, radius, max_draws, similarity_model, as_json):
+def vary(run, text, n, temperature, strategy, top_p, seed, keep_copies, source_label, source_tags, label, tags,
+         require, ban, min_similarity, min_length, max_length, avoid, radius, max_draws, similarity_model, as_json):
     """Generate N variations of TEXT that keep its meaning and change its wording.
 
     The text is encoded, codes are drawn around its posterior, decoded, de-duplicated (copies of the input
@@ -482,7 +498,7 @@ def vary(run, text, n, temperature, strategy, top_p, seed, keep_copies, source_l
     if not _is_text(model):
         raise VaekitError(f"{run}: vary needs a text model; this run is an image model")
     options = dict(temperature=temperature, strategy=strategy, top_p=top_p, keep_copies=keep_copies, label=label,
-                   source_label=source_label)
+                   source_label=source_label, tags=_tags(tags), source_tags=_tags(source_tags))
     if avoid is not None:
         from .generate import code_of, near_mask
 
@@ -526,8 +542,8 @@ def vary(run, text, n, temperature, strategy, top_p, seed, keep_copies, source_l
 @constraint_options
 @click.option("--similarity-model", default=None,
               help="Sentence-transformers model for --min-similarity (default: bundled all-MiniLM-L6-v2).")
-def sample(run, n, out, seed, temperature, strategy, near, between, label, require, ban, min_similarity, min_length,
-           max_length, avoid, radius, max_draws, similarity_model):
+def sample(run, n, out, seed, temperature, strategy, near, between, label, tags, require, ban, min_similarity,
+           min_length, max_length, avoid, radius, max_draws, similarity_model):
     """Decode draws from the prior N(0, I), or from a region of the latent space (--near, --avoid,
     --between); text outputs can be filtered like vary's."""
     import torch
@@ -536,8 +552,8 @@ def sample(run, n, out, seed, temperature, strategy, near, between, label, requi
     regions = near is not None or avoid is not None or between is not None
     filters = any([require, ban, min_similarity is not None, min_length, max_length])
     if not _is_text(model):
-        if regions or filters or label is not None:
-            raise VaekitError("--near, --avoid, --between, --label and the word filters are for text models")
+        if regions or filters or label is not None or tags:
+            raise VaekitError("--near, --avoid, --between, --label, --tags and the word filters are for text models")
         from .images import sample_grid
 
         _done(f"{n or 64} samples",
@@ -546,8 +562,8 @@ def sample(run, n, out, seed, temperature, strategy, near, between, label, requi
     n = n or 10
     generator = torch.Generator().manual_seed(seed)
     if not regions and not filters:
-        _echo_texts(model.sample(n, generator=generator, temperature=temperature, strategy=strategy, label=label),
-                    out, f"{n} samples")
+        _echo_texts(model.sample(n, generator=generator, temperature=temperature, strategy=strategy, label=label,
+                                 tags=_tags(tags)), out, f"{n} samples")
         return
     from .generate import ban_ids, region_codes, words_of
 
@@ -563,11 +579,8 @@ def sample(run, n, out, seed, temperature, strategy, near, between, label, requi
         rejected["region"] += stats["rejected"]
         if not len(z):
             break
-        labels = (torch.full((len(z),), model.label_index(label), dtype=torch.long) if label is not None
-                  else torch.randint(model.config.num_labels, (len(z),), generator=generator)) \
-            if model.conditional else None
-        candidates = model.generate(model.decoder_code(z, labels), strategy=strategy, generator=generator,
-                                    banned=banned)
+        candidates = model.generate(model.condition_codes(z, label, _tags(tags), generator), strategy=strategy,
+                                    generator=generator, banned=banned)
         kept = []
         for text in candidates:
             words, count = words_of(text), len(text.split())

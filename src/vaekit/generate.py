@@ -158,16 +158,17 @@ def score_texts(model, texts: list[str], z: torch.Tensor) -> list[float]:
 
 
 @torch.no_grad()
-def vary(model, text: str, n: int = 5, temperature: float = 1.0, strategy: Strategy = "sample",
+def vary(model, text: str, n: int = 5, temperature: float = 0.5, strategy: Strategy = "sample",
          top_p: float = 0.9, seed: int | None = None, keep_copies: bool = False, oversample: int = 3,
          max_rounds: int = 4, banned: Iterable[int] = (), label: str | None = None,
-         source_label: str | None = None, reject=None) -> list[Variation]:
+         source_label: str | None = None, reject=None, tags=None, source_tags=None) -> list[Variation]:
     """Up to ``n`` variations of ``text``: encode it, draw codes z = mu + temperature * sigma * eps around its
     posterior (temperature 0 decodes the mean), decode them, drop duplicates and (unless ``keep_copies``)
     copies of the input, and rank by mean log-probability per token given the posterior mean.
 
     A conditional model encodes the text with ``source_label`` (inferred when not given) and decodes with
-    ``label`` (default: the same): keep the content, change the label. ``reject(z) -> bool mask`` drops
+    ``label`` (default: the same): keep the content, change the label; likewise ``source_tags`` (default:
+    none) and ``tags`` (default: the source tags). ``reject(z) -> bool mask`` drops
     codes before decoding (latent-region constraints).
 
     A text longer than one unit is split into units (sentences or paragraphs, as the model was trained),
@@ -187,21 +188,28 @@ def vary(model, text: str, n: int = 5, temperature: float = 1.0, strategy: Strat
     generator = torch.Generator().manual_seed(seed if seed is not None else torch.seed() % 2**63)
     target = model.label_index(label) if label is not None else None
     source = [source_label] if source_label is not None else None
+    tagging = (list(source_tags) if source_tags else None, list(tags) if tags else None)
+    if (tags or source_tags) and not getattr(model, "config", None).num_tags:
+        model.tags_vector(tags or source_tags)  # names the problem
     per_unit = [_vary_unit(model, unit, n, temperature, strategy, top_p, generator, keep_copies, oversample,
-                           max_rounds, list(banned), target, source, reject) for unit in model.units(text)]
+                           max_rounds, list(banned), target, source, reject, tagging) for unit in model.units(text)]
     count = min(len(v) for v in per_unit)
     return [Variation(" ".join(v[i].text for v in per_unit), sum(v[i].score for v in per_unit) / len(per_unit))
             for i in range(count)]
 
 
 def _vary_unit(model, unit, n, temperature, strategy, top_p, generator, keep_copies, oversample, max_rounds, banned,
-               target=None, source_label=None, reject=None):
-    batch = model.batch([unit], source_label)
+               target=None, source_label=None, reject=None, tagging=(None, None)):
+    source_tags, target_tags = tagging
+    batch = model.batch([unit], source_label, tags=[source_tags] if source_tags else None)
     posterior = model.encode(batch)
     conditional = getattr(model, "conditional", False)
-    labels = None
+    labels, tag_row = None, None
     if conditional:
-        labels = torch.tensor([target if target is not None else int(batch.labels[0])])
+        if model.labelled:
+            labels = torch.tensor([target if target is not None else int(batch.labels[0])])
+        if model.config.num_tags:
+            tag_row = model.tags_vector(target_tags)[None] if target_tags else batch.tags
     source = _normalise(model.tokenizer.decode(batch.ids[0]))
     seen: dict[str, str] = {}
     for _ in range(max_rounds):
@@ -212,7 +220,8 @@ def _vary_unit(model, unit, n, temperature, strategy, top_p, generator, keep_cop
             z = z[~reject(z)]
             if not len(z):
                 continue
-        code = model.decoder_code(z, labels.expand(len(z))) if conditional else z
+        code = model.decoder_code(z, None if labels is None else labels.expand(len(z)),
+                                  None if tag_row is None else tag_row.expand(len(z), -1)) if conditional else z
         texts, _ = decode_texts(model, code, strategy=strategy, top_p=top_p, generator=generator, banned=banned)
         for candidate in texts:
             key = _normalise(candidate)
@@ -225,7 +234,7 @@ def _vary_unit(model, unit, n, temperature, strategy, top_p, generator, keep_cop
     if not candidates:
         return [Variation(unit, 0.0)] if keep_copies else []
     mean = posterior.mean
-    scores = score_texts(model, candidates, (model.decoder_code(mean, labels) if conditional else mean)[0])
+    scores = score_texts(model, candidates, (model.decoder_code(mean, labels, tag_row) if conditional else mean)[0])
     ranked = sorted(zip(candidates, scores), key=lambda item: -item[1])[:n]
     return [Variation(text, score) for text, score in ranked]
 

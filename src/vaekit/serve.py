@@ -88,6 +88,7 @@ class VaryRequest(_Body):
 class SampleRequest(_Body):
     n: int = Field(8, ge=1)
     label: str | None = Field(None, description="Conditional text models: the label to write with")
+    tags: list[str] | None = Field(None, description="Conditional text models: the tags to write with")
     temperature: float = Field(1.0, ge=0, le=5)
     seed: int | None = None
     strategy: Literal["sample", "greedy", "beam"] = "greedy"
@@ -213,7 +214,8 @@ def _summary(s: Served, limits: Limits) -> dict:
     model = s.model
     info = {"name": s.name, "type": s.kind, "latent_dim": model.latent_dim,
             "config": dataclasses.asdict(model.config),
-            "conditions": {"labels": list(model.config.label_names)} if getattr(model, "conditional", False) else None,
+            "conditions": ({"labels": list(model.config.label_names) or None, "tags": list(model.config.tag_names) or None}
+                           if getattr(model, "conditional", False) else None),
             "anomaly_threshold": s.calibration["threshold"] if s.calibration else None,
             "limits": dataclasses.asdict(limits)}
     if s.kind == "text":
@@ -316,7 +318,9 @@ def create_app(models: dict[str, str | Path] | dict[str, Served], limits: Limits
 
     def no_conditions(body, s: Served) -> None:
         for field in ("label", "tags", "condition_text"):
-            if field == "label" and getattr(s.model, "conditional", False):
+            if field == "label" and getattr(s.model, "labelled", False):
+                continue
+            if field == "tags" and getattr(getattr(s.model, "config", None), "tag_names", ()):
                 continue
             if getattr(body, field, None):
                 raise ApiError(400, f"{field}: model {s.name!r} was trained without this kind of condition; "
@@ -351,7 +355,7 @@ def create_app(models: dict[str, str | Path] | dict[str, Served], limits: Limits
                                       min_similarity=body.min_similarity,
                                       similarity=similarity if wants_similarity else None,
                                       max_draws=limits.max_draws, seed=body.seed, temperature=body.temperature,
-                                      strategy=body.strategy, top_p=body.top_p, label=body.label)
+                                      strategy=body.strategy, top_p=body.top_p, label=body.label, tags=body.tags)
             sims = result.similarities
             if not wants_similarity and result.variations:
                 sims = similarity(body.text, [v.text for v in result.variations]) or [None] * len(result.variations)
@@ -374,6 +378,7 @@ def create_app(models: dict[str, str | Path] | dict[str, Served], limits: Limits
         def work():
             if s.kind == "text":
                 return {"model": s.name, "texts": s.model.sample(body.n, generator=generator, label=body.label,
+                                                                 tags=body.tags,
                                                                  temperature=body.temperature, strategy=body.strategy)}
             images = s.model.sample(body.n, generator=generator, temperature=body.temperature)
             return {"model": s.name, "n": body.n, "grid": _png_data_url(images)}

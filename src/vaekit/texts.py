@@ -40,8 +40,8 @@ def _is_val(rng: np.random.Generator, val_fraction: float) -> bool:
     return val_fraction > 0 and rng.random() < val_fraction
 
 
-def _units(src: TextSource, unit: Unit, max_tokens: int, part: str, val_fraction: float, seed: int) -> Iterator[tuple[str, str | None]]:
-    """(unit text, label) of the training ("train") or validation ("val") part. The split is drawn per record
+def _units(src: TextSource, unit: Unit, max_tokens: int, part: str, val_fraction: float, seed: int) -> Iterator[tuple[str, str | None, tuple | None]]:
+    """(unit text, label, tags) of the training ("train") or validation ("val") part. The split is drawn per record
     (document) with ``seed``, before long documents are split, so no document straddles both parts.
     Whether a document is long is judged by its whitespace word count."""
     rng = np.random.default_rng(seed)
@@ -51,24 +51,27 @@ def _units(src: TextSource, unit: Unit, max_tokens: int, part: str, val_fraction
         if record.id != last_id:
             in_val, last_id = _is_val(rng, val_fraction), record.id
         if (part == "val") == in_val:
-            yield text, record.label
+            yield text, record.label, record.tags
 
 
-def _tokenize_to(writer: TokenFileWriter, tokenizer: TextTokenizer, units: Iterator[tuple[str, str | None]],
-                 max_tokens: int, labels: list[str] | None) -> dict:
+def _tokenize_to(writer: TokenFileWriter, tokenizer: TextTokenizer, units: Iterator[tuple[str, str | None, tuple | None]],
+                 max_tokens: int, labels: list[str] | None, tag_names: list[str] | None = None) -> dict:
     """Encode in chunks, truncating to max_tokens; returns counts."""
     stats = {"items": 0, "tokens": 0, "truncated": 0, "empty": 0}
-    chunk: list[tuple[str, str | None]] = []
+    chunk: list[tuple[str, str | None, tuple | None]] = []
+    tag_index = {t: i for i, t in enumerate(tag_names or [])}
+    writer.num_tags = len(tag_index)
 
     def flush():
-        for (_, label), ids in zip(chunk, tokenizer.encode_batch([t for t, _ in chunk])):
+        for (_, label, tags), ids in zip(chunk, tokenizer.encode_batch([t for t, _, _ in chunk])):
             if not ids:
                 stats["empty"] += 1
                 continue
             if len(ids) > max_tokens:
                 stats["truncated"] += 1
                 ids = ids[:max_tokens]
-            writer.add(ids, labels.index(label) if labels and label in labels else None)
+            writer.add(ids, labels.index(label) if labels and label in labels else None,
+                       [tag_index[t] for t in tags if t in tag_index] if tag_index and tags is not None else None)
             stats["items"] += 1
             stats["tokens"] += len(ids)
         chunk.clear()
@@ -88,17 +91,25 @@ def prepare_corpus(src: TextSource, work: Path, tokenizer_config: TokenizerConfi
     """Train the tokenizer on the training part (streamed), then stream both parts into token id files
     ``work/train.*`` and ``work/val.*``."""
     split = 0.0 if val_src is not None else val_fraction
-    labels = None
-    if src.label_column is not None:
-        labels = sorted({r.label for r in read_records(src) if r.label is not None}) or None
+    labels, tag_names = None, None
+    if src.label_column is not None or src.tags_column is not None:
+        label_set, tag_set = set(), set()
+        for record in read_records(src):
+            if record.label is not None:
+                label_set.add(record.label)
+            tag_set.update(record.tags or ())
+        labels = sorted(label_set) if src.label_column is not None and label_set else None
+        tag_names = sorted(tag_set) if src.tags_column is not None and tag_set else None
     if tokenizer is None:
-        tokenizer = TextTokenizer.train((t for t, _ in _units(src, unit, max_tokens, "train", split, seed)), tokenizer_config)
+        tokenizer = TextTokenizer.train((u[0] for u in _units(src, unit, max_tokens, "train", split, seed)),
+                                        tokenizer_config)
     stats = {"train": _tokenize_to(TokenFileWriter(work / "train"), tokenizer,
-                                   _units(src, unit, max_tokens, "train", split, seed), max_tokens, labels)}
+                                   _units(src, unit, max_tokens, "train", split, seed), max_tokens, labels, tag_names)}
     val_units = (_units(val_src, unit, max_tokens, "train", 0.0, seed) if val_src is not None
                  else _units(src, unit, max_tokens, "val", split, seed))
-    stats["val"] = _tokenize_to(TokenFileWriter(work / "val"), tokenizer, val_units, max_tokens, labels)
+    stats["val"] = _tokenize_to(TokenFileWriter(work / "val"), tokenizer, val_units, max_tokens, labels, tag_names)
     stats["label_names"] = labels
+    stats["tag_names"] = tag_names
     if stats["train"]["items"] == 0:
         raise VaekitError(f"{src.path}: no text left for training after the validation split")
     for part in ("train", "val"):
@@ -146,13 +157,16 @@ def train_text(data: str | Path | None, out: str | Path, *, source: dict | None 
         src = TextSource(str(data), **(source or {}))
         val_src = TextSource(str(val_data), **(source or {})) if val_data is not None else None
         tokenizer_config = tokenizer_config or TokenizerConfig()
-        if conditional and src.label_column is None:
-            raise VaekitError("--conditional needs --label-column: the labels to condition on")
+        if conditional and src.label_column is None and src.tags_column is None:
+            raise VaekitError("--conditional needs --label-column or --tags-column: what to condition on")
 
-        def model_for(tokenizer: TextTokenizer, label_names=()) -> TextVAE:
+        def model_for(tokenizer: TextTokenizer, stats: dict) -> TextVAE:
+            names = stats.get("label_names") or ()
+            tags = stats.get("tag_names") or ()
             config = TextVAEConfig(**{**PRESETS[preset], **(model_overrides or {}), "vocab_size": tokenizer.vocab_size,
                                       "max_tokens": max_tokens, "unit": unit,
-                                      "label_names": tuple(label_names) if conditional else ()})
+                                      "label_names": tuple(names) if conditional and src.label_column else (),
+                                      "tag_names": tuple(tags) if conditional and src.tags_column else ()})
             torch.manual_seed(training.seed)
             return TextVAE(config, tokenizer)
 
@@ -166,7 +180,7 @@ def train_text(data: str | Path | None, out: str | Path, *, source: dict | None 
                 if conditional:
                     _check_labels(work, stats, src)
                 _check_constraints(model_overrides or {}, stats, src)
-                model_for(tokenizer, stats["label_names"] or ())  # a bad setting fails before the folder is touched
+                model_for(tokenizer, stats)  # a bad setting fails before the folder is touched
                 _check_batch(training, stats)
                 clear_run_dir(out)
                 shutil.rmtree(out / TOKENS_DIR, ignore_errors=True)
@@ -180,7 +194,7 @@ def train_text(data: str | Path | None, out: str | Path, *, source: dict | None 
         distributed.on_main(setup)
         tokenizer = TextTokenizer.load(out / TOKENIZER_NAME, tokenizer_config)
         stats = read_json(out / CONFIG_NAME)["data"]["stats"]
-        model = model_for(tokenizer, stats.get("label_names") or ())
+        model = model_for(tokenizer, stats)
     model.data_label_names = tuple(stats.get("label_names") or ())  # for the constraint loss
     tokens = out / TOKENS_DIR
     train_set = TextBatches(TokenFile(tokens / "train"))
@@ -195,14 +209,17 @@ def train_text(data: str | Path | None, out: str | Path, *, source: dict | None 
 
 
 def _check_labels(work: Path, stats: dict, src: TextSource) -> None:
-    names = stats.get("label_names") or []
-    if len(names) < 2:
-        raise VaekitError(f"{src.path}: column {src.label_column!r} holds {len(names)} distinct label(s); a "
-                          "conditional model needs at least two")
-    for part in ("train", "val"):
-        if stats[part]["items"] and TokenFile(work / part).labels is None:
-            raise VaekitError(f"{src.path}: some texts have no value in label column {src.label_column!r}; "
-                              "every text needs a label for --conditional")
+    if src.label_column is not None:
+        names = stats.get("label_names") or []
+        if len(names) < 2:
+            raise VaekitError(f"{src.path}: column {src.label_column!r} holds {len(names)} distinct label(s); a "
+                              "conditional model needs at least two")
+        for part in ("train", "val"):
+            if stats[part]["items"] and TokenFile(work / part).labels is None:
+                raise VaekitError(f"{src.path}: some texts have no value in label column {src.label_column!r}; "
+                                  "every text needs a label for --conditional")
+    if src.tags_column is not None and not stats.get("tag_names"):
+        raise VaekitError(f"{src.path}: column {src.tags_column!r} holds no tags")
 
 
 def _check_constraints(overrides: dict, stats: dict, src: TextSource) -> None:
@@ -321,7 +338,7 @@ def variation_metrics(inputs: list[str], outputs: list[list[str]], encoder_name:
     }
 
 
-def variation_report(model: TextVAE, texts: list[str], n: int = 5, temperature: float = 1.0, strategy: str = "sample",
+def variation_report(model: TextVAE, texts: list[str], n: int = 5, temperature: float = 0.5, strategy: str = "sample",
                      top_p: float = 0.9, seed: int = 0, encoder_name: str | None = None, progress: bool = False) -> dict:
     """vaekit's variations of each text beside two baselines: "copy" (the input n times) and "prior" (n samples
     from the prior that ignore the input: the design documents' recipe)."""

@@ -35,6 +35,13 @@ class TextRecord:
     id: str
     label: str | None = None
     title: str | None = None
+    tags: tuple[str, ...] | None = None
+
+
+def parse_tags(value) -> tuple[str, ...]:
+    """Tags from a comma-separated string or a JSON list: stripped, empty ones dropped, order kept."""
+    items = value if isinstance(value, (list, tuple)) else str(value or "").split(",")
+    return tuple(dict.fromkeys(str(t).strip() for t in items if str(t).strip()))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,6 +53,7 @@ class TextSource:
     title_column: str | None = None
     label_column: str | None = None
     encoding: str = "utf-8"
+    tags_column: str | None = None
 
 
 def _kind(path: Path) -> tuple[str, bool]:
@@ -127,12 +135,14 @@ def _read_csv(path: Path, src: TextSource, gz: bool) -> Iterator[TextRecord]:
         text_col = _pick_column(columns, src.text_column, "--text-column", path, DEFAULT_TEXT_COLUMNS)
         title_col = _pick_column(columns, src.title_column, "--title-column", path)
         label_col = _pick_column(columns, src.label_column, "--label-column", path)
+        tags_col = _pick_column(columns, src.tags_column, "--tags-column", path)
         id_col = next((c for c in ("id", "post_id") if c in columns), None)
         for row in reader:
             text = (row.get(text_col) or "").strip()
             if text:
                 yield TextRecord(text, f"{path.name}:{row[id_col]}" if id_col else f"{path.name}:{reader.line_num}",
-                                 row.get(label_col) if label_col else None, row.get(title_col) if title_col else None)
+                                 row.get(label_col) if label_col else None, row.get(title_col) if title_col else None,
+                                 parse_tags(row.get(tags_col)) if tags_col else None)
 
 
 def _read_jsonl(path: Path, src: TextSource, gz: bool) -> Iterator[TextRecord]:
@@ -149,7 +159,8 @@ def _read_jsonl(path: Path, src: TextSource, gz: bool) -> Iterator[TextRecord]:
                 raise VaekitError(f"{path}: line {number} is not a JSON object")
             if text_col is None:
                 text_col = _pick_column(list(row), src.text_column, "--text-column", path, DEFAULT_TEXT_COLUMNS)
-                for option, column in (("--title-column", src.title_column), ("--label-column", src.label_column)):
+                for option, column in (("--title-column", src.title_column), ("--label-column", src.label_column),
+                                       ("--tags-column", src.tags_column)):
                     _pick_column(list(row), column, option, path)
             text = row.get(text_col)
             if not isinstance(text, str):
@@ -158,7 +169,8 @@ def _read_jsonl(path: Path, src: TextSource, gz: bool) -> Iterator[TextRecord]:
                 label = row.get(src.label_column) if src.label_column else None
                 yield TextRecord(text.strip(), f"{path.name}:{row.get('id', number)}",
                                  None if label is None else str(label),
-                                 row.get(src.title_column) if src.title_column else None)
+                                 row.get(src.title_column) if src.title_column else None,
+                                 parse_tags(row.get(src.tags_column)) if src.tags_column else None)
 
 
 def _read_file(path: Path, src: TextSource) -> Iterator[TextRecord]:
@@ -246,6 +258,8 @@ class TokenFile:
         self.offsets = np.load(f"{stem}.offsets.npy")
         labels_path = Path(f"{stem}.labels.npy")
         self.labels = np.load(labels_path) if labels_path.exists() else None
+        tags_path = Path(f"{stem}.tags.npy")
+        self.tags = np.load(tags_path) if tags_path.exists() else None  # (n, T) uint8 multi-hot
 
     def __len__(self) -> int:
         return len(self.offsets) - 1
@@ -267,12 +281,16 @@ class TokenFileWriter:
         self.fh = open(self.raw_path, "wb")
         self.offsets = [0]
         self.labels: list[int] = []
+        self.tags: list[list[int]] = []
+        self.num_tags = 0
 
-    def add(self, ids: list[int], label: int | None = None) -> None:
+    def add(self, ids: list[int], label: int | None = None, tags: list[int] | None = None) -> None:
         self.fh.write(np.asarray(ids, dtype=np.uint32).tobytes())
         self.offsets.append(self.offsets[-1] + len(ids))
         if label is not None:
             self.labels.append(label)
+        if tags is not None:
+            self.tags.append(tags)
 
     def close(self) -> None:
         self.fh.close()
@@ -287,6 +305,11 @@ class TokenFileWriter:
         np.save(f"{self.stem}.offsets.npy", np.asarray(self.offsets, dtype=np.int64))
         if self.labels and len(self.labels) == len(self.offsets) - 1:
             np.save(f"{self.stem}.labels.npy", np.asarray(self.labels, dtype=np.int64))
+        if self.num_tags and len(self.tags) == len(self.offsets) - 1:
+            hot = np.zeros((len(self.tags), self.num_tags), dtype=np.uint8)
+            for row, indices in enumerate(self.tags):
+                hot[row, indices] = 1
+            np.save(f"{self.stem}.tags.npy", hot)
 
 
 @dataclasses.dataclass
@@ -295,7 +318,8 @@ class TextBatch:
 
     ids: torch.Tensor
     lengths: torch.Tensor
-    labels: torch.Tensor | None = None
+    labels: torch.Tensor | None = None  # (b,) label indices
+    tags: torch.Tensor | None = None  # (b, T) multi-hot, float
 
     def __len__(self) -> int:
         return self.ids.shape[0]
@@ -303,20 +327,24 @@ class TextBatch:
     def __getitem__(self, index) -> "TextBatch":
         lengths = self.lengths[index]
         t = int(lengths.max()) if len(lengths) else 0
-        return TextBatch(self.ids[index][:, :t], lengths, None if self.labels is None else self.labels[index])
+        return TextBatch(self.ids[index][:, :t], lengths, None if self.labels is None else self.labels[index],
+                         None if self.tags is None else self.tags[index])
 
     def repeat(self, k: int) -> "TextBatch":
         """The batch k times over, (k * b, t), item-major within each copy."""
         return TextBatch(self.ids.repeat(k, 1), self.lengths.repeat(k),
-                         None if self.labels is None else self.labels.repeat(k))
+                         None if self.labels is None else self.labels.repeat(k),
+                         None if self.tags is None else self.tags.repeat(k, 1))
 
 
-def collate(sequences: list[np.ndarray], pad_id: int = 0, labels: list[int] | None = None) -> TextBatch:
+def collate(sequences: list[np.ndarray], pad_id: int = 0, labels: list[int] | None = None,
+            tags: np.ndarray | None = None) -> TextBatch:
     lengths = torch.tensor([len(s) for s in sequences], dtype=torch.long)
     ids = torch.full((len(sequences), max(1, int(lengths.max()))), pad_id, dtype=torch.long)
     for i, seq in enumerate(sequences):
         ids[i, :len(seq)] = torch.from_numpy(seq.astype(np.int64))
-    return TextBatch(ids, lengths, None if labels is None else torch.tensor(labels, dtype=torch.long))
+    return TextBatch(ids, lengths, None if labels is None else torch.tensor(labels, dtype=torch.long),
+                     None if tags is None else torch.from_numpy(np.asarray(tags, dtype=np.float32)))
 
 
 class TextBatches:
@@ -335,7 +363,8 @@ class TextBatches:
 
     def _batch(self, index: np.ndarray) -> TextBatch:
         labels = None if self.tokens.labels is None else self.tokens.labels[index].tolist()
-        return collate([self.tokens[i] for i in index], self.pad_id, labels)
+        tags = None if self.tokens.tags is None else self.tokens.tags[index]
+        return collate([self.tokens[i] for i in index], self.pad_id, labels, tags)
 
     def _plan(self, batch_size: int, generator: torch.Generator | None) -> list[np.ndarray]:
         n = len(self)

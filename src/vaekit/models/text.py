@@ -39,6 +39,8 @@ class TextVAEConfig:
     unit: Literal["sentence", "paragraph", "document"] = "sentence"
     # a conditional VAE (Sohn et al. 2015) on these labels: one-hot c into the encoder and beside z for the decoder
     label_names: tuple[str, ...] = ()
+    # ... and on tags: multi-hot c (several at once, or none)
+    tag_names: tuple[str, ...] = ()
     # constraint loss: texts labelled constraint_labels[i] are pulled toward the code of constraint_texts[i]
     constraint_labels: tuple[str, ...] = ()
     constraint_texts: tuple[str, ...] = ()
@@ -48,6 +50,10 @@ class TextVAEConfig:
     @property
     def num_labels(self) -> int:
         return len(self.label_names)
+
+    @property
+    def num_tags(self) -> int:
+        return len(self.tag_names)
 
     def __post_init__(self):
         checks = [
@@ -90,7 +96,7 @@ class TextVAE(VAE):
         super().__init__(config)
         self.tokenizer = tokenizer
         self.embedding = nn.Embedding(config.vocab_size, config.embedding_dim, padding_idx=PAD_ID)
-        c = config.num_labels
+        c = config.num_labels + config.num_tags
         self.encoder = BiRNNEncoder(config.embedding_dim, config.rnn, config.encoder_hidden, config.encoder_dense,
                                     config.latent_dim, config.dropout, cond_dim=c)
         # the decoder's code is [z, c]: generation passes that concatenation wherever it passes "z"
@@ -145,7 +151,55 @@ class TextVAE(VAE):
     # --- conditions (a conditional VAE when config.label_names is set) ---------------------------
     @property
     def conditional(self) -> bool:
+        return self.config.num_labels > 0 or self.config.num_tags > 0
+
+    @property
+    def labelled(self) -> bool:
         return self.config.num_labels > 0
+
+    def tags_vector(self, tags) -> torch.Tensor:
+        """Multi-hot (T,) of tag names; an unknown tag is an error that lists the known ones."""
+        names = self.config.tag_names
+        if not names:
+            raise VaekitError("--tags: this model was trained without tags; train it with --conditional and "
+                              "--tags-column")
+        vector = torch.zeros(len(names))
+        for tag in tags:
+            if tag not in names:
+                shown = ", ".join(names[:30]) + (" ..." if len(names) > 30 else "")
+                raise VaekitError(f"tag {tag!r}: unknown; this model knows {shown}")
+            vector[names.index(tag)] = 1.0
+        return vector
+
+    def condition(self, labels: torch.Tensor | None, tags: torch.Tensor | None, n: int) -> torch.Tensor:
+        """c (n, C): the one-hot label (labelled models) then the multi-hot tags (tagged models; none: zeros)."""
+        parts = []
+        if self.labelled:
+            if labels is None:
+                raise VaekitError("this conditional model needs a label (--label)")
+            parts.append(self.one_hot(labels))
+        if self.config.num_tags:
+            parts.append(tags.float() if tags is not None else torch.zeros(n, self.config.num_tags))
+        return torch.cat(parts, dim=-1)
+
+    def condition_codes(self, z: torch.Tensor, label: str | None = None, tags=None,
+                        generator: torch.Generator | None = None) -> torch.Tensor:
+        """Decoder codes for z (n, d) written with ``label`` (default: one drawn uniformly) and ``tags``."""
+        if not self.conditional:
+            if label is not None:
+                self.label_index(label)  # names the problem
+            if tags:
+                self.tags_vector(tags)
+            return z
+        n = len(z)
+        labels = None
+        if self.labelled:
+            labels = (torch.full((n,), self.label_index(label), dtype=torch.long) if label is not None
+                      else torch.randint(self.config.num_labels, (n,), generator=generator))
+        elif label is not None:
+            self.label_index(label)
+        tag_rows = self.tags_vector(tags).expand(n, -1) if tags else None
+        return self.decoder_code(z, labels, tag_rows)
 
     def label_index(self, label: str) -> int:
         """The index of ``label``; an unknown one is an error that lists the known ones."""
@@ -161,13 +215,15 @@ class TextVAE(VAE):
         """(b,) label indices -> (b, C) float one-hot conditions."""
         return F.one_hot(labels.long(), self.config.num_labels).float()
 
-    def decoder_code(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-        """What the decoder reads: z (b, d), with the one-hot label beside it for a conditional model."""
+    def decoder_code(self, z: torch.Tensor, labels: torch.Tensor | None = None,
+                     tags: torch.Tensor | None = None) -> torch.Tensor:
+        """What the decoder reads: z (b, d), with the condition c beside it for a conditional model."""
         if not self.conditional:
             return z
-        if labels is None:
-            raise VaekitError("this conditional model needs a label to decode (--label)")
-        return torch.cat([z, self.one_hot(labels).to(z.device, z.dtype)], dim=-1)
+        return torch.cat([z, self.condition(labels, tags, len(z)).to(z.device, z.dtype)], dim=-1)
+
+    def _condition_of(self, x: TextBatch) -> torch.Tensor:
+        return self.condition(self._labels_of(x) if self.labelled else None, x.tags, len(x))
 
     def _labels_of(self, x: TextBatch) -> torch.Tensor:
         if x.labels is None:
@@ -181,7 +237,7 @@ class TextVAE(VAE):
         log p(x | mu(x, c), c) - KL(q(z | x, c) || p(z)), one pass per label."""
         scores = []
         for c in range(self.config.num_labels):
-            labelled = dataclasses.replace(x, labels=torch.full((len(x),), c, dtype=torch.long))
+            labelled = dataclasses.replace(x, labels=torch.full((len(x),), c, dtype=torch.long))  # tags kept
             posterior = self.encode(labelled)
             scores.append(self.log_likelihood(labelled, posterior.mean[None])[0] - posterior.kl().sum(-1))
         return torch.stack(scores, dim=-1).argmax(-1)
@@ -195,7 +251,7 @@ class TextVAE(VAE):
 
     def encode(self, x: TextBatch) -> DiagonalGaussian:
         self._check(x)
-        cond = self.one_hot(self._labels_of(x)).to(x.ids.device) if self.conditional else None
+        cond = self._condition_of(x).to(x.ids.device) if self.conditional else None
         mean, logvar = self.encoder(self.embedding(x.ids), x.lengths, cond)
         return DiagonalGaussian(mean, logvar)
 
@@ -212,7 +268,7 @@ class TextVAE(VAE):
         """log p(x|z): z (..., b, d) -> (..., b), fp32. Logits are computed at real target positions only."""
         lead = z.shape[:-2]
         if self.conditional and z.shape[-1] == self.latent_dim:  # append the batch's one-hot labels to each z
-            cond = self.one_hot(self._labels_of(x)).to(z.device, z.dtype)  # (b, C)
+            cond = self._condition_of(x).to(z.device, z.dtype)  # (b, C)
             z = torch.cat([z, cond.expand(*z.shape[:-1], cond.shape[-1])], dim=-1)
         z_flat = z.reshape(-1, z.shape[-1])  # (k * b, d [+ C])
         copies = z_flat.shape[0] // len(x)
@@ -256,7 +312,8 @@ class TextVAE(VAE):
             raise VaekitError("this model has no tokenizer attached; load it with vaekit.load(RUN)")
         return self.tokenizer
 
-    def batch(self, texts: list[str], labels: list[str] | None = None, infer: bool = True) -> TextBatch:
+    def batch(self, texts: list[str], labels: list[str] | None = None, infer: bool = True,
+              tags: list | None = None) -> TextBatch:
         """Tokenize and pad strings into a TextBatch, truncating each to ``max_tokens``. A conditional model's
         texts carry their labels; without ``labels`` they are inferred (see infer_labels)."""
         tokenizer = self._need_tokenizer()
@@ -266,7 +323,11 @@ class TextVAE(VAE):
             if len(labels) != len(texts):
                 raise VaekitError(f"{len(labels)} labels for {len(texts)} texts")
             batch.labels = torch.tensor([self.label_index(label) for label in labels], dtype=torch.long)
-        elif self.conditional and infer and len(texts):
+        if tags is not None:
+            if len(tags) != len(texts):
+                raise VaekitError(f"{len(tags)} tag lists for {len(texts)} texts")
+            batch.tags = torch.stack([self.tags_vector(t) for t in tags]) if texts else None
+        if labels is None and self.labelled and infer and len(texts):
             batch.labels = self.infer_labels(batch)
         return batch
 
@@ -292,13 +353,13 @@ class TextVAE(VAE):
         """Greedy decoding of each code into a string: z (b, d), or (b, d + C) with a conditional model's
         one-hot labels (see decoder_code); a conditional model given bare z decodes with its first label."""
         if self.conditional and z.shape[-1] == self.latent_dim:
-            z = self.decoder_code(z, torch.zeros(len(z), dtype=torch.long))
+            z = self.decoder_code(z, torch.zeros(len(z), dtype=torch.long) if self.labelled else None)
         return self.generate(z, strategy="greedy")
 
     @torch.no_grad()
     def reconstruct(self, texts: list[str], strategy: str = "greedy", labels: list[str] | None = None) -> list[str]:
         batch = self.batch(texts, labels)
-        return self.generate(self.decoder_code(self.encode(batch).mean, batch.labels), strategy=strategy)
+        return self.generate(self.decoder_code(self.encode(batch).mean, batch.labels, batch.tags), strategy=strategy)
 
     @torch.no_grad()
     def interpolate(self, a: str, b: str, steps: int = 7, strategy: str = "greedy", label: str | None = None) -> list[str]:
@@ -307,23 +368,18 @@ class TextVAE(VAE):
         batch = self.batch([a, b])
         za, zb = self.encode(batch).mean  # (d,) each
         t = torch.linspace(0, 1, steps)[:, None]
-        target = self.label_index(label) if label is not None else (int(batch.labels[0]) if self.conditional else 0)
+        target = self.label_index(label) if label is not None else (int(batch.labels[0]) if self.labelled else 0)
         labels = torch.full((steps,), target, dtype=torch.long)
         return self.generate(self.decoder_code((1 - t) * za + t * zb, labels), strategy=strategy)
 
     @torch.no_grad()
     def sample(self, n: int, generator: torch.Generator | None = None, temperature: float = 1.0,
-               strategy: str = "greedy", label: str | None = None, **options) -> list[str]:
-        """Decode n draws from the prior; a conditional model decodes each with ``label``, or with a label
-        drawn uniformly."""
+               strategy: str = "greedy", label: str | None = None, tags=None, **options) -> list[str]:
+        """Decode n draws from the prior; a conditional model decodes each with ``label`` (or a label drawn
+        uniformly) and ``tags``."""
         z = temperature * torch.randn((n, self.latent_dim), generator=generator)
-        labels = None
-        if self.conditional:
-            labels = (torch.full((n,), self.label_index(label), dtype=torch.long) if label is not None
-                      else torch.randint(self.config.num_labels, (n,), generator=generator))
-        elif label is not None:
-            self.label_index(label)  # names the problem
-        return self.generate(self.decoder_code(z, labels), strategy=strategy, generator=generator, **options)
+        return self.generate(self.condition_codes(z, label, tags, generator), strategy=strategy, generator=generator,
+                             **options)
 
     # --- monitoring ---------------------------------------------------------------------------
     def log_examples(self, monitor, batch: TextBatch, step: int, generator: torch.Generator) -> None:
@@ -331,8 +387,8 @@ class TextVAE(VAE):
         TensorBoard and samples.txt."""
         tokenizer = self._need_tokenizer()
         originals = [tokenizer.decode(ids[:length]) for ids, length in zip(batch.ids[:5], batch.lengths[:5])]
-        recon = self.generate(self.decoder_code(self.encode(batch[:5]).mean, batch.labels[:5]
-                                                if batch.labels is not None else None), strategy="greedy")
+        first = batch[:5]
+        recon = self.generate(self.decoder_code(self.encode(first).mean, first.labels, first.tags), strategy="greedy")
         samples = self.sample(5, generator=generator)
         lines = [f"step {step}", "reconstructions (input => output):"]
         lines += [f"  {a} => {b}" for a, b in zip(originals, recon)]
