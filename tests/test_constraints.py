@@ -200,3 +200,53 @@ def test_tags_condition_a_model(tmp_path):
     assert result.exit_code == 2 and "animal, finance, slow" in result.output
     result = run("vary", out, CAT, "-n", 2, "--tags", "finance", "--seed", 0)
     assert result.exit_code == 0, result.output
+
+
+@pytest.fixture(scope="module")
+def keyword_csv(tmp_path_factory):
+    path = tmp_path_factory.mktemp("kw") / "kw.csv"
+    with path.open("w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["id", "text", "keywords"])
+        for i, text in enumerate(two_topic_sentences() * 3):
+            writer.writerow([i, text, "pets, animals, home" if "cat" in text else "stock market, finance"])
+    return path
+
+
+TINY_COND = ["--epochs", 6, "--embedding-dim", 16, "--hidden", 16, "--latent-dim", 4, "--dropout", 0, "--batch-size", 16,
+             "--quiet", "--precision", "fp32", "--conditional"]
+
+
+@pytest.mark.parametrize("how", ["train", "file", "sentence"])
+def test_dense_conditions(keyword_csv, tmp_path, how):
+    out = tmp_path / "run"
+    if how == "sentence":
+        args = ["--condition-embedding", "sentence"]
+    elif how == "train":
+        args = ["--condition-embedding", "word-vectors", "--train-word-vectors", "--condition-column", "keywords"]
+    else:  # a GloVe-style text file without a header
+        glove = tmp_path / "glove.txt"
+        glove.write_text("stock 1 0 0\nmarket 1 0.5 0\nfinance 0.9 0 0.1\npets 0 1 0\nanimals 0 1 0.2\nhome 0 0.8 0.3\n")
+        args = ["--condition-embedding", "word-vectors", "--word-vectors", glove, "--condition-column", "keywords"]
+    result = run("train", "text", "--data", keyword_csv, "--out", out, *args, *TINY_COND)
+    assert result.exit_code == 0, result.output
+    model = vaekit.load(out)
+    assert model.conditional and model.config.condition_dim == {"sentence": 384, "file": 3}.get(how, 100)
+    if how != "sentence":
+        assert (out / "word_vectors.safetensors").is_file() and (out / "word_vectors.json").is_file()
+    result = run("sample", out, "-n", 2, "--keywords", "stock market, finance")
+    assert result.exit_code == 0 and len(result.output.strip().splitlines()) == 2, result.output
+    result = run("vary", out, CAT, "-n", 2, "--condition-text", "money and banks", "--seed", 0)
+    assert result.exit_code == 0, result.output
+    result = run("sample", out, "-n", 2)
+    assert result.exit_code == 2 and "--condition-text or --keywords" in result.output
+
+
+def test_condition_options_need_an_embedding(keyword_csv, tmp_path, labelled):
+    result = run("train", "text", "--data", keyword_csv, "--out", tmp_path / "r", "--condition-column", "keywords")
+    assert result.exit_code == 2 and "--condition-embedding" in result.output
+    result = run("train", "text", "--data", keyword_csv, "--out", tmp_path / "r", "--condition-embedding",
+                 "word-vectors")
+    assert result.exit_code == 2 and "--train-word-vectors" in result.output
+    result = run("sample", labelled[0], "-n", 1, "--keywords", "x")
+    assert result.exit_code == 2 and "without a condition embedding" in result.output

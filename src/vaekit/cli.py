@@ -202,7 +202,7 @@ def _report_run(run, kind: str) -> None:
 
 
 TEXT_RESUMABLE = RESUMABLE | {"text_column", "title_column", "label_column", "tags_column", "encoding", "val_data",
-                              "conditional"}
+                              "conditional", "condition_column"}
 
 
 @train.command("text", context_settings=CONTEXT)
@@ -218,6 +218,18 @@ TEXT_RESUMABLE = RESUMABLE | {"text_column", "title_column", "label_column", "ta
 @click.option("--conditional", is_flag=True,
               help="Train a conditional VAE (Sohn et al. 2015) on --label-column (one-hot) and/or --tags-column "
                    "(multi-hot): generate with --label / --tags.")
+@click.option("--condition-embedding", type=click.Choice(["sentence", "word-vectors"]), default=None,
+              help="Also condition on an embedding of --condition-column (or of each text): a sentence encoder, "
+                   "or averaged word vectors (--word-vectors FILE or --train-word-vectors). Generate with "
+                   "--condition-text or --keywords.")
+@click.option("--condition-column", default=None, help="CSV/JSONL column whose text is embedded as the condition.")
+@click.option("--sentence-encoder", default=None,
+              help="sentence-transformers model name or folder for --condition-embedding sentence "
+                   "(default: the bundled all-MiniLM-L6-v2).")
+@click.option("--word-vectors", "word_vectors_file", type=click.Path(path_type=Path), default=None,
+              help="word2vec (.txt/.bin), GloVe or fastText .vec file for --condition-embedding word-vectors.")
+@click.option("--train-word-vectors", is_flag=True,
+              help="Fit Word2Vec on the corpus for --condition-embedding word-vectors.")
 @click.option("--constraint", "constraints", multiple=True, metavar="LABEL=TEXT",
               help="Constraint loss: pull the codes of texts labelled LABEL toward the code of TEXT (repeatable).")
 @click.option("--constraint-weight", type=click.FloatRange(min=0), default=1.0, show_default=True,
@@ -267,7 +279,9 @@ TEXT_RESUMABLE = RESUMABLE | {"text_column", "title_column", "label_column", "ta
 @click.option("--seed", type=int, default=0, show_default=True)
 @run_control_options
 @click.pass_context
-def train_text_command(ctx, data, out, text_column, title_column, label_column, tags_column, conditional, constraints,
+def train_text_command(ctx, data, out, text_column, title_column, label_column, tags_column, conditional,
+                       condition_embedding, condition_column, sentence_encoder, word_vectors_file, train_word_vectors,
+                       constraints,
                        constraint_weight, constraint_threshold, encoding, val_data, unit, max_tokens,
                        tokenizer_kind, vocab_size, lowercase, pretokenized, preset, rnn, layers, hidden, decoder_hidden,
                        embedding_dim, latent_dim, tie_embeddings, dropout, word_dropout, kl_schedule, kl_warmup_steps,
@@ -321,12 +335,21 @@ def train_text_command(ctx, data, out, text_column, title_column, label_column, 
     if decoder_hidden:
         overrides["decoder_hidden"] = decoder_hidden
     source = {"text_column": text_column, "title_column": title_column, "label_column": label_column,
-              "tags_column": tags_column, "encoding": encoding}
+              "tags_column": tags_column, "condition_column": condition_column, "encoding": encoding}
+    condition = None
+    if condition_embedding == "sentence":
+        condition = {"kind": "sentence", "encoder": sentence_encoder}
+    elif condition_embedding == "word-vectors":
+        if (word_vectors_file is None) == (not train_word_vectors):
+            raise VaekitError("--condition-embedding word-vectors: give --word-vectors FILE or --train-word-vectors")
+        condition = {"kind": "word-vectors", "word_vectors": str(word_vectors_file) if word_vectors_file else None}
+    elif condition_column or word_vectors_file or train_word_vectors or sentence_encoder:
+        raise VaekitError("--condition-column, --sentence-encoder and the word-vector options need --condition-embedding")
     run = train_text(data, out, source=source, val_data=val_data,
                      tokenizer_config=TokenizerConfig(kind=tokenizer_kind, vocab_size=vocab_size, lowercase=lowercase,
                                                       pretokenized=pretokenized),
                      preset=preset, model_overrides=overrides, training=training, unit=unit, max_tokens=max_tokens,
-                     resume=resume, overwrite=overwrite, progress=not quiet, conditional=conditional,
+                     resume=resume, overwrite=overwrite, progress=not quiet, conditional=conditional, condition=condition,
                      epochs=epochs if resume and ctx.get_parameter_source("epochs") == ParameterSource.COMMANDLINE else None)
     _report_run(run, "text")
 
@@ -435,10 +458,24 @@ def constraint_options(f):
                      help="A word that must not appear (repeatable): masked while decoding, so it never can.")(f)
     f = click.option("--require", multiple=True, metavar="WORD",
                      help="A word every output must contain (repeatable); a post-filter.")(f)
+    f = click.option("--keywords", default=None, metavar="'A, B'",
+                     help="Text-embedding conditional models: keywords to move toward (embedded as one text).")(f)
+    f = click.option("--condition-text", default=None, metavar="TEXT",
+                     help="Text-embedding conditional models: a sentence to move toward.")(f)
     f = click.option("--tags", default=None, metavar="A,B",
                      help="Conditional models with tags: the tags to write with (comma separated).")(f)
     return click.option("--label", default=None,
                         help="Conditional models: the label to write with (vary: keep the content, change the label).")(f)
+
+
+def _condition_text(text: str | None, keywords: str | None) -> str | None:
+    if text is not None and keywords is not None:
+        raise VaekitError("give --condition-text or --keywords, not both")
+    if keywords is not None:
+        from .data.text import parse_tags
+
+        return ", ".join(parse_tags(keywords))
+    return text
 
 
 def _tags(value: str | None) -> list[str] | None:
@@ -484,7 +521,8 @@ def _constraint_line(drawn: int, passed: int, rejected: dict, shown: int) -> str
               help="Sentence-transformers model for --min-similarity (default: bundled all-MiniLM-L6-v2).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (text and score of each variation).")
 def vary(run, text, n, temperature, strategy, top_p, seed, keep_copies, source_label, source_tags, label, tags,
-         require, ban, min_similarity, min_length, max_length, avoid, radius, max_draws, similarity_model, as_json):
+         condition_text, keywords, require, ban, min_similarity, min_length, max_length, avoid, radius, max_draws,
+         similarity_model, as_json):
     """Generate N variations of TEXT that keep its meaning and change its wording.
 
     The text is encoded, codes are drawn around its posterior, decoded, de-duplicated (copies of the input
@@ -498,7 +536,8 @@ def vary(run, text, n, temperature, strategy, top_p, seed, keep_copies, source_l
     if not _is_text(model):
         raise VaekitError(f"{run}: vary needs a text model; this run is an image model")
     options = dict(temperature=temperature, strategy=strategy, top_p=top_p, keep_copies=keep_copies, label=label,
-                   source_label=source_label, tags=_tags(tags), source_tags=_tags(source_tags))
+                   source_label=source_label, tags=_tags(tags), source_tags=_tags(source_tags),
+                   condition_text=_condition_text(condition_text, keywords))
     if avoid is not None:
         from .generate import code_of, near_mask
 
@@ -542,8 +581,8 @@ def vary(run, text, n, temperature, strategy, top_p, seed, keep_copies, source_l
 @constraint_options
 @click.option("--similarity-model", default=None,
               help="Sentence-transformers model for --min-similarity (default: bundled all-MiniLM-L6-v2).")
-def sample(run, n, out, seed, temperature, strategy, near, between, label, tags, require, ban, min_similarity,
-           min_length, max_length, avoid, radius, max_draws, similarity_model):
+def sample(run, n, out, seed, temperature, strategy, near, between, label, tags, condition_text, keywords, require,
+           ban, min_similarity, min_length, max_length, avoid, radius, max_draws, similarity_model):
     """Decode draws from the prior N(0, I), or from a region of the latent space (--near, --avoid,
     --between); text outputs can be filtered like vary's."""
     import torch
@@ -552,7 +591,7 @@ def sample(run, n, out, seed, temperature, strategy, near, between, label, tags,
     regions = near is not None or avoid is not None or between is not None
     filters = any([require, ban, min_similarity is not None, min_length, max_length])
     if not _is_text(model):
-        if regions or filters or label is not None or tags:
+        if regions or filters or label is not None or tags or condition_text or keywords:
             raise VaekitError("--near, --avoid, --between, --label, --tags and the word filters are for text models")
         from .images import sample_grid
 
@@ -561,9 +600,10 @@ def sample(run, n, out, seed, temperature, strategy, near, between, label, tags,
         return
     n = n or 10
     generator = torch.Generator().manual_seed(seed)
+    condition_text = _condition_text(condition_text, keywords)
     if not regions and not filters:
         _echo_texts(model.sample(n, generator=generator, temperature=temperature, strategy=strategy, label=label,
-                                 tags=_tags(tags)), out, f"{n} samples")
+                                 tags=_tags(tags), condition_text=condition_text), out, f"{n} samples")
         return
     from .generate import ban_ids, region_codes, words_of
 
@@ -579,8 +619,8 @@ def sample(run, n, out, seed, temperature, strategy, near, between, label, tags,
         rejected["region"] += stats["rejected"]
         if not len(z):
             break
-        candidates = model.generate(model.condition_codes(z, label, _tags(tags), generator), strategy=strategy,
-                                    generator=generator, banned=banned)
+        candidates = model.generate(model.condition_codes(z, label, _tags(tags), generator, condition_text),
+                                    strategy=strategy, generator=generator, banned=banned)
         kept = []
         for text in candidates:
             words, count = words_of(text), len(text.split())

@@ -161,14 +161,16 @@ def score_texts(model, texts: list[str], z: torch.Tensor) -> list[float]:
 def vary(model, text: str, n: int = 5, temperature: float = 0.5, strategy: Strategy = "sample",
          top_p: float = 0.9, seed: int | None = None, keep_copies: bool = False, oversample: int = 3,
          max_rounds: int = 4, banned: Iterable[int] = (), label: str | None = None,
-         source_label: str | None = None, reject=None, tags=None, source_tags=None) -> list[Variation]:
+         source_label: str | None = None, reject=None, tags=None, source_tags=None,
+         condition_text: str | None = None) -> list[Variation]:
     """Up to ``n`` variations of ``text``: encode it, draw codes z = mu + temperature * sigma * eps around its
     posterior (temperature 0 decodes the mean), decode them, drop duplicates and (unless ``keep_copies``)
     copies of the input, and rank by mean log-probability per token given the posterior mean.
 
     A conditional model encodes the text with ``source_label`` (inferred when not given) and decodes with
     ``label`` (default: the same): keep the content, change the label; likewise ``source_tags`` (default:
-    none) and ``tags`` (default: the source tags). ``reject(z) -> bool mask`` drops
+    none) and ``tags`` (default: the source tags), and for a text-embedding condition the input itself
+    (encoding) and ``condition_text`` (decoding; default: the input). ``reject(z) -> bool mask`` drops
     codes before decoding (latent-region constraints).
 
     A text longer than one unit is split into units (sentences or paragraphs, as the model was trained),
@@ -191,20 +193,25 @@ def vary(model, text: str, n: int = 5, temperature: float = 0.5, strategy: Strat
     tagging = (list(source_tags) if source_tags else None, list(tags) if tags else None)
     if (tags or source_tags) and not getattr(model, "config", None).num_tags:
         model.tags_vector(tags or source_tags)  # names the problem
+    if condition_text is not None:
+        model.embed_conditions([condition_text])  # a model without a text condition fails here, by name
     per_unit = [_vary_unit(model, unit, n, temperature, strategy, top_p, generator, keep_copies, oversample,
-                           max_rounds, list(banned), target, source, reject, tagging) for unit in model.units(text)]
+                           max_rounds, list(banned), target, source, reject, tagging, condition_text)
+                for unit in model.units(text)]
     count = min(len(v) for v in per_unit)
     return [Variation(" ".join(v[i].text for v in per_unit), sum(v[i].score for v in per_unit) / len(per_unit))
             for i in range(count)]
 
 
 def _vary_unit(model, unit, n, temperature, strategy, top_p, generator, keep_copies, oversample, max_rounds, banned,
-               target=None, source_label=None, reject=None, tagging=(None, None)):
+               target=None, source_label=None, reject=None, tagging=(None, None), condition_text=None):
     source_tags, target_tags = tagging
     batch = model.batch([unit], source_label, tags=[source_tags] if source_tags else None)
     posterior = model.encode(batch)
     conditional = getattr(model, "conditional", False)
-    labels, tag_row = None, None
+    labels, tag_row, cond_row = None, None, None
+    if conditional and model.config.condition_dim:
+        cond_row = model.embed_conditions([condition_text]) if condition_text is not None else batch.cond
     if conditional:
         if model.labelled:
             labels = torch.tensor([target if target is not None else int(batch.labels[0])])
@@ -221,7 +228,8 @@ def _vary_unit(model, unit, n, temperature, strategy, top_p, generator, keep_cop
             if not len(z):
                 continue
         code = model.decoder_code(z, None if labels is None else labels.expand(len(z)),
-                                  None if tag_row is None else tag_row.expand(len(z), -1)) if conditional else z
+                                  None if tag_row is None else tag_row.expand(len(z), -1),
+                                  None if cond_row is None else cond_row.expand(len(z), -1)) if conditional else z
         texts, _ = decode_texts(model, code, strategy=strategy, top_p=top_p, generator=generator, banned=banned)
         for candidate in texts:
             key = _normalise(candidate)
@@ -234,7 +242,8 @@ def _vary_unit(model, unit, n, temperature, strategy, top_p, generator, keep_cop
     if not candidates:
         return [Variation(unit, 0.0)] if keep_copies else []
     mean = posterior.mean
-    scores = score_texts(model, candidates, (model.decoder_code(mean, labels, tag_row) if conditional else mean)[0])
+    scores = score_texts(model, candidates,
+                         (model.decoder_code(mean, labels, tag_row, cond_row) if conditional else mean)[0])
     ranked = sorted(zip(candidates, scores), key=lambda item: -item[1])[:n]
     return [Variation(text, score) for text, score in ranked]
 

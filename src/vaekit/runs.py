@@ -9,7 +9,8 @@ from .errors import VaekitError
 from .models import MODEL_TYPES
 from .models.base import CONFIG_NAME, VAE
 
-RUN_FILES = ("config.json", "model.safetensors", "resume.pt", "metrics.jsonl", "tensorboard", "plots")
+RUN_FILES = ("config.json", "model.safetensors", "resume.pt", "metrics.jsonl", "tensorboard", "plots",
+             "word_vectors.safetensors", "word_vectors.json")
 
 
 def load(path: str | Path, map_location: str = "cpu") -> VAE:

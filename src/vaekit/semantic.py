@@ -41,8 +41,9 @@ def sentence_encoder(name: str | None = None):
     except ImportError:
         pass
     path = resolve_encoder(name)
-    if Path(path).is_dir():
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a local folder: never reach for a hub
+    # nothing is downloaded at run time: a model name must already be in the local cache (set HF_HUB_OFFLINE=0
+    # to allow downloads); this also spares a minute of retries on a machine without a network
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
     try:
         return SentenceTransformer(path, device="cpu")
     except Exception as exc:  # a missing model raises OSError, HTTP or hub errors depending on versions

@@ -40,8 +40,9 @@ def _is_val(rng: np.random.Generator, val_fraction: float) -> bool:
     return val_fraction > 0 and rng.random() < val_fraction
 
 
-def _units(src: TextSource, unit: Unit, max_tokens: int, part: str, val_fraction: float, seed: int) -> Iterator[tuple[str, str | None, tuple | None]]:
-    """(unit text, label, tags) of the training ("train") or validation ("val") part. The split is drawn per record
+def _units(src: TextSource, unit: Unit, max_tokens: int, part: str, val_fraction: float, seed: int) -> Iterator[tuple]:
+    """(unit text, label, tags, condition text) of the training ("train") or validation ("val") part; the
+    condition text is the --condition-column's, else the unit itself. The split is drawn per record
     (document) with ``seed``, before long documents are split, so no document straddles both parts.
     Whether a document is long is judged by its whitespace word count."""
     rng = np.random.default_rng(seed)
@@ -51,19 +52,21 @@ def _units(src: TextSource, unit: Unit, max_tokens: int, part: str, val_fraction
         if record.id != last_id:
             in_val, last_id = _is_val(rng, val_fraction), record.id
         if (part == "val") == in_val:
-            yield text, record.label, record.tags
+            yield text, record.label, record.tags, (record.condition if record.condition is not None else text)
 
 
-def _tokenize_to(writer: TokenFileWriter, tokenizer: TextTokenizer, units: Iterator[tuple[str, str | None, tuple | None]],
-                 max_tokens: int, labels: list[str] | None, tag_names: list[str] | None = None) -> dict:
-    """Encode in chunks, truncating to max_tokens; returns counts."""
+def _tokenize_to(writer: TokenFileWriter, tokenizer: TextTokenizer, units: Iterator[tuple],
+                 max_tokens: int, labels: list[str] | None, tag_names: list[str] | None = None, embedder=None) -> dict:
+    """Encode in chunks, truncating to max_tokens; with ``embedder``, each kept text's condition vector too.
+    Returns counts."""
     stats = {"items": 0, "tokens": 0, "truncated": 0, "empty": 0}
-    chunk: list[tuple[str, str | None, tuple | None]] = []
+    chunk: list[tuple] = []
     tag_index = {t: i for i, t in enumerate(tag_names or [])}
     writer.num_tags = len(tag_index)
 
     def flush():
-        for (_, label, tags), ids in zip(chunk, tokenizer.encode_batch([t for t, _, _ in chunk])):
+        conditions = []
+        for (_, label, tags, condition), ids in zip(chunk, tokenizer.encode_batch([u[0] for u in chunk])):
             if not ids:
                 stats["empty"] += 1
                 continue
@@ -72,8 +75,11 @@ def _tokenize_to(writer: TokenFileWriter, tokenizer: TextTokenizer, units: Itera
                 ids = ids[:max_tokens]
             writer.add(ids, labels.index(label) if labels and label in labels else None,
                        [tag_index[t] for t in tags if t in tag_index] if tag_index and tags is not None else None)
+            conditions.append(condition)
             stats["items"] += 1
             stats["tokens"] += len(ids)
+        if embedder is not None and conditions:
+            writer.cond.append(embedder(conditions))
         chunk.clear()
 
     for item in units:
@@ -87,7 +93,7 @@ def _tokenize_to(writer: TokenFileWriter, tokenizer: TextTokenizer, units: Itera
 
 def prepare_corpus(src: TextSource, work: Path, tokenizer_config: TokenizerConfig, unit: Unit, max_tokens: int,
                    val_fraction: float, seed: int, val_src: TextSource | None,
-                   tokenizer: TextTokenizer | None = None) -> tuple[TextTokenizer, dict]:
+                   tokenizer: TextTokenizer | None = None, condition: dict | None = None) -> tuple[TextTokenizer, dict]:
     """Train the tokenizer on the training part (streamed), then stream both parts into token id files
     ``work/train.*`` and ``work/val.*``."""
     split = 0.0 if val_src is not None else val_fraction
@@ -103,11 +109,16 @@ def prepare_corpus(src: TextSource, work: Path, tokenizer_config: TokenizerConfi
     if tokenizer is None:
         tokenizer = TextTokenizer.train((u[0] for u in _units(src, unit, max_tokens, "train", split, seed)),
                                         tokenizer_config)
+    embedder = _condition_embedder(condition, src, unit, max_tokens, split, seed, work) if condition else None
     stats = {"train": _tokenize_to(TokenFileWriter(work / "train"), tokenizer,
-                                   _units(src, unit, max_tokens, "train", split, seed), max_tokens, labels, tag_names)}
+                                   _units(src, unit, max_tokens, "train", split, seed), max_tokens, labels, tag_names,
+                                   embedder)}
     val_units = (_units(val_src, unit, max_tokens, "train", 0.0, seed) if val_src is not None
                  else _units(src, unit, max_tokens, "val", split, seed))
-    stats["val"] = _tokenize_to(TokenFileWriter(work / "val"), tokenizer, val_units, max_tokens, labels, tag_names)
+    stats["val"] = _tokenize_to(TokenFileWriter(work / "val"), tokenizer, val_units, max_tokens, labels, tag_names,
+                                embedder)
+    if embedder is not None:
+        stats["condition_dim"] = int(embedder.dim)
     stats["label_names"] = labels
     stats["tag_names"] = tag_names
     if stats["train"]["items"] == 0:
@@ -119,16 +130,37 @@ def prepare_corpus(src: TextSource, work: Path, tokenizer_config: TokenizerConfi
     return tokenizer, stats
 
 
+def _condition_embedder(condition: dict, src: TextSource, unit: Unit, max_tokens: int, split: float, seed: int,
+                        work: Path):
+    """The embedder of condition texts: a sentence encoder, or word vectors (from a file, or fitted on the
+    training part's condition texts), which are written to ``work`` to travel with the run."""
+    from .conditions import SentenceEmbedder, WordVectors, words
+
+    if condition["kind"] == "sentence":
+        return SentenceEmbedder(condition.get("encoder"))
+    texts = (u[3] for u in _units(src, unit, max_tokens, "train", split, seed))
+    if condition.get("word_vectors"):
+        keep = {w for t in texts for w in words(t)}
+        vectors = WordVectors.from_file(condition["word_vectors"], keep)
+    else:
+        vectors = WordVectors.train(texts, seed=seed)
+    vectors.save(work)
+    return vectors
+
+
 def train_text(data: str | Path | None, out: str | Path, *, source: dict | None = None, val_data: str | Path | None = None,
                tokenizer_config: TokenizerConfig | None = None, preset: str = "default", model_overrides: dict | None = None,
                training: TrainConfig | None = None, unit: Unit = "sentence", max_tokens: int = 64,
                resume: bool = False, overwrite: bool = False, progress: bool = False, epochs: int | None = None,
-               conditional: bool = False) -> TextRun:
+               conditional: bool = False, condition: dict | None = None) -> TextRun:
     """Train a TextVAE on a corpus into run folder ``out``.
 
     ``source`` holds the reading options (text_column, title_column, label_column, encoding). Everything is
     read and tokenized into a temporary folder beside ``out`` first; ``out`` is touched only once that worked.
-    With ``conditional`` the model is a conditional VAE on the label column (every text needs a label).
+    With ``conditional`` the model is a conditional VAE on the label and/or tags columns (every text needs a
+    label). ``condition`` adds a dense condition: {"kind": "sentence", "encoder": name or None} or
+    {"kind": "word-vectors", "word_vectors": path or None (None: fit Word2Vec on the corpus)}, embedding
+    the source's condition_column (or each text itself).
     """
     given = training or TrainConfig()
     distributed.init(distributed.resolve_device(given.device))
@@ -157,8 +189,11 @@ def train_text(data: str | Path | None, out: str | Path, *, source: dict | None 
         src = TextSource(str(data), **(source or {}))
         val_src = TextSource(str(val_data), **(source or {})) if val_data is not None else None
         tokenizer_config = tokenizer_config or TokenizerConfig()
-        if conditional and src.label_column is None and src.tags_column is None:
-            raise VaekitError("--conditional needs --label-column or --tags-column: what to condition on")
+        if conditional and src.label_column is None and src.tags_column is None and condition is None:
+            raise VaekitError("--conditional needs --label-column, --tags-column or --condition-embedding: "
+                              "what to condition on")
+        if condition is not None and condition.get("kind") not in ("sentence", "word-vectors"):
+            raise VaekitError(f"--condition-embedding {condition.get('kind')!r}: choose sentence or word-vectors")
 
         def model_for(tokenizer: TextTokenizer, stats: dict) -> TextVAE:
             names = stats.get("label_names") or ()
@@ -166,7 +201,11 @@ def train_text(data: str | Path | None, out: str | Path, *, source: dict | None 
             config = TextVAEConfig(**{**PRESETS[preset], **(model_overrides or {}), "vocab_size": tokenizer.vocab_size,
                                       "max_tokens": max_tokens, "unit": unit,
                                       "label_names": tuple(names) if conditional and src.label_column else (),
-                                      "tag_names": tuple(tags) if conditional and src.tags_column else ()})
+                                      "tag_names": tuple(tags) if conditional and src.tags_column else (),
+                                      "condition_dim": int(stats.get("condition_dim") or 0) if condition else 0,
+                                      "condition_encoder": (("word-vectors" if condition["kind"] == "word-vectors"
+                                                             else condition.get("encoder") or "all-MiniLM-L6-v2")
+                                                            if condition else "")})
             torch.manual_seed(training.seed)
             return TextVAE(config, tokenizer)
 
@@ -176,7 +215,7 @@ def train_text(data: str | Path | None, out: str | Path, *, source: dict | None 
             work = Path(tempfile.mkdtemp(dir=parent, prefix=f".{out.name}.tokens."))
             try:
                 tokenizer, stats = prepare_corpus(src, work, tokenizer_config, unit, max_tokens, training.val_fraction,
-                                                  training.seed, val_src)
+                                                  training.seed, val_src, condition=condition)
                 if conditional:
                     _check_labels(work, stats, src)
                 _check_constraints(model_overrides or {}, stats, src)
@@ -184,6 +223,11 @@ def train_text(data: str | Path | None, out: str | Path, *, source: dict | None 
                 _check_batch(training, stats)
                 clear_run_dir(out)
                 shutil.rmtree(out / TOKENS_DIR, ignore_errors=True)
+                from .conditions import VECTORS_NAME, WORDS_NAME
+
+                for name in (VECTORS_NAME, WORDS_NAME):  # word vectors travel with the run, beside the model
+                    if (work / name).is_file():
+                        os.replace(work / name, out / name)
                 os.replace(work, out / TOKENS_DIR)
             finally:
                 shutil.rmtree(work, ignore_errors=True)
@@ -195,6 +239,7 @@ def train_text(data: str | Path | None, out: str | Path, *, source: dict | None 
         tokenizer = TextTokenizer.load(out / TOKENIZER_NAME, tokenizer_config)
         stats = read_json(out / CONFIG_NAME)["data"]["stats"]
         model = model_for(tokenizer, stats)
+        model.attach_conditions(out)
     model.data_label_names = tuple(stats.get("label_names") or ())  # for the constraint loss
     tokens = out / TOKENS_DIR
     train_set = TextBatches(TokenFile(tokens / "train"))

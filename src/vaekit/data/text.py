@@ -36,6 +36,7 @@ class TextRecord:
     label: str | None = None
     title: str | None = None
     tags: tuple[str, ...] | None = None
+    condition: str | None = None  # text whose embedding conditions the model (--condition-column)
 
 
 def parse_tags(value) -> tuple[str, ...]:
@@ -54,6 +55,7 @@ class TextSource:
     label_column: str | None = None
     encoding: str = "utf-8"
     tags_column: str | None = None
+    condition_column: str | None = None
 
 
 def _kind(path: Path) -> tuple[str, bool]:
@@ -136,13 +138,15 @@ def _read_csv(path: Path, src: TextSource, gz: bool) -> Iterator[TextRecord]:
         title_col = _pick_column(columns, src.title_column, "--title-column", path)
         label_col = _pick_column(columns, src.label_column, "--label-column", path)
         tags_col = _pick_column(columns, src.tags_column, "--tags-column", path)
+        cond_col = _pick_column(columns, src.condition_column, "--condition-column", path)
         id_col = next((c for c in ("id", "post_id") if c in columns), None)
         for row in reader:
             text = (row.get(text_col) or "").strip()
             if text:
                 yield TextRecord(text, f"{path.name}:{row[id_col]}" if id_col else f"{path.name}:{reader.line_num}",
                                  row.get(label_col) if label_col else None, row.get(title_col) if title_col else None,
-                                 parse_tags(row.get(tags_col)) if tags_col else None)
+                                 parse_tags(row.get(tags_col)) if tags_col else None,
+                                 (row.get(cond_col) or "") if cond_col else None)
 
 
 def _read_jsonl(path: Path, src: TextSource, gz: bool) -> Iterator[TextRecord]:
@@ -160,7 +164,7 @@ def _read_jsonl(path: Path, src: TextSource, gz: bool) -> Iterator[TextRecord]:
             if text_col is None:
                 text_col = _pick_column(list(row), src.text_column, "--text-column", path, DEFAULT_TEXT_COLUMNS)
                 for option, column in (("--title-column", src.title_column), ("--label-column", src.label_column),
-                                       ("--tags-column", src.tags_column)):
+                                       ("--tags-column", src.tags_column), ("--condition-column", src.condition_column)):
                     _pick_column(list(row), column, option, path)
             text = row.get(text_col)
             if not isinstance(text, str):
@@ -170,7 +174,8 @@ def _read_jsonl(path: Path, src: TextSource, gz: bool) -> Iterator[TextRecord]:
                 yield TextRecord(text.strip(), f"{path.name}:{row.get('id', number)}",
                                  None if label is None else str(label),
                                  row.get(src.title_column) if src.title_column else None,
-                                 parse_tags(row.get(src.tags_column)) if src.tags_column else None)
+                                 parse_tags(row.get(src.tags_column)) if src.tags_column else None,
+                                 str(row.get(src.condition_column) or "") if src.condition_column else None)
 
 
 def _read_file(path: Path, src: TextSource) -> Iterator[TextRecord]:
@@ -260,6 +265,8 @@ class TokenFile:
         self.labels = np.load(labels_path) if labels_path.exists() else None
         tags_path = Path(f"{stem}.tags.npy")
         self.tags = np.load(tags_path) if tags_path.exists() else None  # (n, T) uint8 multi-hot
+        cond_path = Path(f"{stem}.cond.npy")
+        self.cond = np.load(cond_path, mmap_mode="r") if cond_path.exists() else None  # (n, E) float32
 
     def __len__(self) -> int:
         return len(self.offsets) - 1
@@ -283,6 +290,7 @@ class TokenFileWriter:
         self.labels: list[int] = []
         self.tags: list[list[int]] = []
         self.num_tags = 0
+        self.cond: list[np.ndarray] = []  # condition vectors, added a chunk at a time (add_conditions)
 
     def add(self, ids: list[int], label: int | None = None, tags: list[int] | None = None) -> None:
         self.fh.write(np.asarray(ids, dtype=np.uint32).tobytes())
@@ -305,6 +313,8 @@ class TokenFileWriter:
         np.save(f"{self.stem}.offsets.npy", np.asarray(self.offsets, dtype=np.int64))
         if self.labels and len(self.labels) == len(self.offsets) - 1:
             np.save(f"{self.stem}.labels.npy", np.asarray(self.labels, dtype=np.int64))
+        if self.cond:
+            np.save(f"{self.stem}.cond.npy", np.concatenate(self.cond).astype(np.float32))
         if self.num_tags and len(self.tags) == len(self.offsets) - 1:
             hot = np.zeros((len(self.tags), self.num_tags), dtype=np.uint8)
             for row, indices in enumerate(self.tags):
@@ -320,6 +330,7 @@ class TextBatch:
     lengths: torch.Tensor
     labels: torch.Tensor | None = None  # (b,) label indices
     tags: torch.Tensor | None = None  # (b, T) multi-hot, float
+    cond: torch.Tensor | None = None  # (b, E) condition embeddings, float
 
     def __len__(self) -> int:
         return self.ids.shape[0]
@@ -328,23 +339,26 @@ class TextBatch:
         lengths = self.lengths[index]
         t = int(lengths.max()) if len(lengths) else 0
         return TextBatch(self.ids[index][:, :t], lengths, None if self.labels is None else self.labels[index],
-                         None if self.tags is None else self.tags[index])
+                         None if self.tags is None else self.tags[index],
+                         None if self.cond is None else self.cond[index])
 
     def repeat(self, k: int) -> "TextBatch":
         """The batch k times over, (k * b, t), item-major within each copy."""
         return TextBatch(self.ids.repeat(k, 1), self.lengths.repeat(k),
                          None if self.labels is None else self.labels.repeat(k),
-                         None if self.tags is None else self.tags.repeat(k, 1))
+                         None if self.tags is None else self.tags.repeat(k, 1),
+                         None if self.cond is None else self.cond.repeat(k, 1))
 
 
 def collate(sequences: list[np.ndarray], pad_id: int = 0, labels: list[int] | None = None,
-            tags: np.ndarray | None = None) -> TextBatch:
+            tags: np.ndarray | None = None, cond: np.ndarray | None = None) -> TextBatch:
     lengths = torch.tensor([len(s) for s in sequences], dtype=torch.long)
     ids = torch.full((len(sequences), max(1, int(lengths.max()))), pad_id, dtype=torch.long)
     for i, seq in enumerate(sequences):
         ids[i, :len(seq)] = torch.from_numpy(seq.astype(np.int64))
     return TextBatch(ids, lengths, None if labels is None else torch.tensor(labels, dtype=torch.long),
-                     None if tags is None else torch.from_numpy(np.asarray(tags, dtype=np.float32)))
+                     None if tags is None else torch.from_numpy(np.asarray(tags, dtype=np.float32)),
+                     None if cond is None else torch.from_numpy(np.asarray(cond, dtype=np.float32)))
 
 
 class TextBatches:
@@ -364,7 +378,8 @@ class TextBatches:
     def _batch(self, index: np.ndarray) -> TextBatch:
         labels = None if self.tokens.labels is None else self.tokens.labels[index].tolist()
         tags = None if self.tokens.tags is None else self.tokens.tags[index]
-        return collate([self.tokens[i] for i in index], self.pad_id, labels, tags)
+        cond = None if self.tokens.cond is None else np.asarray(self.tokens.cond[index])
+        return collate([self.tokens[i] for i in index], self.pad_id, labels, tags, cond)
 
     def _plan(self, batch_size: int, generator: torch.Generator | None) -> list[np.ndarray]:
         n = len(self)

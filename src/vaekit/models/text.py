@@ -9,6 +9,7 @@ import dataclasses
 from pathlib import Path
 from typing import Literal
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -41,6 +42,10 @@ class TextVAEConfig:
     label_names: tuple[str, ...] = ()
     # ... and on tags: multi-hot c (several at once, or none)
     tag_names: tuple[str, ...] = ()
+    # ... and on a dense embedding of a condition text (vaekit.conditions): its size and what makes it
+    # ("word-vectors", or a sentence-transformers model name or folder)
+    condition_dim: int = 0
+    condition_encoder: str = ""
     # constraint loss: texts labelled constraint_labels[i] are pulled toward the code of constraint_texts[i]
     constraint_labels: tuple[str, ...] = ()
     constraint_texts: tuple[str, ...] = ()
@@ -96,7 +101,8 @@ class TextVAE(VAE):
         super().__init__(config)
         self.tokenizer = tokenizer
         self.embedding = nn.Embedding(config.vocab_size, config.embedding_dim, padding_idx=PAD_ID)
-        c = config.num_labels + config.num_tags
+        c = config.num_labels + config.num_tags + config.condition_dim
+        self.condition_embedder = None  # set by attach_conditions for a dense-condition model
         self.encoder = BiRNNEncoder(config.embedding_dim, config.rnn, config.encoder_hidden, config.encoder_dense,
                                     config.latent_dim, config.dropout, cond_dim=c)
         # the decoder's code is [z, c]: generation passes that concatenation wherever it passes "z"
@@ -151,7 +157,31 @@ class TextVAE(VAE):
     # --- conditions (a conditional VAE when config.label_names is set) ---------------------------
     @property
     def conditional(self) -> bool:
-        return self.config.num_labels > 0 or self.config.num_tags > 0
+        return self.config.num_labels > 0 or self.config.num_tags > 0 or self.config.condition_dim > 0
+
+    def attach_conditions(self, directory: Path) -> None:
+        """The embedder of condition texts: the run's word vectors, or the named sentence encoder."""
+        from ..conditions import WORD_VECTORS, SentenceEmbedder, WordVectors
+
+        if not self.config.condition_dim:
+            return
+        if self.config.condition_encoder == WORD_VECTORS:
+            self.condition_embedder = WordVectors.load(Path(directory))
+        else:
+            self.condition_embedder = SentenceEmbedder(self.config.condition_encoder)
+
+    def embed_conditions(self, texts: list[str]) -> torch.Tensor:
+        """(n, E) condition vectors of condition texts (a sentence, or keywords)."""
+        if not self.config.condition_dim:
+            raise VaekitError("--condition-text/--keywords: this model was trained without a condition embedding; "
+                              "train it with --condition-embedding")
+        if self.condition_embedder is None:
+            raise VaekitError("this model's condition embedder is not attached; load it with vaekit.load(RUN)")
+        vectors = torch.from_numpy(np.asarray(self.condition_embedder(list(texts)), dtype=np.float32))
+        if vectors.shape[1] != self.config.condition_dim:
+            raise VaekitError(f"condition vectors have {vectors.shape[1]} dimensions, the model was trained with "
+                              f"{self.config.condition_dim}")
+        return vectors
 
     @property
     def labelled(self) -> bool:
@@ -171,7 +201,8 @@ class TextVAE(VAE):
             vector[names.index(tag)] = 1.0
         return vector
 
-    def condition(self, labels: torch.Tensor | None, tags: torch.Tensor | None, n: int) -> torch.Tensor:
+    def condition(self, labels: torch.Tensor | None, tags: torch.Tensor | None, n: int,
+                  cond: torch.Tensor | None = None) -> torch.Tensor:
         """c (n, C): the one-hot label (labelled models) then the multi-hot tags (tagged models; none: zeros)."""
         parts = []
         if self.labelled:
@@ -180,11 +211,18 @@ class TextVAE(VAE):
             parts.append(self.one_hot(labels))
         if self.config.num_tags:
             parts.append(tags.float() if tags is not None else torch.zeros(n, self.config.num_tags))
+        if self.config.condition_dim:
+            if cond is None:
+                raise VaekitError("this model is conditioned on a text embedding: give --condition-text or --keywords")
+            parts.append(cond.float())
         return torch.cat(parts, dim=-1)
 
     def condition_codes(self, z: torch.Tensor, label: str | None = None, tags=None,
-                        generator: torch.Generator | None = None) -> torch.Tensor:
-        """Decoder codes for z (n, d) written with ``label`` (default: one drawn uniformly) and ``tags``."""
+                        generator: torch.Generator | None = None, condition_text: str | None = None) -> torch.Tensor:
+        """Decoder codes for z (n, d) written with ``label`` (default: one drawn uniformly), ``tags`` and the
+        embedding of ``condition_text``."""
+        if condition_text is not None and not self.config.condition_dim:
+            self.embed_conditions([condition_text])  # names the problem
         if not self.conditional:
             if label is not None:
                 self.label_index(label)  # names the problem
@@ -199,7 +237,8 @@ class TextVAE(VAE):
         elif label is not None:
             self.label_index(label)
         tag_rows = self.tags_vector(tags).expand(n, -1) if tags else None
-        return self.decoder_code(z, labels, tag_rows)
+        cond = self.embed_conditions([condition_text]).expand(n, -1) if condition_text is not None else None
+        return self.decoder_code(z, labels, tag_rows, cond)
 
     def label_index(self, label: str) -> int:
         """The index of ``label``; an unknown one is an error that lists the known ones."""
@@ -216,14 +255,14 @@ class TextVAE(VAE):
         return F.one_hot(labels.long(), self.config.num_labels).float()
 
     def decoder_code(self, z: torch.Tensor, labels: torch.Tensor | None = None,
-                     tags: torch.Tensor | None = None) -> torch.Tensor:
+                     tags: torch.Tensor | None = None, cond: torch.Tensor | None = None) -> torch.Tensor:
         """What the decoder reads: z (b, d), with the condition c beside it for a conditional model."""
         if not self.conditional:
             return z
-        return torch.cat([z, self.condition(labels, tags, len(z)).to(z.device, z.dtype)], dim=-1)
+        return torch.cat([z, self.condition(labels, tags, len(z), cond).to(z.device, z.dtype)], dim=-1)
 
     def _condition_of(self, x: TextBatch) -> torch.Tensor:
-        return self.condition(self._labels_of(x) if self.labelled else None, x.tags, len(x))
+        return self.condition(self._labels_of(x) if self.labelled else None, x.tags, len(x), x.cond)
 
     def _labels_of(self, x: TextBatch) -> torch.Tensor:
         if x.labels is None:
@@ -313,7 +352,7 @@ class TextVAE(VAE):
         return self.tokenizer
 
     def batch(self, texts: list[str], labels: list[str] | None = None, infer: bool = True,
-              tags: list | None = None) -> TextBatch:
+              tags: list | None = None, conditions: list[str] | None = None) -> TextBatch:
         """Tokenize and pad strings into a TextBatch, truncating each to ``max_tokens``. A conditional model's
         texts carry their labels; without ``labels`` they are inferred (see infer_labels)."""
         tokenizer = self._need_tokenizer()
@@ -327,6 +366,9 @@ class TextVAE(VAE):
             if len(tags) != len(texts):
                 raise VaekitError(f"{len(tags)} tag lists for {len(texts)} texts")
             batch.tags = torch.stack([self.tags_vector(t) for t in tags]) if texts else None
+        if self.config.condition_dim and len(texts) and (conditions is not None or infer):
+            # each text's condition: the given condition texts, else the texts themselves
+            batch.cond = self.embed_conditions(conditions if conditions is not None else list(texts))
         if labels is None and self.labelled and infer and len(texts):
             batch.labels = self.infer_labels(batch)
         return batch
@@ -353,13 +395,15 @@ class TextVAE(VAE):
         """Greedy decoding of each code into a string: z (b, d), or (b, d + C) with a conditional model's
         one-hot labels (see decoder_code); a conditional model given bare z decodes with its first label."""
         if self.conditional and z.shape[-1] == self.latent_dim:
-            z = self.decoder_code(z, torch.zeros(len(z), dtype=torch.long) if self.labelled else None)
+            cond = torch.zeros(len(z), self.config.condition_dim) if self.config.condition_dim else None
+            z = self.decoder_code(z, torch.zeros(len(z), dtype=torch.long) if self.labelled else None, None, cond)
         return self.generate(z, strategy="greedy")
 
     @torch.no_grad()
     def reconstruct(self, texts: list[str], strategy: str = "greedy", labels: list[str] | None = None) -> list[str]:
         batch = self.batch(texts, labels)
-        return self.generate(self.decoder_code(self.encode(batch).mean, batch.labels, batch.tags), strategy=strategy)
+        return self.generate(self.decoder_code(self.encode(batch).mean, batch.labels, batch.tags, batch.cond),
+                             strategy=strategy)
 
     @torch.no_grad()
     def interpolate(self, a: str, b: str, steps: int = 7, strategy: str = "greedy", label: str | None = None) -> list[str]:
@@ -370,16 +414,19 @@ class TextVAE(VAE):
         t = torch.linspace(0, 1, steps)[:, None]
         target = self.label_index(label) if label is not None else (int(batch.labels[0]) if self.labelled else 0)
         labels = torch.full((steps,), target, dtype=torch.long)
-        return self.generate(self.decoder_code((1 - t) * za + t * zb, labels), strategy=strategy)
+        cond = batch.cond[:1].expand(steps, -1) if batch.cond is not None else None
+        tags = batch.tags[:1].expand(steps, -1) if batch.tags is not None else None
+        return self.generate(self.decoder_code((1 - t) * za + t * zb, labels, tags, cond), strategy=strategy)
 
     @torch.no_grad()
     def sample(self, n: int, generator: torch.Generator | None = None, temperature: float = 1.0,
-               strategy: str = "greedy", label: str | None = None, tags=None, **options) -> list[str]:
+               strategy: str = "greedy", label: str | None = None, tags=None, condition_text: str | None = None,
+               **options) -> list[str]:
         """Decode n draws from the prior; a conditional model decodes each with ``label`` (or a label drawn
-        uniformly) and ``tags``."""
+        uniformly), ``tags`` and the embedding of ``condition_text``."""
         z = temperature * torch.randn((n, self.latent_dim), generator=generator)
-        return self.generate(self.condition_codes(z, label, tags, generator), strategy=strategy, generator=generator,
-                             **options)
+        return self.generate(self.condition_codes(z, label, tags, generator, condition_text), strategy=strategy,
+                             generator=generator, **options)
 
     # --- monitoring ---------------------------------------------------------------------------
     def log_examples(self, monitor, batch: TextBatch, step: int, generator: torch.Generator) -> None:
@@ -388,8 +435,15 @@ class TextVAE(VAE):
         tokenizer = self._need_tokenizer()
         originals = [tokenizer.decode(ids[:length]) for ids, length in zip(batch.ids[:5], batch.lengths[:5])]
         first = batch[:5]
-        recon = self.generate(self.decoder_code(self.encode(first).mean, first.labels, first.tags), strategy="greedy")
-        samples = self.sample(5, generator=generator)
+        recon = self.generate(self.decoder_code(self.encode(first).mean, first.labels, first.tags, first.cond),
+                              strategy="greedy")
+        if self.config.condition_dim:  # prior draws written with the first text's condition
+            z = torch.randn((5, self.latent_dim), generator=generator)
+            labels = first.labels[:1].expand(5) if self.labelled and first.labels is not None else None
+            samples = self.generate(self.decoder_code(z, labels, None if first.tags is None else first.tags[:1].expand(5, -1),
+                                                      first.cond[:1].expand(5, -1)), strategy="greedy")
+        else:
+            samples = self.sample(5, generator=generator)
         lines = [f"step {step}", "reconstructions (input => output):"]
         lines += [f"  {a} => {b}" for a, b in zip(originals, recon)]
         lines += ["prior samples:"] + [f"  {s}" for s in samples]
@@ -407,6 +461,8 @@ class TextVAE(VAE):
     def save_pretrained(self, directory) -> Path:
         directory = super().save_pretrained(directory)
         self._need_tokenizer().save(directory / TOKENIZER_NAME)
+        if hasattr(self.condition_embedder, "save"):  # word vectors travel with the model
+            self.condition_embedder.save(directory)
         return directory
 
     @classmethod
@@ -417,3 +473,4 @@ class TextVAE(VAE):
             raise VaekitError(f"{directory / TOKENIZER_NAME}: has {tokenizer.vocab_size} tokens but the model was trained "
                               f"with a vocabulary of {model.config.vocab_size}; it belongs to another run")
         model.tokenizer = tokenizer
+        model.attach_conditions(directory)
