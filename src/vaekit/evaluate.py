@@ -38,7 +38,11 @@ def evaluate(model: VAE, batches: Iterable[Any], iw_samples: int = 100, seed: in
     mi_values, mi_weights = [], []
     chunk = max(1, 512 // max(1, iw_samples))
     bar = tqdm(total=total, desc="evaluating", unit="item", disable=not progress)
-    for batch in batches:
+    from .memory import trim
+
+    for number, batch in enumerate(batches, start=1):
+        if number % 5 == 0:
+            trim()  # see vaekit.memory
         before = len(parts["mean"])
         for start in range(0, len(batch), chunk):
             items = batch[start:start + chunk]

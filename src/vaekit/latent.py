@@ -189,11 +189,15 @@ def encode_items(model, items, progress: bool = False) -> dict:
     model.eval()
     means, logvars = [], []
     bar = tqdm(total=items.count, desc="encoding", unit="item", disable=not progress)
-    for batch in items.batches():
+    from .memory import trim
+
+    for i, batch in enumerate(items.batches(), start=1):
         posterior = model.encode(batch)
-        means.append(posterior.mean.float().numpy())
-        logvars.append(posterior.logvar.float().numpy())
+        means.append(posterior.mean.float().numpy().copy())  # not a view that keeps the head's output alive
+        logvars.append(posterior.logvar.float().numpy().copy())
         bar.update(len(batch))
+        if i % 20 == 0:
+            trim()  # see vaekit.memory: without it, resident memory grows with the number of batches
     bar.close()
     codes = {"mean": np.concatenate(means), "logvar": np.concatenate(logvars), "ids": items.ids}
     if items.labels is not None:

@@ -121,7 +121,11 @@ def validation_loss(model: VAE, data: TrainData, batch_size: int, precision: str
     generator = torch.Generator(device).manual_seed(seed)
     totals = {"loss": 0.0, "rec": 0.0, "kl": 0.0}
     count, tokens, means, mi, mi_weight = 0, 0, [], 0.0, 0
-    for batch in data.eval_batches(batch_size):
+    from .memory import trim
+
+    for number, batch in enumerate(data.eval_batches(batch_size), start=1):
+        if number % 5 == 0:
+            trim()  # see vaekit.memory
         n = batch_size_of(batch)
         batch = to_device(batch, device)
         with autocast(precision, device):
