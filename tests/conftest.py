@@ -77,3 +77,12 @@ def fit_steps(model, batch, steps: int, lr: float, seed: int = 0, **loss_options
         out.loss.backward()
         optimizer.step()
     return out
+
+
+def run_cli(*args):
+    """The vaekit CLI in-process: arguments are turned into strings; exceptions other than exits propagate."""
+    from click.testing import CliRunner
+
+    from vaekit.cli import cli
+
+    return CliRunner().invoke(cli, list(map(str, args)), catch_exceptions=False)

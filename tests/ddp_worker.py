@@ -3,7 +3,6 @@ writes its own copy of the parameters so the test can compare them."""
 import sys
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.distributed as dist
 from safetensors.torch import save_file

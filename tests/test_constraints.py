@@ -4,20 +4,14 @@ import json
 
 import pytest
 import torch
-from click.testing import CliRunner
 
 import vaekit
-from vaekit.cli import cli
 from vaekit.errors import VaekitError
 from vaekit.generate import ban_ids, region_codes, vary_constrained, words_of
 
-from conftest import two_topic_sentences
+from conftest import run_cli as run, two_topic_sentences
 
 CAT = "the lazy cat sat on the warm mat."
-
-
-def run(*args):
-    return CliRunner().invoke(cli, list(map(str, args)), catch_exceptions=False)
 
 
 @pytest.fixture(scope="module")

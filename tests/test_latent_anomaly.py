@@ -4,18 +4,12 @@ import json
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 
 from vaekit.anomaly import anomaly_flags, calibrate, detection_metrics
-from vaekit.cli import cli
 from vaekit.errors import VaekitError
 from vaekit.latent import traversal_codes, write_codes
 
-from conftest import blobs, two_topic_sentences
-
-
-def run(*args):
-    return CliRunner().invoke(cli, list(map(str, args)), catch_exceptions=False)
+from conftest import run_cli as run, blobs, two_topic_sentences
 
 
 @pytest.fixture(scope="module")

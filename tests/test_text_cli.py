@@ -4,11 +4,9 @@ import subprocess
 import sys
 
 import pytest
-from click.testing import CliRunner
 
-from vaekit.cli import cli
 
-from conftest import two_topic_sentences
+from conftest import run_cli as run, two_topic_sentences
 
 TINY = ["--embedding-dim", "16", "--hidden", "16", "--latent-dim", "4", "--dropout", "0", "--batch-size", "16",
         "--precision", "fp32", "--quiet"]
@@ -16,10 +14,6 @@ TINY = ["--embedding-dim", "16", "--hidden", "16", "--latent-dim", "4", "--dropo
 
 def vaekit_cmd(*args):
     return subprocess.run([sys.executable, "-m", "vaekit", *map(str, args)], capture_output=True, text=True)
-
-
-def run(*args):
-    return CliRunner().invoke(cli, list(map(str, args)), catch_exceptions=False)
 
 
 @pytest.fixture(scope="module")
