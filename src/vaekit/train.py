@@ -366,7 +366,9 @@ class Trainer:
         0.1 nats or no active unit means the decoder ignores z. Said once per run."""
         cfg = self.config
         warmed = kl_weight(self.step, cfg, self.step + 1) >= 0.99 * cfg.beta if cfg.kl_schedule != "cyclical" else self.epoch >= 2
-        if self._collapse_warned or not warmed or cfg.beta == 0 or not self.main:
+        # the first epochs often start near KL 0 and climb out (the 8x8 digits did): judge from the third on
+        settled = self.epoch >= min(3, cfg.epochs)
+        if self._collapse_warned or not warmed or not settled or cfg.beta == 0 or not self.main:
             return
         if val["kl"] < 0.1 or val["active_units"] == 0:
             self._collapse_warned = True
