@@ -112,7 +112,7 @@ def test_sample_interpolate_decode_encode_score(client):
 @pytest.mark.parametrize("path, body, status, message", [
     ("/v1/vary", {"text": "cat " * 60}, 413, "limit is 200"),
     ("/v1/vary", {"text": "the cat", "n": 9}, 400, "above the limit of 8"),
-    ("/v1/vary", {"text": "the cat", "label": "news"}, 400, "without conditions"),
+    ("/v1/vary", {"text": "the cat", "label": "news"}, 400, "without this kind of condition"),
     ("/v1/vary", {"text": "   "}, 400, "empty"),
     ("/v1/vary", {"text": "the cat", "temperature": -1}, 422, "temperature"),
     ("/v1/vary", {"text": "the cat", "unknown_field": 1}, 422, "unknown_field"),
