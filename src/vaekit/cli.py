@@ -605,7 +605,7 @@ def sample(run, n, out, seed, temperature, strategy, near, between, label, tags,
         _echo_texts(model.sample(n, generator=generator, temperature=temperature, strategy=strategy, label=label,
                                  tags=_tags(tags), condition_text=condition_text), out, f"{n} samples")
         return
-    from .generate import ban_ids, region_codes, words_of
+    from .generate import ban_ids, region_codes, word_filter_failure
 
     if min_similarity is not None and near is None:
         raise VaekitError("--min-similarity for sample compares with --near TEXT; give one")
@@ -623,15 +623,11 @@ def sample(run, n, out, seed, temperature, strategy, near, between, label, tags,
                                     strategy=strategy, generator=generator, banned=banned)
         kept = []
         for text in candidates:
-            words, count = words_of(text), len(text.split())
-            if any(w.lower() not in words for w in require):
-                rejected["require"] += 1
-            elif any(w.lower() in words for w in ban):
-                rejected["ban"] += 1
-            elif (min_length and count < min_length) or (max_length and count > max_length):
-                rejected["length"] += 1
-            else:
+            failure = word_filter_failure(text, require, ban, min_length, max_length)
+            if failure is None:
                 kept.append(text)
+            else:
+                rejected[failure] += 1
         if similarity is not None and kept:
             scores = similarity(near, kept)
             rejected["similarity"] += sum(s < min_similarity for s in scores)

@@ -268,6 +268,20 @@ def ban_ids(tokenizer, words: Iterable[str]) -> list[int]:
     return sorted(set(ids))
 
 
+def word_filter_failure(text: str, require: Iterable[str], ban: Iterable[str], min_length: int | None,
+                        max_length: int | None) -> str | None:
+    """Why ``text`` fails the word post-filters ("require", "ban" or "length", in that order), or None.
+    Words are compared lowercased; lengths count whitespace-separated words."""
+    words, count = words_of(text), len(text.split())
+    if any(w.lower() not in words for w in require):
+        return "require"
+    if any(w.lower() in words for w in ban):
+        return "ban"
+    if (min_length is not None and count < min_length) or (max_length is not None and count > max_length):
+        return "length"
+    return None
+
+
 @dataclasses.dataclass
 class ConstrainedResult:
     variations: list[Variation]
@@ -305,16 +319,11 @@ def vary_constrained(model, text: str, n: int = 5, *, require: Iterable[str] = (
         seen.update(_normalise(v.text) for v in batch)
         candidates = []
         for v in batch:
-            words = words_of(v.text)
-            count = len(v.text.split())
-            if any(w not in words for w in require):
-                rejected["require"] += 1
-            elif any(w in words for w in ban):
-                rejected["ban"] += 1
-            elif (min_length is not None and count < min_length) or (max_length is not None and count > max_length):
-                rejected["length"] += 1
-            else:
+            failure = word_filter_failure(v.text, require, ban, min_length, max_length)
+            if failure is None:
                 candidates.append(v)
+            else:
+                rejected[failure] += 1
         scores = similarity(text, [v.text for v in candidates]) if (similarity is not None and candidates) else \
             [None] * len(candidates)
         for v, s in zip(candidates, scores):
