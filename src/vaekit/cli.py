@@ -148,17 +148,21 @@ def run_control_options(f):
                    "every time an image is seen.")
 @click.option("--resize", metavar="HxW", default=None, help="Resize every image to H x W pixels (needed for mixed sizes).")
 @click.option("--beta", type=click.FloatRange(min=0), default=1.0, show_default=True, help="Weight on the KL term.")
+@click.option("--conditional", is_flag=True,
+              help="Train a conditional VAE (Sohn et al. 2015) on the images' class labels (class sub-folders, "
+                   "IDX label files, an .npz's y): sample, reconstruct and traverse then take --label.")
 @run_control_options
 @click.pass_context
 def train_image_command(ctx, data, out, preset, latent_dim, epochs, batch_size, lr, optimizer, val_fraction,
-                        seed, loss, binarize, resize, precision, device, compile_model, beta, early_stop, max_minutes,
-                        lr_decay, lr_patience, resume, overwrite, quiet):
+                        seed, loss, binarize, resize, beta, conditional, precision, device, compile_model, early_stop,
+                        max_minutes, lr_decay, lr_patience, resume, overwrite, quiet):
     """Train an image VAE on your images.
 
     \b
     Examples:
       vaekit train image --data ../shared/data/mnist --out runs/mnist
       vaekit train image --data ../shared/data/mnist --out runs/seed --preset seed --binarize threshold --epochs 3
+      vaekit train image --data ../shared/data/mnist --out runs/cvae --conditional
       vaekit train image --out runs/mnist --resume --epochs 20
     """
     from .config import TrainConfig
@@ -173,7 +177,7 @@ def train_image_command(ctx, data, out, preset, latent_dim, epochs, batch_size, 
     if latent_dim is not None:
         overrides["latent_dim"] = latent_dim
     run = train_image(data, out, preset=preset, model_overrides=overrides, training=training, binarize=binarize,
-                      resize=resize, resume=resume, overwrite=overwrite, progress=not quiet,
+                      resize=resize, resume=resume, overwrite=overwrite, progress=not quiet, conditional=conditional,
                       epochs=epochs if resume and ctx.get_parameter_source("epochs") == ParameterSource.COMMANDLINE else None)
     _report_run(run, "image")
 
@@ -591,12 +595,13 @@ def sample(run, n, out, seed, temperature, strategy, near, between, label, tags,
     regions = near is not None or avoid is not None or between is not None
     filters = any([require, ban, min_similarity is not None, min_length, max_length])
     if not _is_text(model):
-        if regions or filters or label is not None or tags or condition_text or keywords:
-            raise VaekitError("--near, --avoid, --between, --label, --tags and the word filters are for text models")
+        if regions or filters or tags or condition_text or keywords:
+            raise VaekitError("--near, --avoid, --between, --tags, --condition-text and the word filters are for "
+                              "text models")
         from .images import sample_grid
 
-        _done(f"{n or 64} samples",
-              sample_grid(model, n or 64, _need(out, "--out", "image"), seed=seed, temperature=temperature))
+        _done(f"{n or 64} samples", sample_grid(model, n or 64, _need(out, "--out", "image"), seed=seed,
+                                                temperature=temperature, label=label))
         return
     n = n or 10
     generator = torch.Generator().manual_seed(seed)
@@ -650,7 +655,9 @@ def sample(run, n, out, seed, temperature, strategy, near, between, label, tags,
               help="Image models: .png grid or .npy/.npz (required). Text models: a .txt file (default: print).")
 @click.option("-n", "n", type=click.IntRange(min=1), default=32, show_default=True, help="How many items (the first n).")
 @click.option("--index", "indices", type=int, multiple=True, help="Image models: pick images by index (repeatable).")
-def reconstruct(run, texts, data, split, resize, binarize, seed, text_column, encoding, out, n, indices):
+@click.option("--label", default=None,
+              help="Conditional image models: redraw each image as this class, keeping its code (its style).")
+def reconstruct(run, texts, data, split, resize, binarize, seed, text_column, encoding, out, n, indices, label):
     """Show items beside their reconstructions (decoded posterior means).
 
     \b
@@ -659,6 +666,8 @@ def reconstruct(run, texts, data, split, resize, binarize, seed, text_column, en
     """
     model = _load_model(run)
     if _is_text(model):
+        if label is not None:
+            raise VaekitError("--label for texts: use vaekit vary RUN TEXT --label NAME")
         from .texts import read_texts
 
         inputs = list(texts) or read_texts(_need(data, "--data or TEXT", "text"), _source(text_column, encoding), limit=n)
@@ -668,7 +677,7 @@ def reconstruct(run, texts, data, split, resize, binarize, seed, text_column, en
     from .images import reconstruct_grid
 
     path = reconstruct_grid(model, _load_data(_need(data, "--data", "image"), resize, split), _need(out, "--out", "image"),
-                            n=n, indices=indices, binarize=_binarize(run, binarize), seed=seed)
+                            n=n, indices=indices, binarize=_binarize(run, binarize), seed=seed, label=label)
     _done("reconstructions", path)
 
 
@@ -891,10 +900,12 @@ def score(run, data, split, resize, binarize, seed, text_column, encoding, score
 @data_option(required=False, help_extra=" Image models: start from --index of these images instead of the origin.")
 @image_input_options
 @click.option("--index", type=int, default=None, help="Image models: the image of --data to start from.")
+@click.option("--label", default=None,
+              help="Conditional image models: the class to draw [default: the --index image's, else the first].")
 @click.option("--out", type=click.Path(path_type=Path), default=None,
               help="Image models: grid to write (.png, .npy, .npz; default RUN/plots/traverse.png). "
                    "Text models: a .txt file (default: print).")
-def traverse(run, text, dims, value_range, steps, data, split, resize, binarize, seed, index, out):
+def traverse(run, text, dims, value_range, steps, data, split, resize, binarize, seed, index, label, out):
     """Decode along one latent dimension at a time, the others held at the origin (or at TEXT's / an
     image's posterior mean), to see what each dimension does: one row per dimension."""
     import torch
@@ -905,6 +916,8 @@ def traverse(run, text, dims, value_range, steps, data, split, resize, binarize,
     dims = check_dims(model, dims or range(min(8, model.latent_dim)))
     base = torch.zeros(1, model.latent_dim)
     if _is_text(model):
+        if label is not None:
+            raise VaekitError("--label is for conditional image models")
         if text is not None:
             base = model.encode(model.batch([text])).mean
         z = traversal_codes(base, dims, *value_range, steps)
@@ -925,11 +938,16 @@ def traverse(run, text, dims, value_range, steps, data, split, resize, binarize,
         chosen = _pick(images, [index])
         x = _inputs(model, images, _binarize(run, binarize), seed).fixed()[chosen]
         base = model.encode(x).mean
+        if model.conditional and label is None:
+            label = model.config.label_names[int(x.labels[0])]
     from .images import _write_images
     from .viz import auto_scale
 
+    codes = traversal_codes(base, dims, *value_range, steps)
+    if model.conditional and label is None:
+        label = model.config.label_names[0]
     with torch.no_grad():
-        grid = model.decode(traversal_codes(base, dims, *value_range, steps))
+        grid = model.decode(codes, model.labels_for(label, len(codes)))
     out = out or run / "plots" / "traverse.png"
     out.parent.mkdir(parents=True, exist_ok=True)
     _done(f"traversal of dimensions {', '.join(map(str, dims))}",

@@ -13,7 +13,7 @@ import torch
 from . import viz
 from . import distributed
 from .config import TrainConfig, from_dict, read_json, write_json
-from .data.images import ImageBatches, ImageDataset, load_images
+from .data.images import ImageBatches, ImageDataset, load_images, pixels
 from .errors import VaekitError
 from .evaluate import evaluate
 from .models.base import CONFIG_NAME
@@ -34,8 +34,10 @@ class ImageRun:
 def train_image(data: str | Path | ImageDataset, out: str | Path, *, preset: str = "default",
                 model_overrides: dict | None = None, training: TrainConfig | None = None,
                 binarize: str = "none", resize: str | None = None, resume: bool = False,
-                overwrite: bool = False, progress: bool = False, epochs: int | None = None) -> ImageRun:
-    """Train an ImageVAE into run folder ``out``.
+                overwrite: bool = False, progress: bool = False, epochs: int | None = None,
+                conditional: bool = False) -> ImageRun:
+    """Train an ImageVAE into run folder ``out``; with ``conditional``, a conditional VAE on the images'
+    class labels (class sub-folders, IDX label files, an .npz's ``y``).
 
     Everything is validated (the folder, the data, the model and training settings) before anything is
     written. With ``resume`` the settings come from the run's config.json; only ``epochs`` may change.
@@ -68,14 +70,20 @@ def train_image(data: str | Path | ImageDataset, out: str | Path, *, preset: str
     if not resume:
         if preset not in PRESETS:
             raise VaekitError(f"--preset {preset!r}: choose from {', '.join(PRESETS)}")
+        label_names = ()
+        if conditional:
+            if dataset.labels is None:
+                raise VaekitError(f"{dataset.source}: --conditional needs class labels (class sub-folders, an IDX "
+                                  "labels file, or labels under 'y' in an .npz); these images have none")
+            label_names = tuple(dataset.label_names)
         model_config = ImageVAEConfig(**{**PRESETS[preset], **(model_overrides or {}),
-                                         "in_channels": c, "height": h, "width": w})
+                                         "in_channels": c, "height": h, "width": w, "label_names": label_names})
     elif (model_config.in_channels, model_config.height, model_config.width) != (c, h, w):
         raise VaekitError(f"{dataset.source}: images are {c}x{h}x{w} (c, h, w) but the run was trained on "
                           f"{model_config.in_channels}x{model_config.height}x{model_config.width}")
     model = ImageVAE(model_config)
-    train_batches = ImageBatches(train_set, binarize, eval_seed=training.seed)
-    val_batches = ImageBatches(val_set, binarize, eval_seed=training.seed) if val_set is not None else None
+    train_batches = _inputs(model, train_set, binarize, training.seed)
+    val_batches = _inputs(model, val_set, binarize, training.seed) if val_set is not None else None
     trainer = Trainer(model, train_batches, val_batches, training, out, progress=progress)
     if not resume:
         distributed.on_main(lambda: _start_run(out, {
@@ -105,7 +113,7 @@ def finish_plots(model: ImageVAE, held_out: ImageDataset, everything: ImageDatas
     most 5,000) in run_dir/plots."""
     from .monitor import Monitor
 
-    batches = ImageBatches(held_out, binarize, eval_seed=seed)
+    batches = _inputs(model, held_out, binarize, seed)
     monitor = Monitor(run_dir, metrics=False, tensorboard=False)
     with torch.no_grad():
         model.log_examples(monitor, batches.fixed()[:64], 0, torch.Generator().manual_seed(seed))
@@ -117,7 +125,23 @@ def _inputs(model: ImageVAE, data: ImageDataset, binarize: str | None, seed: int
     if data.shape != want:
         raise VaekitError(f"{data.source}: images are {data.shape} (c, h, w) but the model takes {want}; "
                           "use --resize HxW for other sizes")
-    return ImageBatches(data, binarize or "none", eval_seed=seed)
+    return ImageBatches(data, binarize or "none", eval_seed=seed, labels=model_labels(model, data))
+
+
+def model_labels(model: ImageVAE, data: ImageDataset) -> torch.Tensor | None:
+    """A conditional model's label index of every image, matched by label name (None for other models)."""
+    if not model.conditional:
+        return None
+    if data.labels is None:
+        raise VaekitError(f"{data.source}: this conditional model needs each image's class label "
+                          f"({', '.join(model.config.label_names)}); these images have none")
+    names = data.label_names or [str(i) for i in range(int(data.labels.max()) + 1)]
+    known = model.config.label_names
+    unknown = sorted({names[c] for c in np.unique(data.labels).tolist()} - set(known))
+    if unknown:
+        raise VaekitError(f"{data.source}: label {unknown[0]!r} is unknown to this model, which knows {', '.join(known)}")
+    mapping = np.array([known.index(name) if name in known else -1 for name in names], dtype=np.int64)
+    return torch.from_numpy(mapping[data.labels])
 
 
 def run_binarize(run_dir: str | Path) -> str:
@@ -126,11 +150,19 @@ def run_binarize(run_dir: str | Path) -> str:
     return (raw.get("data") or {}).get("binarize", "none")
 
 
-def sample_grid(model: ImageVAE, n: int, out: str | Path, seed: int = 0, temperature: float = 1.0) -> Path:
-    """Decode n prior samples; .png writes a grid, .npy/.npz the float array (n, c, h, w)."""
+def sample_grid(model: ImageVAE, n: int, out: str | Path, seed: int = 0, temperature: float = 1.0,
+                label: str | None = None) -> Path:
+    """Decode n prior samples; .png writes a grid, .npy/.npz the float array (n, c, h, w). A conditional
+    model draws them as ``label``, or without one a row per label (n rounded up to fill the rows)."""
     if n < 1:
         raise VaekitError(f"-n {n}: must be at least 1")
-    images = model.sample(n, generator=torch.Generator().manual_seed(seed), temperature=temperature)
+    generator = torch.Generator().manual_seed(seed)
+    if model.conditional and label is None:
+        classes = model.config.num_labels
+        per_row = -(-n // classes)
+        images = model.sample(per_row * classes, generator=generator, temperature=temperature)
+        return _write_images(images, out, nrow=per_row, scale=viz.auto_scale(model.config.height))
+    images = model.sample(n, generator=generator, temperature=temperature, label=label)
     return _write_images(images, out, nrow=int(np.ceil(np.sqrt(n))), scale=viz.auto_scale(model.config.height))
 
 
@@ -155,12 +187,14 @@ def _pick(data: ImageDataset, indices: Sequence[int]) -> list[int]:
 
 
 def reconstruct_grid(model: ImageVAE, data: ImageDataset, out: str | Path, n: int = 32,
-                     indices: Sequence[int] = (), binarize: str | None = None, seed: int = 0) -> Path:
-    """Images (odd columns) beside their reconstructions from the posterior mean (even columns)."""
+                     indices: Sequence[int] = (), binarize: str | None = None, seed: int = 0,
+                     label: str | None = None) -> Path:
+    """Images (odd columns) beside their reconstructions from the posterior mean (even columns); with
+    ``label`` a conditional model redraws each image as that class."""
     batches = _inputs(model, data, binarize, seed)
     chosen = _pick(data, indices) if indices else list(range(min(n, len(data))))
     x = batches.fixed()[chosen]
-    pairs = torch.stack([x, model.reconstruct(x)], dim=1).flatten(0, 1)
+    pairs = torch.stack([pixels(x), model.reconstruct(x, label=label)], dim=1).flatten(0, 1)
     return _write_images(pairs, out, nrow=min(16, len(pairs)), scale=viz.auto_scale(model.config.height))
 
 
@@ -196,12 +230,15 @@ def encode_data(model: ImageVAE, data: ImageDataset, binarize: str | None = None
     return codes
 
 
-def manifold_picture(model: ImageVAE, size: int = 15) -> np.ndarray:
-    """For a 2-D latent: decode a size x size grid at the Gaussian's quantiles (Kingma & Welling 2014, fig. 4)."""
+def manifold_picture(model: ImageVAE, size: int = 15, label: str | None = None) -> np.ndarray:
+    """For a 2-D latent: decode a size x size grid at the Gaussian's quantiles (Kingma & Welling 2014, fig. 4);
+    a conditional model draws it as ``label`` (default: its first label)."""
     q = torch.distributions.Normal(0.0, 1.0).icdf(torch.linspace(0.05, 0.95, size))
     z = torch.stack(torch.meshgrid(q, q.flip(0), indexing="xy"), dim=-1).reshape(-1, 2)  # rows: z2 high to low
+    if model.conditional and label is None:
+        label = model.config.label_names[0]
     with torch.no_grad():
-        images = model.decode(z)
+        images = model.decode(z, model.labels_for(label, len(z)))
     return viz.image_grid(images, nrow=size, padding=1, scale=viz.auto_scale(model.config.height) // 2 or 1)
 
 

@@ -87,7 +87,7 @@ class VaryRequest(_Body):
 
 class SampleRequest(_Body):
     n: int = Field(8, ge=1)
-    label: str | None = Field(None, description="Conditional text models: the label to write with")
+    label: str | None = Field(None, description="Conditional models: the label to write with")
     tags: list[str] | None = Field(None, description="Conditional text models: the tags to write with")
     temperature: float = Field(1.0, ge=0, le=5)
     seed: int | None = None
@@ -98,6 +98,7 @@ class InterpolateRequest(_Body):
     a: str | list[float] = Field(..., description="Text models: a text; image models: a latent point")
     b: str | list[float] = Field(..., description="Text models: a text; image models: a latent point")
     steps: int = Field(7, ge=2)
+    label: str | None = Field(None, description="Conditional image models: the class to draw (default: the first)")
 
 
 class ItemsRequest(_Body):
@@ -113,6 +114,7 @@ class ScoreRequest(ItemsRequest):
 
 class DecodeRequest(_Body):
     z: list[float] = Field(..., description="A latent point")
+    label: str | None = Field(None, description="Conditional image models: the class to draw (default: the first)")
 
 
 # --- helpers --------------------------------------------------------------------------------------
@@ -214,7 +216,8 @@ def _summary(s: Served, limits: Limits) -> dict:
     model = s.model
     info = {"name": s.name, "type": s.kind, "latent_dim": model.latent_dim,
             "config": dataclasses.asdict(model.config),
-            "conditions": ({"labels": list(model.config.label_names) or None, "tags": list(model.config.tag_names) or None}
+            "conditions": ({"labels": list(model.config.label_names) or None,
+                            "tags": list(getattr(model.config, "tag_names", ())) or None}
                            if getattr(model, "conditional", False) else None),
             "anomaly_threshold": s.calibration["threshold"] if s.calibration else None,
             "limits": dataclasses.asdict(limits)}
@@ -380,7 +383,7 @@ def create_app(models: dict[str, str | Path] | dict[str, Served], limits: Limits
                 return {"model": s.name, "texts": s.model.sample(body.n, generator=generator, label=body.label,
                                                                  tags=body.tags,
                                                                  temperature=body.temperature, strategy=body.strategy)}
-            images = s.model.sample(body.n, generator=generator, temperature=body.temperature)
+            images = s.model.sample(body.n, generator=generator, temperature=body.temperature, label=body.label)
             return {"model": s.name, "n": body.n, "grid": _png_data_url(images)}
 
         return await run(s, work)
@@ -392,13 +395,15 @@ def create_app(models: dict[str, str | Path] | dict[str, Served], limits: Limits
 
         def work():
             if s.kind == "text":
+                if body.label is not None:
+                    raise ApiError(400, "label: for conditional image models")
                 if not isinstance(body.a, str) or not isinstance(body.b, str):
                     raise ApiError(400, "a and b are texts for a text model")
                 return {"model": s.name, "texts": s.model.interpolate(check_text(body.a, "a"), check_text(body.b, "b"),
                                                                       steps=body.steps)}
             za, zb = (_latent(p, s.model, name) for p, name in ((body.a, "a"), (body.b, "b")))
             t = torch.linspace(0, 1, body.steps)[:, None]
-            images = s.model.decode((1 - t) * za + t * zb)
+            images = s.model.decode((1 - t) * za + t * zb, image_labels(s, body.label, body.steps))
             return {"model": s.name, "grid": _png_data_url(images, nrow=body.steps)}
 
         return await run(s, work)
@@ -410,10 +415,18 @@ def create_app(models: dict[str, str | Path] | dict[str, Served], limits: Limits
         def work():
             z = _latent(body.z, s.model, "z")
             if s.kind == "text":
+                if body.label is not None:
+                    raise ApiError(400, "label: for conditional image models")
                 return {"model": s.name, "text": s.model.decode(z)[0]}
-            return {"model": s.name, "image": _png_data_url(s.model.decode(z), nrow=1)}
+            return {"model": s.name, "image": _png_data_url(s.model.decode(z, image_labels(s, body.label, 1)), nrow=1)}
 
         return await run(s, work)
+
+    def image_labels(s: Served, label: str | None, n: int):
+        """Label indices for n decoded images of a conditional image model (default: its first label)."""
+        if not s.model.conditional:
+            return s.model.labels_for(label, n)
+        return s.model.labels_for(label if label is not None else s.model.config.label_names[0], n)
 
     def items_of(body: ItemsRequest, s: Served):
         if s.kind == "text":

@@ -276,27 +276,62 @@ def to_float(images: torch.Tensor, binarize: Binarize, generator: torch.Generato
     return x
 
 
+@dataclasses.dataclass
+class ImageBatch:
+    """Images with their class labels, for a conditional model (Sohn et al. 2015): float (b, c, h, w) and
+    the model's label indices (b,). Slicing and indexing apply to both."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+    @property
+    def shape(self) -> torch.Size:
+        return self.images.shape
+
+    def __getitem__(self, index) -> "ImageBatch":
+        if isinstance(index, int):
+            index = slice(index, index + 1)
+        return ImageBatch(self.images[index], self.labels[index])
+
+    def float(self) -> "ImageBatch":
+        return ImageBatch(self.images.float(), self.labels)
+
+
+def pixels(batch: "torch.Tensor | ImageBatch") -> torch.Tensor:
+    """The image tensor of a batch, labelled or not."""
+    return batch.images if isinstance(batch, ImageBatch) else batch
+
+
 class ImageBatches:
     """Batches of float images for the Trainer.
 
     Training batches are shuffled and, with "dynamic", re-binarized each epoch. Evaluation batches are fixed:
     "dynamic" becomes one stochastic binarization drawn with ``eval_seed``, the same on every call.
+    With ``labels`` (the model's label index of every image) batches are ImageBatch, for conditional models.
     """
 
-    def __init__(self, data: ImageDataset, binarize: Binarize = "none", eval_seed: int = 0):
+    def __init__(self, data: ImageDataset, binarize: Binarize = "none", eval_seed: int = 0,
+                 labels: torch.Tensor | None = None):
         self.data = data
         self.binarize = binarize
         self._fixed: torch.Tensor | None = None
         self.eval_seed = eval_seed
+        self.labels = labels
 
     def __len__(self) -> int:
         return len(self.data)
 
-    def fixed(self) -> torch.Tensor:
-        """All images as evaluated: float (n, c, h, w), binarized deterministically."""
+    def _with_labels(self, images: torch.Tensor, index) -> "torch.Tensor | ImageBatch":
+        return images if self.labels is None else ImageBatch(images, self.labels[index])
+
+    def fixed(self) -> "torch.Tensor | ImageBatch":
+        """All images as evaluated: float (n, c, h, w), binarized deterministically (an ImageBatch with labels)."""
         if self._fixed is None:
             self._fixed = to_float(self.data.images, self.binarize, torch.Generator().manual_seed(self.eval_seed))
-        return self._fixed
+        return self._with_labels(self._fixed, slice(None))
 
     def train_batches(self, batch_size: int, generator: torch.Generator, rank: int = 0,
                       world_size: int = 1) -> Iterator[torch.Tensor]:
@@ -311,7 +346,7 @@ class ImageBatches:
             index = perm[start:start + batch_size]
             if len(index) < batch_size // 2 and start > 0:
                 break
-            yield to_float(self.data.images[index], self.binarize, generator)
+            yield self._with_labels(to_float(self.data.images[index], self.binarize, generator), index)
 
     def eval_batches(self, batch_size: int) -> Iterator[torch.Tensor]:
         fixed = self.fixed()

@@ -41,10 +41,12 @@ class ChannelsLast(nn.Module):
 
 
 class ConvEncoder(nn.Module):
-    """x (b, c, h, w) -> (mean, logvar), each (b, d)."""
+    """x (b, c, h, w) -> (mean, logvar), each (b, d). With ``cond_dim`` > 0 a condition c (b, cond_dim) joins
+    the flattened features: the first dense layer computes W [h; c] = W_h h + W_c c, W_c being ``cond``."""
 
     def __init__(self, in_channels: int, height: int, width: int, channels: Sequence[int],
-                 hidden_dims: Sequence[int], latent_dim: int, activation: str, convs_per_level: int = 1):
+                 hidden_dims: Sequence[int], latent_dim: int, activation: str, convs_per_level: int = 1,
+                 cond_dim: int = 0):
         super().__init__()
         act = ACTIVATIONS[activation]
         layers: list[nn.Module] = []
@@ -59,24 +61,38 @@ class ConvEncoder(nn.Module):
         layers += mlp([c_in * h * w, *hidden_dims], activation, last_activation=True)
         self.body = nn.Sequential(*layers)
         self.head = nn.Linear(hidden_dims[-1] if hidden_dims else c_in * h * w, 2 * latent_dim)
+        if cond_dim:
+            first = hidden_dims[0] if hidden_dims else 2 * latent_dim
+            self.cond = nn.Linear(cond_dim, first, bias=False)
+            # where the first dense layer's output is: the body's Linear after Flatten, or the head
+            self._split = next(i for i, m in enumerate(self.body) if isinstance(m, nn.Flatten)) + 2
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        mean, logvar = self.head(self.body(x)).chunk(2, dim=-1)  # (b, d) each
+    def forward(self, x: torch.Tensor, c: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        if c is None:
+            out = self.head(self.body(x))
+        elif len(self.body) > self._split:  # a dense layer before the head
+            h = self.body[:self._split](x) + self.cond(c.to(x.dtype))
+            out = self.head(self.body[self._split:](h))
+        else:
+            out = self.head(self.body(x)) + self.cond(c.to(x.dtype))
+        mean, logvar = out.chunk(2, dim=-1)  # (b, d) each
         return mean, logvar
 
 
 class ConvDecoder(nn.Module):
     """z (..., d) -> logits (..., c, h, w). The design documents' decoder when channels=(32, 64) and
-    hidden_dims=(): Dense 7*7*64, ConvTranspose 64 and 32 with stride 2, ConvTranspose c with stride 1."""
+    hidden_dims=(): Dense 7*7*64, ConvTranspose 64 and 32 with stride 2, ConvTranspose c with stride 1.
+    A conditional decoder reads [z; c], so its first dense layer takes latent_dim + cond_dim inputs."""
 
     def __init__(self, out_channels: int, height: int, width: int, channels: Sequence[int],
-                 hidden_dims: Sequence[int], latent_dim: int, activation: str, convs_per_level: int = 1):
+                 hidden_dims: Sequence[int], latent_dim: int, activation: str, convs_per_level: int = 1,
+                 cond_dim: int = 0):
         super().__init__()
         act = ACTIVATIONS[activation]
         sizes = level_sizes(height, width, len(channels))
         h, w = sizes[-1]
         self.start_shape = (channels[-1], h, w)
-        layers = mlp([latent_dim, *hidden_dims, channels[-1] * h * w], activation, last_activation=True)
+        layers = mlp([latent_dim + cond_dim, *hidden_dims, channels[-1] * h * w], activation, last_activation=True)
         layers += [nn.Unflatten(1, self.start_shape), ChannelsLast()]
         c_in = channels[-1]
         for level, c_out in zip(reversed(range(len(channels))), reversed(channels)):
