@@ -29,23 +29,53 @@ def _select_state(state, index: torch.Tensor):
 
 def _step_logits(model, tokens: torch.Tensor, z: torch.Tensor, state, banned: torch.Tensor | None):
     hidden, state = model.decoder_step(tokens[:, None], z, state)  # (n, 1, h)
-    logits = model.token_logits(hidden[:, 0]).float()  # (n, v)
+    logits = model.token_logits(hidden[:, 0]).float()  # (n, v); log-softmax and sampling in fp32
     logits[:, PAD_ID] = logits[:, BOS_ID] = float("-inf")
     if banned is not None and len(banned):
         logits[:, banned] = float("-inf")
     return logits, state
 
 
+def _decoding_autocast(device: torch.device):
+    """bf16 autocast for the decoder's matrix work where the hardware does bf16 natively (the output layer's
+    (n, h) x (h, v) product was most of a decoding step). One context spans the whole loop, so each weight
+    is cast once per call, not once per step. Log-softmax, sampling and scores stay fp32.
+    VAEKIT_DECODE_PRECISION=fp32 turns it off."""
+    import os
+
+    from .precision import autocast, resolve_precision
+
+    wanted = os.environ.get("VAEKIT_DECODE_PRECISION", "auto")
+    precision = resolve_precision(wanted, device)
+    return autocast("bf16" if precision == "bf16" else "fp32", device)
+
+
 def _nucleus(logits: torch.Tensor, top_p: float, temperature: float, generator) -> torch.Tensor:
-    """Sample from the smallest set of tokens whose probability reaches top_p (Holtzman et al. 2020)."""
-    probs = F.softmax(logits / max(temperature, 1e-6), dim=-1)
-    if top_p < 1.0:
-        sorted_probs, order = probs.sort(dim=-1, descending=True)
-        outside = sorted_probs.cumsum(-1) - sorted_probs > top_p  # keep the token that crosses top_p
-        sorted_probs = sorted_probs.masked_fill(outside, 0.0)
-        choice = torch.multinomial(sorted_probs, 1, generator=generator)
-        return order.gather(-1, choice)[:, 0]
-    return torch.multinomial(probs, 1, generator=generator)[:, 0]
+    """Sample from the smallest set of tokens whose probability reaches top_p (Holtzman et al. 2020).
+
+    Without sorting the vocabulary (a full sort per step was most of vary's time): draw a token from the
+    whole distribution by inverse CDF, accept it when the tokens more likely than it hold less than top_p
+    (then it belongs to the nucleus), otherwise draw again. An accepted draw follows the distribution
+    restricted to the nucleus and renormalised, which is nucleus sampling exactly; acceptance has
+    probability at least top_p, so about 1/top_p rounds are needed."""
+    probs = F.softmax(logits if temperature == 1.0 else logits / max(temperature, 1e-6), dim=-1)  # (n, v)
+    cdf = probs.cumsum(-1)
+    chosen = probs.argmax(-1)  # kept only by a row still rejected after every round (never seen in practice)
+    pending = None  # all rows; then the indices of the rows still to draw
+    for _ in range(64):
+        rows, row_cdf = (probs, cdf) if pending is None else (probs[pending], cdf[pending])
+        u = torch.rand((len(rows), 1), generator=generator) * row_cdf[:, -1:]
+        tokens = torch.searchsorted(row_cdf, u, right=True).clamp_max_(probs.shape[-1] - 1)  # (m, 1)
+        if top_p >= 1.0:
+            ok = torch.ones(len(rows), dtype=torch.bool)
+        else:
+            ok = (rows * (rows > rows.gather(-1, tokens))).sum(-1) < top_p
+        index = torch.arange(len(probs)) if pending is None else pending
+        chosen[index[ok]] = tokens[ok, 0]
+        pending = index[~ok]
+        if not len(pending):
+            break
+    return chosen
 
 
 @torch.no_grad()
@@ -58,26 +88,31 @@ def decode_ids(model, z: torch.Tensor, strategy: Strategy = "greedy", max_tokens
     max_tokens = max_tokens or model.config.max_tokens
     banned_ids = torch.tensor(sorted(set(banned) - {EOS_ID}), dtype=torch.long)
     try:
-        if strategy == "beam":
-            return _beam(model, z, max_tokens, beam_size, banned_ids)
-        if strategy not in ("greedy", "sample"):
-            raise VaekitError(f"--strategy {strategy!r}: choose sample, beam or greedy")
-        n = z.shape[0]
-        state = model.decoder.initial_state(z)
-        tokens = torch.full((n,), BOS_ID, dtype=torch.long)
-        out = torch.full((n, max_tokens), PAD_ID, dtype=torch.long)
-        scores = torch.zeros(n)
-        done = torch.zeros(n, dtype=torch.bool)
-        for t in range(max_tokens):
-            logits, state = _step_logits(model, tokens, z, state, banned_ids)
-            log_probs = F.log_softmax(logits, dim=-1)
-            tokens = log_probs.argmax(-1) if strategy == "greedy" else _nucleus(logits, top_p, softmax_temperature, generator)
-            scores += torch.where(done, 0.0, log_probs.gather(-1, tokens[:, None])[:, 0])
-            out[:, t] = torch.where(done, PAD_ID, tokens)
-            done |= tokens == EOS_ID
-            if done.all():
-                break
-        return [_strip(row) for row in out.tolist()], scores.tolist()
+        with _decoding_autocast(z.device):
+            if strategy == "beam":
+                return _beam(model, z, max_tokens, beam_size, banned_ids)
+            if strategy not in ("greedy", "sample"):
+                raise VaekitError(f"--strategy {strategy!r}: choose sample, beam or greedy")
+            n = z.shape[0]
+            state = model.decoder.initial_state(z)
+            tokens = torch.full((n,), BOS_ID, dtype=torch.long)
+            out = torch.full((n, max_tokens), PAD_ID, dtype=torch.long)
+            scores = torch.zeros(n)
+            done = torch.zeros(n, dtype=torch.bool)
+            for t in range(max_tokens):
+                logits, state = _step_logits(model, tokens, z, state, banned_ids)
+                if strategy == "greedy":
+                    tokens = logits.argmax(-1)
+                else:
+                    tokens = _nucleus(logits, top_p, softmax_temperature, generator)
+                # log p(token) = logit - logsumexp(logits), without a (n, v) log-softmax
+                chosen = logits.gather(-1, tokens[:, None])[:, 0] - logits.logsumexp(-1)
+                scores += torch.where(done, 0.0, chosen)
+                out[:, t] = torch.where(done, PAD_ID, tokens)
+                done |= tokens == EOS_ID
+                if done.all():
+                    break
+            return [_strip(row) for row in out.tolist()], scores.tolist()
     finally:
         model.train(was_training)
 
@@ -153,13 +188,14 @@ def score_texts(model, texts: list[str], z: torch.Tensor) -> list[float]:
     """Mean per-token log p(text | z) for each text under one code z (d,): how well a candidate reads as
     this code's text. Used to rank variations."""
     batch = model.batch(texts, infer=False)  # z carries a conditional model's label already
-    log_px = model.log_likelihood(batch, z[None].expand(len(texts), -1)[None])[0]  # (b,)
+    with _decoding_autocast(z.device):  # the log-softmax sums stay fp32 inside log_likelihood
+        log_px = model.log_likelihood(batch, z[None].expand(len(texts), -1)[None])[0]  # (b,)
     return (log_px / (batch.lengths + 1)).tolist()
 
 
 @torch.no_grad()
 def vary(model, text: str, n: int = 5, temperature: float = 0.5, strategy: Strategy = "sample",
-         top_p: float = 0.9, seed: int | None = None, keep_copies: bool = False, oversample: int = 3,
+         top_p: float = 0.9, seed: int | None = None, keep_copies: bool = False, oversample: int = 2,
          max_rounds: int = 4, banned: Iterable[int] = (), label: str | None = None,
          source_label: str | None = None, reject=None, tags=None, source_tags=None,
          condition_text: str | None = None) -> list[Variation]:

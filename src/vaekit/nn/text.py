@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
@@ -114,5 +115,23 @@ class RNNDecoder(nn.Module):
         """(..., h) -> (..., v); ``embedding_weight`` (v, e) scores the tokens when embeddings are tied."""
         hidden = self.dropout(hidden)
         if self.output is not None:
-            return self.output(hidden)
-        return self.to_embedding(hidden) @ embedding_weight.t()
+            weight, bias = self.output.weight, self.output.bias
+        else:
+            hidden, weight, bias = self.to_embedding(hidden), embedding_weight, None
+        if not self.training and not torch.is_grad_enabled():
+            weight, bias = self._inference_cast(weight, bias)
+        return F.linear(hidden, weight, bias)
+
+    def _inference_cast(self, weight: torch.Tensor, bias: torch.Tensor | None):
+        """Under bf16 autocast at inference, the output layer's weight (vocabulary x hidden, the largest matrix)
+        cast to bf16 once and kept until the weight changes; autocast would cast it again on every decoding
+        call, which cost as much as the decoding steps of a short text."""
+        device = weight.device.type
+        if not torch.is_autocast_enabled(device) or torch.get_autocast_dtype(device) != torch.bfloat16:
+            return weight, bias
+        key = (weight.data_ptr(), weight._version, None if bias is None else bias._version)
+        cached = getattr(self, "_bf16_output", None)
+        if cached is None or cached[0] != key:
+            cached = self._bf16_output = (key, weight.detach().to(torch.bfloat16),
+                                          None if bias is None else bias.detach().to(torch.bfloat16))
+        return cached[1], cached[2]
