@@ -1,6 +1,7 @@
 """Control accuracy of conditional generation on ../shared/data/clickbait-headlines (issue 4), as JSON.
 
-    python benchmarks/bench_constraints.py [--minutes 10] [--unconditional-run RUN]
+    python benchmarks/bench_constraints.py [--minutes 10] [--unconditional-run RUN] [--run RUN]
+    python benchmarks/bench_constraints.py --images [--image-epochs 5]
 
 1. A judge: TF-IDF + logistic regression trained on real labelled headlines; its own held-out accuracy.
 2. A conditional TextVAE (--conditional on the label) trained on the same training headlines.
@@ -11,6 +12,9 @@
    and how often it flips while the similarity to the input (MiniLM cosine) stays >= 0.5.
 5. --require: for 100 held-out headlines, require the input's longest known word; the share of inputs with
    at least one passing variation, and passed / drawn candidates.
+
+--images: the same control accuracy for a conditional image VAE on ../shared/data/mnist. The judge is a
+logistic regression on 20,000 training images (its test accuracy is printed); 100 samples per digit.
 """
 from __future__ import annotations
 
@@ -54,15 +58,15 @@ def main() -> None:
     parser.add_argument("--unconditional-run", type=Path, default=None)
     parser.add_argument("--out", type=Path, default=Path("runs/bench-constraints"))
     parser.add_argument("--temperature", type=float, default=0.5)
+    parser.add_argument("--run", type=Path, default=None,
+                        help="a conditional run to evaluate (skips training; e.g. --out's conditional/ from before)")
+    parser.add_argument("--images", action="store_true", help="the conditional image VAE on MNIST instead")
+    parser.add_argument("--image-epochs", type=int, default=5)
     args = parser.parse_args()
     if not SHARED.is_dir():
         sys.exit(f"error: {SHARED} is missing")
-    from vaekit import TrainConfig
-    from vaekit.data.tokenizer import TokenizerConfig
-    from vaekit.generate import vary_constrained
-    from vaekit.semantic import embed
-    from vaekit.texts import train_text
-
+    if args.images:
+        return images(args)
     rows = headlines()
     held, train = rows[:1000], rows[1000:]
     judge_vec = TfidfVectorizer(ngram_range=(1, 2), min_df=2, sublinear_tf=True, lowercase=True)
@@ -73,6 +77,21 @@ def main() -> None:
     emit({"bench": "judge", "model": "tf-idf (1-2 grams) + logistic regression", "train": len(train),
           "held_out": len(held), "held_out_accuracy": round(judge_acc, 4),
           "base_rate": {l: round(sum(1 for _, x in train if x == l) / len(train), 4) for l in LABELS}})
+
+    if args.run is not None:
+        import vaekit
+
+        model = vaekit.load(args.run)
+        emit({"bench": "conditional_run", "run": str(args.run), "labels": list(model.config.label_names)})
+    else:
+        model = train_conditional(args, train)
+    evaluate(args, model, held, classify)
+
+
+def train_conditional(args, train):
+    from vaekit import TrainConfig
+    from vaekit.data.tokenizer import TokenizerConfig
+    from vaekit.texts import train_text
 
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "headlines.csv"
@@ -88,9 +107,14 @@ def main() -> None:
                          training=TrainConfig(epochs=args.epochs, batch_size=32, lr=1e-3, grad_clip=5.0,
                                               kl_schedule="linear", kl_warmup_steps=3000, free_bits=0.5,
                                               max_minutes=args.minutes))
-    model = run.model
     emit({"bench": "conditional_train", "status": run.result.status, "epochs": run.result.epochs,
-          "minutes": round((time.perf_counter() - start) / 60, 2), "labels": list(model.config.label_names)})
+          "minutes": round((time.perf_counter() - start) / 60, 2), "labels": list(run.model.config.label_names)})
+    return run.model
+
+
+def evaluate(args, model, held, classify):
+    from vaekit.generate import vary_constrained
+    from vaekit.semantic import embed
 
     g = torch.Generator().manual_seed(0)
     control = {}
@@ -139,6 +163,31 @@ def main() -> None:
     emit({"bench": "require_pass_rate", "inputs": len(inputs), "required": "the input's longest known word",
           "inputs_with_a_passing_variation": round(satisfied / len(inputs), 4),
           "passed_over_drawn": round(passed / max(drawn, 1), 4)})
+
+
+def images(args) -> None:
+    from vaekit import TrainConfig
+    from vaekit.data.images import load_images
+    from vaekit.images import train_image
+
+    train = load_images(SHARED / "mnist", split="train")
+    test = load_images(SHARED / "mnist", split="test")
+    flat = lambda x: (x.reshape(len(x), -1).float() / 255.0).numpy()  # noqa: E731
+    pick = np.random.default_rng(0).permutation(len(train))[:20000]
+    judge = LogisticRegression(max_iter=300, C=0.1).fit(flat(train.images[pick]), train.labels[pick])
+    emit({"bench": "image_judge", "model": "logistic regression on pixels", "train": len(pick),
+          "test_accuracy": round(float((judge.predict(flat(test.images)) == test.labels).mean()), 4)})
+    start = time.perf_counter()
+    run = train_image(train, args.out / "conditional-mnist", preset="default", binarize="dynamic", overwrite=True,
+                      conditional=True, training=TrainConfig(epochs=args.image_epochs, batch_size=128, seed=0))
+    emit({"bench": "conditional_image_train", "epochs": run.result.epochs, "preset": "default",
+          "minutes": round((time.perf_counter() - start) / 60, 2)})
+    model, g, control = run.model, torch.Generator().manual_seed(0), {}
+    for digit in model.config.label_names:
+        samples = model.sample(100, generator=g, label=digit)  # mean images in [0, 1]
+        control[digit] = float((judge.predict(samples.reshape(100, -1).numpy()) == int(digit)).mean())
+    emit({"bench": "image_control_accuracy", "samples_per_label": 100, "per_digit": control,
+          "mean": round(float(np.mean(list(control.values()))), 4)})
 
 
 if __name__ == "__main__":

@@ -158,7 +158,8 @@ def test_nucleus_sampling_matches_the_sorted_definition():
 
     probs = torch.tensor([0.05, 0.4, 0.02, 0.25, 0.2, 0.08])
     logits = probs.log().expand(20000, -1).clone()
-    draws = _nucleus(logits, top_p=0.8, temperature=1.0, generator=torch.Generator().manual_seed(0))
+    draws, log_p = _nucleus(logits, top_p=0.8, temperature=1.0, generator=torch.Generator().manual_seed(0))
+    assert torch.allclose(log_p, probs.log()[draws])
     # sorted: 0.4, 0.25, 0.2 (cumulative 0.85 >= 0.8: the crossing token is kept); the rest never appear
     expected = torch.zeros(6)
     expected[[1, 3, 4]] = torch.tensor([0.4, 0.25, 0.2]) / 0.85
@@ -166,5 +167,5 @@ def test_nucleus_sampling_matches_the_sorted_definition():
     assert observed[[0, 2, 5]].sum() == 0
     assert torch.allclose(observed, expected, atol=0.015)
     # top_p = 1 is plain sampling from the whole distribution
-    everything = _nucleus(logits, top_p=1.0, temperature=1.0, generator=torch.Generator().manual_seed(1))
+    everything, _ = _nucleus(logits, top_p=1.0, temperature=1.0, generator=torch.Generator().manual_seed(1))
     assert torch.allclose(torch.bincount(everything, minlength=6).float() / len(everything), probs, atol=0.015)

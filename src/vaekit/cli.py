@@ -489,12 +489,11 @@ def _tags(value: str | None) -> list[str] | None:
 
 
 def _similarity(encoder_name):
-    def similarity(text, candidates):
-        from .semantic import embed
+    import functools
 
-        vectors = embed([text, *candidates], encoder_name)
-        return (vectors[1:] @ vectors[0]).tolist()
-    return similarity
+    from .semantic import similarities
+
+    return functools.partial(similarities, name=encoder_name)
 
 
 def _constraint_line(drawn: int, passed: int, rejected: dict, shown: int) -> str:

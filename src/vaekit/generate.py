@@ -50,17 +50,19 @@ def _decoding_autocast(device: torch.device):
     return autocast("bf16" if precision == "bf16" else "fp32", device)
 
 
-def _nucleus(logits: torch.Tensor, top_p: float, temperature: float, generator) -> torch.Tensor:
+def _nucleus(logits: torch.Tensor, top_p: float, temperature: float, generator) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Sample from the smallest set of tokens whose probability reaches top_p (Holtzman et al. 2020).
 
     Without sorting the vocabulary (a full sort per step was most of vary's time): draw a token from the
     whole distribution by inverse CDF, accept it when the tokens more likely than it hold less than top_p
     (then it belongs to the nucleus), otherwise draw again. An accepted draw follows the distribution
     restricted to the nucleus and renormalised, which is nucleus sampling exactly; acceptance has
-    probability at least top_p, so about 1/top_p rounds are needed."""
+    probability at least top_p, so about 1/top_p rounds are needed.
+
+    Returns the tokens (n,) and, at temperature 1, their log-probabilities under the model (else None)."""
     probs = F.softmax(logits if temperature == 1.0 else logits / max(temperature, 1e-6), dim=-1)  # (n, v)
     cdf = probs.cumsum(-1)
-    chosen = probs.argmax(-1)  # kept only by a row still rejected after every round (never seen in practice)
+    chosen = torch.empty(len(probs), dtype=torch.long)
     pending = None  # all rows; then the indices of the rows still to draw
     for _ in range(64):
         rows, row_cdf = (probs, cdf) if pending is None else (probs[pending], cdf[pending])
@@ -75,7 +77,10 @@ def _nucleus(logits: torch.Tensor, top_p: float, temperature: float, generator) 
         pending = index[~ok]
         if not len(pending):
             break
-    return chosen
+    else:  # still rejected after every round (never seen in practice): the most likely token
+        chosen[pending] = probs[pending].argmax(-1)
+    log_p = probs.gather(-1, chosen[:, None])[:, 0].log() if temperature == 1.0 else None
+    return chosen, log_p
 
 
 @torch.no_grad()
@@ -103,10 +108,11 @@ def decode_ids(model, z: torch.Tensor, strategy: Strategy = "greedy", max_tokens
                 logits, state = _step_logits(model, tokens, z, state, banned_ids)
                 if strategy == "greedy":
                     tokens = logits.argmax(-1)
+                    chosen = None
                 else:
-                    tokens = _nucleus(logits, top_p, softmax_temperature, generator)
-                # log p(token) = logit - logsumexp(logits), without a (n, v) log-softmax
-                chosen = logits.gather(-1, tokens[:, None])[:, 0] - logits.logsumexp(-1)
+                    tokens, chosen = _nucleus(logits, top_p, softmax_temperature, generator)
+                if chosen is None:  # log p(token) = logit - logsumexp(logits), without a (n, v) log-softmax
+                    chosen = logits.gather(-1, tokens[:, None])[:, 0] - logits.logsumexp(-1)
                 scores += torch.where(done, 0.0, chosen)
                 out[:, t] = torch.where(done, PAD_ID, tokens)
                 done |= tokens == EOS_ID

@@ -212,24 +212,6 @@ def interpolate_grid(model: ImageVAE, data: ImageDataset, indices: Sequence[int]
     return _write_images(torch.cat(rows), out, nrow=steps, scale=viz.auto_scale(model.config.height))
 
 
-@torch.no_grad()
-def encode_data(model: ImageVAE, data: ImageDataset, binarize: str | None = None, seed: int = 0,
-                batch_size: int = 512) -> dict[str, np.ndarray]:
-    """Posterior means and log-variances (n, d), with labels and ids when the data has them."""
-    batches = _inputs(model, data, binarize, seed)
-    means, logvars = [], []
-    for batch in batches.eval_batches(batch_size):
-        posterior = model.encode(batch)
-        means.append(posterior.mean)
-        logvars.append(posterior.logvar)
-    codes = {"mean": torch.cat(means).numpy(), "logvar": torch.cat(logvars).numpy()}
-    if data.labels is not None:
-        codes["labels"] = data.labels
-    if data.ids is not None:
-        codes["ids"] = np.array(data.ids)
-    return codes
-
-
 def manifold_picture(model: ImageVAE, size: int = 15, label: str | None = None) -> np.ndarray:
     """For a 2-D latent: decode a size x size grid at the Gaussian's quantiles (Kingma & Welling 2014, fig. 4);
     a conditional model draws it as ``label`` (default: its first label)."""
@@ -247,9 +229,12 @@ def latent_plot(model: ImageVAE, data: ImageDataset, out: str | Path, binarize: 
     """Posterior means coloured by label; for a 2-D latent also the decoded manifold."""
     if len(data) > max_items:
         data = data.subset(torch.randperm(len(data), generator=torch.Generator().manual_seed(seed))[:max_items])
-    codes = encode_data(model, data, binarize, seed)
+    from .items import image_items
+    from .latent import encode_items
+
+    codes = encode_items(model, image_items(model, data, binarize, seed))
     manifold = manifold_picture(model) if model.latent_dim == 2 else None
-    return viz.plot_latent(codes["mean"], codes.get("labels"), data.label_names, out, manifold=manifold,
+    return viz.plot_latent(codes["mean"], data.labels, data.label_names, out, manifold=manifold,
                            title=f"posterior means of {len(data)} images")
 
 

@@ -54,3 +54,9 @@ def embed(texts: list[str], name: str | None = None, batch_size: int = 128) -> n
     model = sentence_encoder(name)
     return model.encode(list(texts), batch_size=batch_size, convert_to_numpy=True, normalize_embeddings=True,
                         show_progress_bar=False)
+
+
+def similarities(text: str, candidates: list[str], name: str | None = None) -> list[float]:
+    """Cosine similarity of each candidate to ``text`` under the sentence encoder ``name``."""
+    vectors = embed([text, *candidates], name)
+    return [float(v) for v in vectors[1:] @ vectors[0]]

@@ -310,14 +310,13 @@ def create_app(models: dict[str, str | Path] | dict[str, Served], limits: Limits
             raise ApiError(400, str(exc)) from None
 
     def similarity(text: str, candidates: list[str]) -> list[float] | None:
-        try:
-            from .semantic import embed
+        from .semantic import similarities
 
+        try:
             with similarity_lock:
-                vectors = embed([text, *candidates], similarity_model)
+                return similarities(text, candidates, similarity_model)
         except VaekitError:
             return None
-        return [float(v) for v in vectors[1:] @ vectors[0]]
 
     def no_conditions(body, s: Served) -> None:
         for field in ("label", "tags", "condition_text"):

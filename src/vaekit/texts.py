@@ -308,17 +308,6 @@ def batches_of(model: TextVAE, texts: list[str], batch_size: int = 256):
         yield model.batch(texts[start:start + batch_size])
 
 
-@torch.no_grad()
-def encode_texts(model: TextVAE, texts: list[str], batch_size: int = 256) -> dict[str, np.ndarray]:
-    """Posterior means and log-variances (n, d), streamed in batches."""
-    means, logvars = [], []
-    for batch in batches_of(model, texts, batch_size):
-        posterior = model.encode(batch)
-        means.append(posterior.mean)
-        logvars.append(posterior.logvar)
-    return {"mean": torch.cat(means).numpy(), "logvar": torch.cat(logvars).numpy()}
-
-
 def evaluate_texts(model: TextVAE, texts: list[str], iw_samples: int = 100, seed: int = 0, precision: str = "fp32",
                    progress: bool = False) -> dict:
     """Importance-weighted NLL per text and perplexity, negative ELBO, KL, MI and active units (nats per text).
