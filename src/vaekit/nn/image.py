@@ -33,6 +33,14 @@ def mlp(dims: Sequence[int], activation: str, last_activation: bool) -> list[nn.
     return layers
 
 
+def fp32(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Run ``module`` in fp32 even under autocast. Used at the two ends of the latent code: in bf16, z and
+    the posterior mean would be rounded to 8 significant bits (steps of 0.016 near 3), which for a 2-D latent
+    can be as coarse as the posterior's own spread. Both layers are tiny next to the convolutions."""
+    with torch.autocast(x.device.type, enabled=False):
+        return module(x.float())
+
+
 class ChannelsLast(nn.Module):
     """Lays activations out channels-last, the layout oneDNN's convolutions are fastest on."""
 
@@ -69,12 +77,12 @@ class ConvEncoder(nn.Module):
 
     def forward(self, x: torch.Tensor, c: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         if c is None:
-            out = self.head(self.body(x))
+            out = fp32(self.head, self.body(x))
         elif len(self.body) > self._split:  # a dense layer before the head
             h = self.body[:self._split](x) + self.cond(c.to(x.dtype))
-            out = self.head(self.body[self._split:](h))
+            out = fp32(self.head, self.body[self._split:](h))
         else:
-            out = self.head(self.body(x)) + self.cond(c.to(x.dtype))
+            out = fp32(self.head, self.body(x)) + fp32(self.cond, c)
         mean, logvar = out.chunk(2, dim=-1)  # (b, d) each
         return mean, logvar
 
@@ -108,5 +116,6 @@ class ConvDecoder(nn.Module):
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         lead = z.shape[:-1]
-        logits = self.net(z.reshape(-1, z.shape[-1]))  # (b', c, h, w)
+        first = fp32(self.net[0], z.reshape(-1, z.shape[-1]))  # z's first layer in fp32 (see fp32)
+        logits = self.net[1:](first)  # (b', c, h, w)
         return logits.reshape(*lead, *logits.shape[1:])
