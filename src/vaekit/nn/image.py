@@ -7,12 +7,15 @@ chosen per level so that every level gets back exactly the size the encoder saw 
 """
 from __future__ import annotations
 
+import functools
 from typing import Sequence
 
 import torch
 from torch import nn
 
-ACTIVATIONS = {"relu": nn.ReLU, "elu": nn.ELU, "silu": nn.SiLU}
+# in-place ReLU: every ReLU here follows a convolution or a linear layer, whose backward needs its input, not
+# its output, so the ReLU can overwrite it instead of writing a second tensor
+ACTIVATIONS = {"relu": functools.partial(nn.ReLU, inplace=True), "elu": nn.ELU, "silu": nn.SiLU}
 
 
 def level_sizes(height: int, width: int, levels: int) -> list[tuple[int, int]]:
@@ -117,5 +120,7 @@ class ConvDecoder(nn.Module):
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         lead = z.shape[:-1]
         first = fp32(self.net[0], z.reshape(-1, z.shape[-1]))  # z's first layer in fp32 (see fp32)
+        if torch.is_autocast_enabled(first.device.type):  # the rest in the autocast dtype, as before
+            first = first.to(torch.get_autocast_dtype(first.device.type))
         logits = self.net[1:](first)  # (b', c, h, w)
         return logits.reshape(*lead, *logits.shape[1:])
