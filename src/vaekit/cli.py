@@ -942,11 +942,8 @@ def traverse(run, text, dims, value_range, steps, data, split, resize, binarize,
     from .images import _write_images
     from .viz import auto_scale
 
-    codes = traversal_codes(base, dims, *value_range, steps)
-    if model.conditional and label is None:
-        label = model.config.label_names[0]
     with torch.no_grad():
-        grid = model.decode(codes, model.labels_for(label, len(codes)))
+        grid = model.decode_as(traversal_codes(base, dims, *value_range, steps), label)
     out = out or run / "plots" / "traverse.png"
     out.parent.mkdir(parents=True, exist_ok=True)
     _done(f"traversal of dimensions {', '.join(map(str, dims))}",

@@ -217,10 +217,8 @@ def manifold_picture(model: ImageVAE, size: int = 15, label: str | None = None) 
     a conditional model draws it as ``label`` (default: its first label)."""
     q = torch.distributions.Normal(0.0, 1.0).icdf(torch.linspace(0.05, 0.95, size))
     z = torch.stack(torch.meshgrid(q, q.flip(0), indexing="xy"), dim=-1).reshape(-1, 2)  # rows: z2 high to low
-    if model.conditional and label is None:
-        label = model.config.label_names[0]
     with torch.no_grad():
-        images = model.decode(z, model.labels_for(label, len(z)))
+        images = model.decode_as(z, label)
     return viz.image_grid(images, nrow=size, padding=1, scale=viz.auto_scale(model.config.height) // 2 or 1)
 
 

@@ -402,7 +402,7 @@ def create_app(models: dict[str, str | Path] | dict[str, Served], limits: Limits
                                                                       steps=body.steps)}
             za, zb = (_latent(p, s.model, name) for p, name in ((body.a, "a"), (body.b, "b")))
             t = torch.linspace(0, 1, body.steps)[:, None]
-            images = s.model.decode((1 - t) * za + t * zb, image_labels(s, body.label, body.steps))
+            images = s.model.decode_as((1 - t) * za + t * zb, body.label)
             return {"model": s.name, "grid": _png_data_url(images, nrow=body.steps)}
 
         return await run(s, work)
@@ -417,15 +417,9 @@ def create_app(models: dict[str, str | Path] | dict[str, Served], limits: Limits
                 if body.label is not None:
                     raise ApiError(400, "label: for conditional image models")
                 return {"model": s.name, "text": s.model.decode(z)[0]}
-            return {"model": s.name, "image": _png_data_url(s.model.decode(z, image_labels(s, body.label, 1)), nrow=1)}
+            return {"model": s.name, "image": _png_data_url(s.model.decode_as(z, body.label), nrow=1)}
 
         return await run(s, work)
-
-    def image_labels(s: Served, label: str | None, n: int):
-        """Label indices for n decoded images of a conditional image model (default: its first label)."""
-        if not s.model.conditional:
-            return s.model.labels_for(label, n)
-        return s.model.labels_for(label if label is not None else s.model.config.label_names[0], n)
 
     def items_of(body: ItemsRequest, s: Served):
         if s.kind == "text":

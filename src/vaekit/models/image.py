@@ -165,6 +165,14 @@ class ImageVAE(VAE):
         c = None if labels is None else self.one_hot(labels)
         return torch.sigmoid(self.decode_logits(z, c).float())
 
+    def decode_as(self, z: torch.Tensor, label: str | None = None) -> torch.Tensor:
+        """Decode codes z (n, d) as the class ``label``; a conditional model given none uses its first label
+        (an unconditional model refuses a label, naming the problem)."""
+        if self.conditional and label is None:
+            label = self.config.label_names[0]
+        labels = self.labels_for(label, len(z))
+        return self.decode(z, None if labels is None else labels.to(z.device))
+
     def log_likelihood(self, x, z: torch.Tensor) -> torch.Tensor:
         """log p(x|z) (p(x|z, c) when conditional): x (b, c, h, w), z (..., b, d) -> (..., b), in fp32."""
         logits = self.decode_logits(z, self._condition(x)).float()  # (..., b, c, h, w)
