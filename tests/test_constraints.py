@@ -323,3 +323,20 @@ def test_conditional_image_model_served(stripes):
     assert r.status_code == 200 and r.json()["image"].startswith("data:image/png")
     r = client.post("/v1/sample", json={"n": 4, "label": "9"})
     assert r.status_code == 400 and "0, 1, 2" in r.json()["error"]
+
+
+def test_constraint_loss_with_a_text_embedding_condition(tmp_path):
+    """The constraint texts carry their own condition embedding (this combination used to stop training)."""
+    data = tmp_path / "topics.csv"
+    with data.open("w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["text", "topic"])
+        for text in two_topic_sentences() * 3:
+            writer.writerow([text, "cats" if "cat" in text else "markets"])
+    result = run("train", "text", "--data", data, "--label-column", "topic", "--conditional", "--condition-embedding",
+                 "word-vectors", "--train-word-vectors", "--constraint", "cats=the cat sat on the mat.",
+                 "--constraint-weight", 1, "--out", tmp_path / "run", "--epochs", 2, "--embedding-dim", 16, "--hidden", 16,
+                 "--latent-dim", 4, "--batch-size", 16, "--quiet", "--precision", "fp32")
+    assert result.exit_code == 0, result.output
+    metrics = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert any("constraint" in m for m in metrics)

@@ -150,9 +150,12 @@ class TextVAE(VAE):
         if batch is None:
             texts = list(self.config.constraint_texts)
             labels = list(self.config.constraint_labels) if self.conditional else None
-            batch = self._constraint_cache = self.batch(texts, labels, infer=False)
-        return TextBatch(batch.ids.to(x.ids.device), batch.lengths.to(x.ids.device),
-                         None if batch.labels is None else batch.labels.to(x.ids.device))
+            # a text-embedding model conditions each constraint text on its own embedding, as for any text
+            conditions = texts if self.config.condition_dim else None
+            batch = self._constraint_cache = self.batch(texts, labels, infer=False, conditions=conditions)
+        from ..train import to_device  # every tensor field moves: ids, lengths, labels, tags, cond
+
+        return to_device(batch, x.ids.device)
 
     # --- conditions (a conditional VAE when config.label_names is set) ---------------------------
     @property
