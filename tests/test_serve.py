@@ -86,6 +86,22 @@ def test_vary_with_required_and_banned_words(client):
     assert body["drawn"] <= 200 and body["passed"] >= len(body["variations"])
 
 
+def test_sample_from_a_region_with_filters(client):
+    """/v1/sample shares vaekit sample's region draws and post-filters (generate.sample_constrained)."""
+    r = client.post("/v1/sample", headers=AUTH, json={"model": "cats", "n": 3, "seed": 0, "near": "the old cat sat.",
+                                                       "radius": 0.5, "ban": ["mat"]})
+    body = r.json()
+    assert r.status_code == 200 and set(body) >= {"texts", "drawn", "passed", "rejected"}, body
+    assert all("mat" not in t.split() for t in body["texts"]) and "region" in body["rejected"]
+    r = client.post("/v1/sample", headers=AUTH, json={"model": "cats", "n": 3, "between": ["the old cat sat.",
+                                                                                          "shares of banks fell."]})
+    assert r.status_code == 200 and r.json()["drawn"] == 3
+    r = client.post("/v1/sample", headers=AUTH, json={"model": "digits", "n": 3, "near": "x"})
+    assert r.status_code == 400 and "text models" in r.json()["error"]
+    r = client.post("/v1/sample", headers=AUTH, json={"model": "cats", "n": 3, "near": ""})
+    assert r.status_code == 400 and "near is empty" in r.json()["error"]
+
+
 def test_sample_interpolate_decode_encode_score(client):
     r = client.post("/v1/sample", headers=AUTH, json={"model": "cats", "n": 4, "seed": 0})
     assert r.status_code == 200 and len(r.json()["texts"]) == 4

@@ -609,38 +609,16 @@ def sample(run, n, out, seed, temperature, strategy, near, between, label, tags,
         _echo_texts(model.sample(n, generator=generator, temperature=temperature, strategy=strategy, label=label,
                                  tags=_tags(tags), condition_text=condition_text), out, f"{n} samples")
         return
-    from .generate import ban_ids, region_codes, word_filter_failure
+    from .generate import sample_constrained
 
-    if min_similarity is not None and near is None:
-        raise VaekitError("--min-similarity for sample compares with --near TEXT; give one")
-    banned = ban_ids(model.tokenizer, ban)
-    texts, drawn, rejected = [], 0, {"region": 0, "require": 0, "ban": 0, "length": 0, "similarity": 0}
-    similarity = _similarity(similarity_model) if min_similarity is not None else None
-    while len(texts) < n and drawn < max_draws:
-        z, stats = region_codes(model, min(n, max_draws - drawn), generator, temperature, near=near, avoid=avoid,
-                                radius=radius, between=tuple(between) if between else None, max_draws=max_draws - drawn)
-        drawn += stats["drawn"]
-        rejected["region"] += stats["rejected"]
-        if not len(z):
-            break
-        candidates = model.generate(model.condition_codes(z, label, _tags(tags), generator, condition_text),
-                                    strategy=strategy, generator=generator, banned=banned)
-        kept = []
-        for text in candidates:
-            failure = word_filter_failure(text, require, ban, min_length, max_length)
-            if failure is None:
-                kept.append(text)
-            else:
-                rejected[failure] += 1
-        if similarity is not None and kept:
-            scores = similarity(near, kept)
-            rejected["similarity"] += sum(s < min_similarity for s in scores)
-            kept = [t for t, s in zip(kept, scores) if s >= min_similarity]
-        texts += kept
-        if between is not None:
-            break  # the path's points are fixed: drawing again gives the same codes
-    texts = texts[:n]
-    click.echo(_constraint_line(drawn, len(texts), rejected, len(texts)), err=True)
+    result = sample_constrained(model, n, generator, temperature=temperature, strategy=strategy, near=near,
+                                avoid=avoid, radius=radius, between=tuple(between) if between else None, label=label,
+                                tags=_tags(tags), condition_text=condition_text, require=require, ban=ban,
+                                min_length=min_length, max_length=max_length, min_similarity=min_similarity,
+                                similarity=_similarity(similarity_model) if min_similarity is not None else None,
+                                max_draws=max_draws)
+    texts = [v.text for v in result.variations]
+    click.echo(_constraint_line(result.drawn, result.passed, result.rejected, len(texts)), err=True)
     _echo_texts(texts, out, f"{len(texts)} samples")
 
 

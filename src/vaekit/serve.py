@@ -92,6 +92,18 @@ class SampleRequest(_Body):
     temperature: float = Field(1.0, ge=0, le=5)
     seed: int | None = None
     strategy: Literal["sample", "greedy", "beam"] = "greedy"
+    near: str | None = Field(None, description="Text models: draw codes only within radius of this text's code")
+    avoid: str | None = Field(None, description="Text models: reject codes within radius of this text's code")
+    radius: float = Field(1.0, gt=0, description="Radius of near/avoid, in prior standard deviations")
+    between: list[str] | None = Field(None, min_length=2, max_length=2,
+                                      description="Text models: n evenly spaced codes between two texts")
+    require: list[str] = Field(default_factory=list, description="Text models: words every sample must contain")
+    ban: list[str] = Field(default_factory=list, description="Text models: words no sample may contain")
+    min_similarity: float | None = Field(None, ge=-1, le=1, description="Text models: minimum similarity to near")
+
+    def constrained(self) -> bool:
+        return any([self.near is not None, self.avoid is not None, self.between is not None, self.require, self.ban,
+                    self.min_similarity is not None])
 
 
 class InterpolateRequest(_Body):
@@ -378,10 +390,29 @@ def create_app(models: dict[str, str | Path] | dict[str, Served], limits: Limits
         no_conditions(body, s)
 
         def work():
+            if s.kind == "text" and body.constrained():
+                from .generate import sample_constrained
+
+                for field in ("near", "avoid"):
+                    if getattr(body, field) is not None:
+                        check_text(getattr(body, field), field)
+                for i, text in enumerate(body.between or []):
+                    check_text(text, f"between[{i}]")
+                wants_similarity = body.min_similarity is not None
+                result = sample_constrained(
+                    s.model, body.n, generator, temperature=body.temperature, strategy=body.strategy, near=body.near,
+                    avoid=body.avoid, radius=body.radius, between=tuple(body.between) if body.between else None,
+                    label=body.label, tags=body.tags, require=body.require, ban=body.ban,
+                    min_similarity=body.min_similarity, similarity=similarity if wants_similarity else None,
+                    max_draws=limits.max_draws)
+                return {"model": s.name, "texts": [v.text for v in result.variations], "requested": body.n,
+                        "drawn": result.drawn, "passed": result.passed, "rejected": result.rejected}
             if s.kind == "text":
                 return {"model": s.name, "texts": s.model.sample(body.n, generator=generator, label=body.label,
                                                                  tags=body.tags,
                                                                  temperature=body.temperature, strategy=body.strategy)}
+            if body.constrained():
+                raise ApiError(400, "near, avoid, between, require, ban and min_similarity are for text models")
             images = s.model.sample(body.n, generator=generator, temperature=body.temperature, label=body.label)
             return {"model": s.name, "n": body.n, "grid": _png_data_url(images)}
 
