@@ -76,18 +76,25 @@ def clickbait(args) -> None:
         corpus = Path(tmp) / "headlines.txt"
         corpus.write_text("\n".join(train) + "\n", encoding="utf-8")
         overrides = dict(embedding_dim=args.embedding_dim, encoder_hidden=(args.hidden,), decoder_hidden=args.decoder_hidden,
-                         latent_dim=args.latent_dim, dropout=args.dropout, word_dropout=args.word_dropout, rnn=args.rnn)
+                         latent_dim=args.latent_dim, dropout=args.dropout, word_dropout=args.word_dropout, rnn=args.rnn,
+                         tie_embeddings=args.tie_embeddings)
         training = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, grad_clip=5.0, precision="bf16",
                                kl_schedule=args.kl_schedule, kl_warmup_steps=args.kl_warmup_steps,
                                free_bits=args.free_bits, max_minutes=args.minutes, beta=args.beta)
+        condition = None
+        if args.condition_embedding == "sentence":
+            condition = {"kind": "sentence", "encoder": None}
+        elif args.condition_embedding == "word-vectors":
+            condition = {"kind": "word-vectors", "word_vectors": None}  # Word2Vec fitted on the training part
         run = train_text(corpus, args.out / "clickbait", overwrite=True, model_overrides=overrides, training=training,
-                         max_tokens=40, progress=args.progress,
+                         max_tokens=40, progress=args.progress, condition=condition,
                          tokenizer_config=TokenizerConfig(vocab_size=args.vocab_size, lowercase=True))
     emit({"bench": "clickbait_train", "status": run.result.status, "epochs": run.result.epochs,
+          "condition_embedding": args.condition_embedding,
           "tokens_per_s": round(tokens_per_second(run)), "train_items": run.stats["train"]["items"], "model": overrides})
     nll = evaluate_texts(run.model, held_out, iw_samples=args.iw_samples, seed=0, precision=args.eval_precision)
     emit({"bench": "clickbait_heldout_nll", **rounded(nll)})
-    report = variation_report(run.model, held_out, n=5, temperature=args.temperature, seed=0)
+    report = variation_report(run.model, held_out, n=5, temperature=args.temperature, top_p=args.top_p, seed=0)
     emit({"bench": "clickbait_variations", **{k: v for k, v in report.items() if k != "examples"}})
     emit({"bench": "clickbait_examples", "examples": report["examples"]})
 
@@ -113,6 +120,11 @@ def main() -> None:
     parser.add_argument("--vocab-size", type=int, default=20000, help="clickbait: word vocabulary")
     parser.add_argument("--iw-samples", type=int, default=100, help="importance samples for the test NLL")
     parser.add_argument("--eval-precision", choices=["fp32", "bf16"], default="fp32")
+    parser.add_argument("--condition-embedding", choices=["none", "sentence", "word-vectors"], default="none",
+                        help="clickbait: condition the decoder on each headline's own embedding (vaekit train text "
+                             "--condition-embedding); vary then keeps the input's embedding and varies z")
+    parser.add_argument("--tie-embeddings", action="store_true", help="tie the output layer to the embeddings")
+    parser.add_argument("--top-p", type=float, default=0.9, help="clickbait: vary's nucleus")
     parser.add_argument("--temperature", type=float, default=1.0, help="vary's spread around the posterior")
     parser.add_argument("--progress", action="store_true")
     parser.add_argument("--out", type=Path, default=Path("runs/bench"))

@@ -7,7 +7,7 @@ import torch
 import vaekit
 from vaekit import TextVAE, TextVAEConfig, TrainConfig, VaekitError
 from vaekit.data.text import collate
-from vaekit.data.tokenizer import TextTokenizer, TokenizerConfig
+from vaekit.data.tokenizer import EOS_ID, TextTokenizer, TokenizerConfig
 from vaekit.generate import decode_ids
 from vaekit.texts import train_text
 
@@ -94,6 +94,21 @@ def test_banned_tokens_never_appear():
         ids, _ = decode_ids(model, torch.randn(6, 4, generator=torch.Generator().manual_seed(0)), strategy=strategy,
                             banned=banned, generator=torch.Generator().manual_seed(1), max_tokens=12)
         assert not any(i in banned for row in ids for i in row)
+
+
+@pytest.mark.parametrize("rnn, eos_bias", [("gru", 0.5), ("lstm", 0.05)])
+def test_batched_decoding_matches_one_code_at_a_time(rnn, eos_bias):
+    """Finished texts leave the decoding batch; the others must decode as they would alone. A raised <eos>
+    bias makes the untrained decoder stop at different steps for different codes."""
+    model = tiny(rnn, decoder_layers=2).eval()
+    with torch.no_grad():
+        model.decoder.output.bias[EOS_ID] += eos_bias
+    z = 3 * torch.randn(8, 4, generator=torch.Generator().manual_seed(0))
+    ids, scores = decode_ids(model, z, strategy="greedy", max_tokens=15)
+    assert len({len(row) for row in ids}) > 2  # the rows finish at different steps
+    for i in range(len(z)):
+        alone, score = decode_ids(model, z[i:i + 1], strategy="greedy", max_tokens=15)
+        assert alone[0] == ids[i] and score[0] == pytest.approx(scores[i], abs=1e-3)
 
 
 @pytest.fixture(scope="module")

@@ -103,8 +103,8 @@ def decode_ids(model, z: torch.Tensor, strategy: Strategy = "greedy", max_tokens
             tokens = torch.full((n,), BOS_ID, dtype=torch.long)
             out = torch.full((n, max_tokens), PAD_ID, dtype=torch.long)
             scores = torch.zeros(n)
-            done = torch.zeros(n, dtype=torch.bool)
-            for t in range(max_tokens):
+            live = torch.arange(n)  # the rows still writing: finished rows leave the batch, so a step costs
+            for t in range(max_tokens):  # what the unfinished texts need (the output layer is most of it)
                 logits, state = _step_logits(model, tokens, z, state, banned_ids)
                 if strategy == "greedy":
                     tokens = logits.argmax(-1)
@@ -113,11 +113,14 @@ def decode_ids(model, z: torch.Tensor, strategy: Strategy = "greedy", max_tokens
                     tokens, chosen = _nucleus(logits, top_p, softmax_temperature, generator)
                 if chosen is None:  # log p(token) = logit - logsumexp(logits), without a (n, v) log-softmax
                     chosen = logits.gather(-1, tokens[:, None])[:, 0] - logits.logsumexp(-1)
-                scores += torch.where(done, 0.0, chosen)
-                out[:, t] = torch.where(done, PAD_ID, tokens)
-                done |= tokens == EOS_ID
-                if done.all():
+                scores[live] += chosen
+                out[live, t] = tokens
+                going = tokens != EOS_ID
+                if not going.any():
                     break
+                if not going.all():
+                    keep = going.nonzero()[:, 0]
+                    live, tokens, z, state = live[keep], tokens[keep], z[keep], _select_state(state, keep)
             return [_strip(row) for row in out.tolist()], scores.tolist()
     finally:
         model.train(was_training)

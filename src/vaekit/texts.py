@@ -375,14 +375,22 @@ def variation_metrics(inputs: list[str], outputs: list[list[str]], encoder_name:
 def variation_report(model: TextVAE, texts: list[str], n: int = 5, temperature: float = 0.5, strategy: str = "sample",
                      top_p: float = 0.9, seed: int = 0, encoder_name: str | None = None, progress: bool = False) -> dict:
     """vaekit's variations of each text beside two baselines: "copy" (the input n times) and "prior" (n samples
-    from the prior that ignore the input: the design documents' recipe)."""
+    from the prior that ignore the input: the design documents' recipe; a model conditioned on a text embedding
+    gets the next input's embedding)."""
     from tqdm.auto import tqdm
 
     ours = [[v.text for v in model.vary(text, n=n, temperature=temperature, strategy=strategy, top_p=top_p, seed=seed + i)]
             for i, text in enumerate(tqdm(texts, desc="varying", unit="text", disable=not progress))]
-    prior = model.sample(n * len(texts), generator=torch.Generator().manual_seed(seed), strategy=strategy, top_p=top_p)
-    systems = {"vaekit": ours, "copy": [[t] * n for t in texts],
-               "prior": [prior[i * n:(i + 1) * n] for i in range(len(texts))]}
+    generator = torch.Generator().manual_seed(seed)
+    if model.config.condition_dim:
+        # a model conditioned on a text embedding cannot sample without one: the baseline that ignores the input
+        # samples the prior under the next input's condition
+        prior = [model.sample(n, generator=generator, strategy=strategy, top_p=top_p,
+                              condition_text=texts[(i + 1) % len(texts)]) for i in range(len(texts))]
+    else:
+        flat = model.sample(n * len(texts), generator=generator, strategy=strategy, top_p=top_p)
+        prior = [flat[i * n:(i + 1) * n] for i in range(len(texts))]
+    systems = {"vaekit": ours, "copy": [[t] * n for t in texts], "prior": prior}
     return {
         "inputs": len(texts), "n": n, "temperature": temperature, "strategy": strategy, "top_p": top_p,
         "similarity_model": encoder_name or "all-MiniLM-L6-v2",
