@@ -43,10 +43,11 @@ def tokens_per_second(run) -> float:
 def ptb(args) -> None:
     ptb_dir = SHARED / "ptb"
     overrides = dict(embedding_dim=args.embedding_dim, encoder_hidden=(args.hidden,), decoder_hidden=args.decoder_hidden,
-                     latent_dim=args.latent_dim, dropout=args.dropout, word_dropout=args.word_dropout, rnn=args.rnn)
+                     latent_dim=args.latent_dim, dropout=args.dropout, word_dropout=args.word_dropout, rnn=args.rnn,
+                     tie_embeddings=args.tie_embeddings)
     training = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, grad_clip=5.0, precision="bf16",
                            kl_schedule=args.kl_schedule, kl_warmup_steps=args.kl_warmup_steps, free_bits=args.free_bits,
-                           max_minutes=args.minutes)
+                           max_minutes=args.minutes, lr_decay=args.lr_decay, lr_patience=1)
     start = time.perf_counter()
     run = train_text(ptb_dir / "ptb.train.txt", args.out / "ptb", val_data=ptb_dir / "ptb.valid.txt", overwrite=True,
                      tokenizer_config=TokenizerConfig(vocab_size=10004, lowercase=False, pretokenized=True),
@@ -123,6 +124,8 @@ def main() -> None:
     parser.add_argument("--condition-embedding", choices=["none", "sentence", "word-vectors"], default="none",
                         help="clickbait: condition the decoder on each headline's own embedding (vaekit train text "
                              "--condition-embedding); vary then keeps the input's embedding and varies z")
+    parser.add_argument("--lr-decay", type=float, default=1.0,
+                        help="ptb: multiply the learning rate by this when validation stops improving")
     parser.add_argument("--tie-embeddings", action="store_true", help="tie the output layer to the embeddings")
     parser.add_argument("--top-p", type=float, default=0.9, help="clickbait: vary's nucleus")
     parser.add_argument("--temperature", type=float, default=1.0, help="vary's spread around the posterior")

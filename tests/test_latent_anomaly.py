@@ -63,6 +63,19 @@ def test_image_scores_calibration_and_flags(image_run, tmp_path):
     assert sum(int(r["anomaly"]) for r in rows) == 21
 
 
+def test_kl_score_is_the_elbo_minus_the_reconstruction(image_run, tmp_path):
+    """--score kl is the KL term of the same -ELBO: kl = neg_elbo - rec for each item."""
+    out, data = image_run
+    values = {}
+    for name in ("neg_elbo", "rec", "kl"):
+        result = run("score", out, "--data", data, "--out", tmp_path / f"{name}.csv", "--score", name,
+                     "--iw-samples", 3, "--quiet")
+        assert result.exit_code == 0, result.output
+        values[name] = np.array([float(r[name]) for r in csv.DictReader((tmp_path / f"{name}.csv").open())])
+    assert (values["kl"] >= 0).all()
+    np.testing.assert_allclose(values["kl"], values["neg_elbo"] - values["rec"], rtol=1e-4, atol=1e-3)
+
+
 @pytest.mark.parametrize("args, message", [
     (["--fpr", "1.5"], "--fpr 1.5"),
     (["--fpr", "0"], "--fpr 0"),

@@ -766,9 +766,10 @@ def score_options(f):
                      help="Arithmetic for scoring.")(f)
     f = click.option("--iw-samples", type=click.IntRange(min=1), default=None,
                      help="Samples of z per item [default: as calibrated, else 10].")(f)
-    return click.option("--score", "score_name", type=click.Choice(["neg_elbo", "iw_nll", "rec"]), default=None,
+    return click.option("--score", "score_name", type=click.Choice(["neg_elbo", "iw_nll", "rec", "kl"]), default=None,
                         help="neg_elbo: -ELBO; iw_nll: importance-weighted NLL (tighter, Burda et al. 2016); rec: "
-                             "reconstruction error alone [default: as calibrated, else neg_elbo].")(f)
+                             "reconstruction error alone; kl: the KL term alone, KL(q(z|x) || p(z)) (does not favour "
+                             "simple inputs as likelihoods do) [default: as calibrated, else neg_elbo].")(f)
 
 
 @cli.command(context_settings=CONTEXT)

@@ -119,7 +119,7 @@ class ItemsRequest(_Body):
 
 
 class ScoreRequest(ItemsRequest):
-    score: Literal["neg_elbo", "iw_nll", "rec"] | None = None
+    score: Literal["neg_elbo", "iw_nll", "rec", "kl"] | None = None
     iw_samples: int = Field(10, ge=1, le=100)
     seed: int = 0
 
