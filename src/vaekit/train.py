@@ -29,6 +29,7 @@ from . import distributed
 from .config import TrainConfig, read_json, to_dict, write_json
 from .errors import NonFiniteLossError, VaekitError
 from .models.base import CONFIG_NAME, VAE, WEIGHTS_NAME
+from .memory import reuse_freed_memory, trim
 from .monitor import Monitor
 from .evaluate import active_units
 from .objectives import kl_weight, mutual_information
@@ -121,7 +122,6 @@ def validation_loss(model: VAE, data: TrainData, batch_size: int, precision: str
     generator = torch.Generator(device).manual_seed(seed)
     totals = {"loss": 0.0, "rec": 0.0, "kl": 0.0}
     count, tokens, means, mi, mi_weight = 0, 0, [], 0.0, 0
-    from .memory import trim
 
     for number, batch in enumerate(data.eval_batches(batch_size), start=1):
         if number % 5 == 0:
@@ -272,6 +272,7 @@ class Trainer:
         cfg = self.config
         if resume:
             self.load_resume_state()
+        reuse_freed_memory()  # every step frees and reallocates the same activations (see vaekit.memory)
         self._build_forward()
         self._write_config()
         monitor = (Monitor(self.run_dir, resume_step=self.step if resume else None, tensorboard=self.tensorboard)
