@@ -113,3 +113,26 @@ def test_wrong_input_shape_and_bad_config_are_named():
     with pytest.raises(VaekitError, match="1 or 3 channels"):
         ImageVAEConfig(in_channels=2)
     assert set(PRESETS) == {"seed", "default"}
+
+
+@pytest.mark.parametrize("stride, output_padding", [(2, 1), (2, 0), (1, 0)])
+def test_transposed_conv_with_separate_bias_matches_pytorchs(stride, output_padding):
+    """vaekit's ConvTranspose2d adds its bias after the convolution (a faster bias gradient on CPU): outputs,
+    gradients and the state dict are those of nn.ConvTranspose2d."""
+    from vaekit.nn.image import ConvTranspose2d
+
+    torch.manual_seed(0)
+    ours = ConvTranspose2d(6, 4, 3, stride=stride, padding=1, output_padding=output_padding).double()
+    ref = nn.ConvTranspose2d(6, 4, 3, stride=stride, padding=1, output_padding=output_padding).double()
+    ref.load_state_dict(ours.state_dict())
+    assert list(ours.state_dict()) == list(ref.state_dict())
+    x = torch.randn(3, 6, 5, 7, dtype=torch.double, requires_grad=True)
+    y, y_ref = ours(x), ref(x)
+    torch.testing.assert_close(y, y_ref)
+    grad = torch.randn_like(y)
+    got = torch.autograd.grad(y, [x, ours.weight, ours.bias], grad)
+    want = torch.autograd.grad(y_ref, [x, ref.weight, ref.bias], grad)
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b)
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # the bias does not promote the output to fp32
+        assert ours.float()(x.float()).dtype == torch.bfloat16

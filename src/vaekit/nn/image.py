@@ -11,6 +11,7 @@ import functools
 from typing import Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 # in-place ReLU: every ReLU here follows a convolution or a linear layer, whose backward needs its input, not
@@ -49,6 +50,20 @@ class ChannelsLast(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x.contiguous(memory_format=torch.channels_last)
+
+
+class ConvTranspose2d(nn.ConvTranspose2d):
+    """nn.ConvTranspose2d, same parameters and state dict, that adds its bias after the convolution. PyTorch's
+    CPU backward of a transposed convolution computes the bias gradient about 50x slower than a plain sum over
+    the output gradient (bf16, 128x32x28x28: 8.5 ms against 0.17), and that was a third of a training step of
+    the seed network; with the bias added separately, autograd's sum computes it."""
+
+    def forward(self, x: torch.Tensor, output_size=None) -> torch.Tensor:
+        if output_size is not None or self.bias is None:
+            return super().forward(x, output_size)
+        y = F.conv_transpose2d(x, self.weight, None, self.stride, self.padding, self.output_padding, self.groups,
+                               self.dilation)
+        return y + self.bias.to(y.dtype)[:, None, None]  # under autocast y is bf16: keep it so
 
 
 class ConvEncoder(nn.Module):
@@ -110,11 +125,11 @@ class ConvDecoder(nn.Module):
             (h_in, w_in), (h_out, w_out) = sizes[level + 1], sizes[level]
             # a stride-2 transposed 3x3 conv with padding 1 gives 2n - 1 + output_padding
             pad = (h_out - (2 * h_in - 1), w_out - (2 * w_in - 1))
-            layers += [nn.ConvTranspose2d(c_in, c_out, 3, stride=2, padding=1, output_padding=pad), act()]
+            layers += [ConvTranspose2d(c_in, c_out, 3, stride=2, padding=1, output_padding=pad), act()]
             for _ in range(convs_per_level - 1):
                 layers += [nn.Conv2d(c_out, c_out, 3, padding=1), act()]
             c_in = c_out
-        layers.append(nn.ConvTranspose2d(c_in, out_channels, 3, stride=1, padding=1))
+        layers.append(ConvTranspose2d(c_in, out_channels, 3, stride=1, padding=1))
         self.net = nn.Sequential(*layers)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
