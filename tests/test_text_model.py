@@ -184,3 +184,27 @@ def test_nucleus_sampling_matches_the_sorted_definition():
     # top_p = 1 is plain sampling from the whole distribution
     everything, _ = _nucleus(logits, top_p=1.0, temperature=1.0, generator=torch.Generator().manual_seed(1))
     assert torch.allclose(torch.bincount(everything, minlength=6).float() / len(everything), probs, atol=0.015)
+
+
+def test_token_nll_matches_cross_entropy_values_and_gradients():
+    """The chunked CPU cross-entropy (vaekit.nn.text.token_nll) against F.cross_entropy, more rows than one
+    chunk, in fp64 and with bf16 logits (whose gradient comes back in bf16)."""
+    import torch.nn.functional as F
+    from vaekit.nn.text import token_nll
+
+    torch.manual_seed(0)
+    logits = torch.randn(150, 37, dtype=torch.float64, requires_grad=True)
+    targets = torch.randint(0, 37, (150,))
+    weights = torch.rand(150, dtype=torch.float64)
+    ours = token_nll(logits, targets)
+    (grad,) = torch.autograd.grad((ours * weights).sum(), logits)
+    ref = F.cross_entropy(logits, targets, reduction="none")
+    (ref_grad,) = torch.autograd.grad((ref * weights).sum(), logits)
+    torch.testing.assert_close(ours, ref.float())
+    torch.testing.assert_close(grad, ref_grad)
+    low = logits.detach().bfloat16().requires_grad_()
+    nll = token_nll(low, targets)
+    assert nll.dtype == torch.float32
+    (low_grad,) = torch.autograd.grad((nll * weights.float()).sum(), low)
+    assert low_grad.dtype == torch.bfloat16
+    torch.testing.assert_close(low_grad.float(), ref_grad.float(), atol=1e-2, rtol=1e-2)

@@ -19,7 +19,7 @@ from ..data.text import TextBatch, collate, split_units
 from ..data.tokenizer import BOS_ID, EOS_ID, PAD_ID, TOKENIZER_NAME, UNK_ID, TextTokenizer, TokenizerConfig
 from ..distributions import DiagonalGaussian
 from ..errors import VaekitError
-from ..nn.text import BiRNNEncoder, RNNDecoder, word_dropout
+from ..nn.text import BiRNNEncoder, RNNDecoder, token_nll, word_dropout
 from .base import VAE
 
 
@@ -332,9 +332,8 @@ class TextVAE(VAE):
         gradients the (n, v) logits are made EVAL_CHUNK rows at a time: a 256-text validation batch of long
         sentences would otherwise hold several (20k, 10k) fp32 arrays at once (2.8 GB peak on PTB)."""
         if torch.is_grad_enabled() or len(hidden) <= self.EVAL_CHUNK:
-            return F.cross_entropy(self.token_logits(hidden).float(), targets, reduction="none")
-        return torch.cat([F.cross_entropy(self.token_logits(hidden[i:i + self.EVAL_CHUNK]).float(),
-                                          targets[i:i + self.EVAL_CHUNK], reduction="none")
+            return token_nll(self.token_logits(hidden), targets)
+        return torch.cat([token_nll(self.token_logits(hidden[i:i + self.EVAL_CHUNK]), targets[i:i + self.EVAL_CHUNK])
                           for i in range(0, len(hidden), self.EVAL_CHUNK)])
 
     def decoder_step(self, inputs: torch.Tensor, z: torch.Tensor, state):

@@ -41,6 +41,44 @@ class Dropout(nn.Module):
         return f"p={self.p}"
 
 
+class _TokenNLL(torch.autograd.Function):
+    """-log softmax(logits)[target] per row, computed chunk by chunk in fp32 (see ``token_nll``)."""
+
+    CHUNK = 64  # rows per pass: a (64, 10k) fp32 block stays in cache; 16 to 256 measured within 15%
+
+    @staticmethod
+    def forward(ctx, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        lse = torch.empty(len(logits), dtype=torch.float32, device=logits.device)
+        for i in range(0, len(logits), _TokenNLL.CHUNK):
+            lse[i:i + _TokenNLL.CHUNK] = torch.logsumexp(logits[i:i + _TokenNLL.CHUNK].float(), dim=-1)
+        ctx.save_for_backward(logits, targets, lse)
+        return lse - logits.gather(1, targets[:, None]).squeeze(1).float()
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad: torch.Tensor):
+        # d/dlogits of lse - logit[target] = softmax(logits) - onehot(target), scaled by each row's grad
+        logits, targets, lse = ctx.saved_tensors
+        grad = grad.float()
+        out = torch.empty_like(logits)
+        for i in range(0, len(logits), _TokenNLL.CHUNK):
+            rows = slice(i, i + _TokenNLL.CHUNK)
+            out[rows] = torch.exp(logits[rows].float() - lse[rows, None]).mul_(grad[rows, None])
+        out[torch.arange(len(targets), device=out.device), targets] -= grad.to(out.dtype)
+        return out, None
+
+
+def token_nll(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """-log p(target) = logsumexp(logits) - logits[target] per row, (n,), in fp32: the softmax
+    cross-entropy against target indices (never a one-hot). With a gradient on a CPU it runs a block of rows
+    at a time and writes the gradient softmax - onehot straight in the logits' dtype: F.cross_entropy on an
+    fp32 copy of bf16 logits makes four (n, v) fp32 arrays (the copy, log-softmax, the nll gradient and the
+    log-softmax gradient), 26 ms of a 130 ms PTB step against 11 ms."""
+    if logits.requires_grad and logits.device.type == "cpu":
+        return _TokenNLL.apply(logits, targets)
+    return F.cross_entropy(logits.float(), targets, reduction="none")
+
+
 class BiRNNEncoder(nn.Module):
     """Embedded tokens (b, t, e) with lengths (b,) -> (mean, logvar), each (b, d).
 
