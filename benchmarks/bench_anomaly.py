@@ -65,6 +65,7 @@ def mnist(args) -> None:
     complexity = png_nats(test.images)
     digits = [int(d) for d in args.digits.split(",")] if args.digits else list(range(10))
     protocols = ["leave-one-out", "one-class"] if args.protocol == "both" else [args.protocol]
+    names = ("neg_elbo", "rec", "kl", "complexity")
     for protocol in protocols:
         one_class = protocol == "one-class"
         epochs = args.one_class_epochs if one_class else args.epochs
@@ -81,14 +82,14 @@ def mnist(args) -> None:
                    "epochs": epochs, "train_minutes": round(train_s / 60, 2)}
             scores = all_scores(run.model, image_items(run.model, test, "none"), iw_samples=10, seed=0)
             scores["complexity"] = scores["neg_elbo"] - complexity
-            for score in ("neg_elbo", "rec", "kl", "complexity"):
+            for score in names:
                 row[f"auroc_{score}"] = round(float(roc_auc_score(flags, scores[score])), 4)
                 row[f"auprc_{score}"] = round(float(average_precision_score(flags, scores[score])), 4)
             emit(row)
             results.append(row)
         emit({"bench": "mnist_anomaly_mean", "protocol": protocol, "digits": digits, "epochs": epochs,
               **{f"mean_auroc_{s}": round(float(np.mean([r[f"auroc_{s}"] for r in results])), 4)
-                 for s in ("neg_elbo", "rec", "kl", "complexity")}})
+                 for s in names}})
 
 
 def _headlines(name: str) -> list[str]:

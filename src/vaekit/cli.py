@@ -13,6 +13,7 @@ import click
 import numpy as np
 from click.core import ParameterSource
 
+from .anomaly import SCORES
 from .errors import NonFiniteLossError, VaekitError
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
@@ -766,7 +767,7 @@ def score_options(f):
                      help="Arithmetic for scoring.")(f)
     f = click.option("--iw-samples", type=click.IntRange(min=1), default=None,
                      help="Samples of z per item [default: as calibrated, else 10].")(f)
-    return click.option("--score", "score_name", type=click.Choice(["neg_elbo", "iw_nll", "rec", "kl"]), default=None,
+    return click.option("--score", "score_name", type=click.Choice(SCORES), default=None,
                         help="neg_elbo: -ELBO; iw_nll: importance-weighted NLL (tighter, Burda et al. 2016); rec: "
                              "reconstruction error alone; kl: the KL term alone, KL(q(z|x) || p(z)) (does not favour "
                              "simple inputs as likelihoods do) [default: as calibrated, else neg_elbo].")(f)

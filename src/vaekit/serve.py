@@ -23,6 +23,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
+from .anomaly import SCORES
 from .errors import VaekitError
 
 log = logging.getLogger(__name__)
@@ -119,7 +120,7 @@ class ItemsRequest(_Body):
 
 
 class ScoreRequest(ItemsRequest):
-    score: Literal["neg_elbo", "iw_nll", "rec", "kl"] | None = None
+    score: Literal[SCORES] | None = None
     iw_samples: int = Field(10, ge=1, le=100)
     seed: int = 0
 
