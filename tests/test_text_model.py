@@ -208,3 +208,33 @@ def test_token_nll_matches_cross_entropy_values_and_gradients():
     (low_grad,) = torch.autograd.grad((nll * weights.float()).sum(), low)
     assert low_grad.dtype == torch.bfloat16
     torch.testing.assert_close(low_grad.float(), ref_grad.float(), atol=1e-2, rtol=1e-2)
+
+
+def test_bf16_inference_sees_weights_changed_by_fused_adam():
+    """The decoder keeps a bf16 copy of its output layer for inference. Fused Adam changes parameters in place
+    without bumping their version counter, so between training steps (validation each epoch, generation after
+    training in the same process) that copy must not outlive the weights it was cast from."""
+    from vaekit.precision import autocast
+
+    model = tiny()
+    batch = model.batch(["the lazy cat sat on the warm mat.", "shares of banks fell."])
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.05, fused=True)
+
+    def eval_loss(m):
+        m.eval()
+        with torch.no_grad(), autocast("bf16"):
+            return m.loss(batch, generator=torch.Generator().manual_seed(0)).rec.item()
+
+    eval_loss(model)  # fills the cache
+    for _ in range(3):
+        model.train()
+        out = model.loss(batch, generator=torch.Generator().manual_seed(0))
+        optimizer.zero_grad(set_to_none=True)
+        out.loss.backward()
+        optimizer.step()
+    trained = eval_loss(model)  # as the Trainer validates: grads still set
+    model.zero_grad(set_to_none=True)
+    fresh = tiny()
+    fresh.load_state_dict(model.state_dict())
+    assert trained == pytest.approx(eval_loss(fresh), rel=1e-6)
+    assert eval_loss(model) == pytest.approx(trained, rel=1e-6)  # no grads: the cache, refilled after train()

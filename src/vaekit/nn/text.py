@@ -160,6 +160,10 @@ class RNNDecoder(nn.Module):
             weight, bias = self._inference_cast(weight, bias)
         return F.linear(hidden, weight, bias)
 
+    def train(self, mode: bool = True) -> "RNNDecoder":
+        self._bf16_output = None  # training may change the weights without a trace the cache could see
+        return super().train(mode)
+
     def _inference_cast(self, weight: torch.Tensor, bias: torch.Tensor | None):
         """Under bf16 autocast at inference, the output layer's weight (vocabulary x hidden, the largest matrix)
         cast to bf16 once and kept until the weight changes; autocast would cast it again on every decoding
@@ -167,6 +171,9 @@ class RNNDecoder(nn.Module):
         device = weight.device.type
         if not torch.is_autocast_enabled(device) or torch.get_autocast_dtype(device) != torch.bfloat16:
             return weight, bias
+        if weight.grad is not None:  # being trained: validation between steps casts afresh (see train())
+            return weight.to(torch.bfloat16), None if bias is None else bias.to(torch.bfloat16)
+        # _version alone cannot say "changed": fused Adam updates parameters in place without bumping it
         key = (weight.data_ptr(), weight._version, None if bias is None else bias._version)
         cached = getattr(self, "_bf16_output", None)
         if cached is None or cached[0] != key:
