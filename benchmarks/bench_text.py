@@ -47,7 +47,8 @@ def ptb(args) -> None:
                      tie_embeddings=args.tie_embeddings)
     training = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, grad_clip=5.0, precision="bf16",
                            kl_schedule=args.kl_schedule, kl_warmup_steps=args.kl_warmup_steps, free_bits=args.free_bits,
-                           max_minutes=args.minutes, lr_decay=args.lr_decay, lr_patience=1)
+                           max_minutes=args.minutes, lr_decay=args.lr_decay, lr_patience=1,
+                           lr_schedule=args.lr_schedule)
     start = time.perf_counter()
     run = train_text(ptb_dir / "ptb.train.txt", args.out / "ptb", val_data=ptb_dir / "ptb.valid.txt", overwrite=True,
                      tokenizer_config=TokenizerConfig(vocab_size=10004, lowercase=False, pretokenized=True),
@@ -81,7 +82,8 @@ def clickbait(args) -> None:
                          tie_embeddings=args.tie_embeddings)
         training = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, grad_clip=5.0, precision="bf16",
                                kl_schedule=args.kl_schedule, kl_warmup_steps=args.kl_warmup_steps,
-                               free_bits=args.free_bits, max_minutes=args.minutes, beta=args.beta)
+                               free_bits=args.free_bits, max_minutes=args.minutes, beta=args.beta,
+                               lr_schedule=args.lr_schedule)
         condition = None
         if args.condition_embedding == "sentence":
             condition = {"kind": "sentence", "encoder": None}
@@ -126,6 +128,8 @@ def main() -> None:
                              "--condition-embedding); vary then keeps the input's embedding and varies z")
     parser.add_argument("--lr-decay", type=float, default=1.0,
                         help="ptb: multiply the learning rate by this when validation stops improving")
+    parser.add_argument("--lr-schedule", choices=["constant", "linear", "cosine"], default="constant",
+                        help="anneal the learning rate to 0 over --minutes (or the epochs)")
     parser.add_argument("--tie-embeddings", action="store_true", help="tie the output layer to the embeddings")
     parser.add_argument("--top-p", type=float, default=0.9, help="clickbait: vary's nucleus")
     parser.add_argument("--temperature", type=float, default=1.0, help="vary's spread around the posterior")

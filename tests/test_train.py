@@ -150,3 +150,29 @@ def test_learning_rate_decays_when_validation_stalls_and_resumes_with_it(tiny_np
     resumed = make_trainer(tiny_npz, tmp_path, epochs=5, lr=1e-6, lr_decay=0.5, lr_patience=0)
     resumed.load_resume_state()
     assert resumed.optimizer.param_groups[0]["lr"] == pytest.approx(rates[-1])
+
+
+def test_learning_rate_schedules_follow_steps_or_the_time_budget(tiny_npz, tmp_path, monkeypatch):
+    from vaekit.train import lr_factor
+
+    assert [lr_factor("linear", p) for p in (0, 0.25, 1, 2)] == [1.0, 0.75, 0.0, 0.0]
+    assert [lr_factor("cosine", p) for p in (0, 0.5)] == [1.0, pytest.approx(0.5)]
+    assert lr_factor("constant", 0.9) == 1.0
+    with pytest.raises(VaekitError, match="lr_decay"):
+        TrainConfig(lr_schedule="linear", lr_decay=0.5)
+
+    # by steps: 4 epochs of 6 steps; the lr of step s (0-based) is lr * (1 - s / 24), the last one 1/24 of it
+    trainer = make_trainer(tiny_npz, tmp_path / "steps", epochs=4, lr=1e-3, lr_schedule="linear")
+    trainer.fit()
+    assert trainer.optimizer.param_groups[0]["lr"] == pytest.approx(1e-3 / 24)
+    rates = [json.loads(l)["lr"] for l in (tmp_path / "steps" / "metrics.jsonl").read_text().splitlines() if '"val"' in l]
+    assert rates == pytest.approx([1e-3 * (1 - s / 24) for s in (5, 11, 17, 23)])
+
+    # by time: with --max-minutes the clock runs the schedule when it is further on than the steps
+    clock = iter(range(0, 10_000, 3))  # each reading 3 s later: 60 s of budget pass in 20 readings
+    monkeypatch.setattr("vaekit.train.time.perf_counter", lambda: float(next(clock)))
+    timed = make_trainer(tiny_npz, tmp_path / "time", epochs=50, lr=1e-3, lr_schedule="linear", max_minutes=1.0)
+    result = timed.fit()
+    assert result.status == "time-limit" and result.epochs < 10
+    steps_alone = 1e-3 * (1 - (result.step - 1) / (50 * 6))  # above 0.96e-3
+    assert timed.optimizer.param_groups[0]["lr"] < steps_alone - 0.1e-3

@@ -107,6 +107,11 @@ def run_control_options(f):
     f = click.option("--quiet", is_flag=True, help="No progress bar.")(f)
     f = click.option("--overwrite", is_flag=True, help="Replace an existing run in --out.")(f)
     f = click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint, with its settings.")(f)
+    f = click.option("--lr-schedule", type=click.Choice(["constant", "linear", "cosine"]), default="constant",
+                     show_default=True,
+                     help="Anneal the learning rate to 0 over the run: linear or cosine in the training's progress, "
+                          "steps of --epochs or time of --max-minutes, whichever is further on (linear suits a "
+                          "fixed time budget). constant keeps it, or lowers it by --lr-decay.")(f)
     f = click.option("--lr-patience", type=click.IntRange(min=0), default=2, show_default=True,
                      help="Epochs without a better validation loss before --lr-decay applies.")(f)
     f = click.option("--lr-decay", type=click.FloatRange(0, 1, min_open=True), default=1.0, show_default=True,
@@ -156,7 +161,7 @@ def run_control_options(f):
 @click.pass_context
 def train_image_command(ctx, data, out, preset, latent_dim, epochs, batch_size, lr, optimizer, val_fraction,
                         seed, loss, binarize, resize, beta, conditional, precision, device, compile_model, early_stop,
-                        max_minutes, lr_decay, lr_patience, resume, overwrite, quiet):
+                        max_minutes, lr_decay, lr_patience, lr_schedule, resume, overwrite, quiet):
     """Train an image VAE on your images.
 
     \b
@@ -173,6 +178,7 @@ def train_image_command(ctx, data, out, preset, latent_dim, epochs, batch_size, 
     training = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer,
                            val_fraction=val_fraction, seed=seed, precision=precision, beta=beta,
                            early_stop=early_stop, max_minutes=max_minutes, lr_decay=lr_decay, lr_patience=lr_patience,
+                           lr_schedule=lr_schedule,
                            device=device, compile=compile_model)
     overrides = {"loss": loss}
     if latent_dim is not None:
@@ -291,7 +297,7 @@ def train_text_command(ctx, data, out, text_column, title_column, label_column, 
                        tokenizer_kind, vocab_size, lowercase, pretokenized, preset, rnn, layers, hidden, decoder_hidden,
                        embedding_dim, latent_dim, tie_embeddings, dropout, word_dropout, kl_schedule, kl_warmup_steps,
                        kl_cycles, free_bits, beta, epochs, batch_size, lr, optimizer, grad_clip, val_fraction, seed,
-                       precision, device, compile_model, early_stop, max_minutes, lr_decay, lr_patience, resume,
+                       precision, device, compile_model, early_stop, max_minutes, lr_decay, lr_patience, lr_schedule, resume,
                        overwrite, quiet):
     """Train a text VAE on your texts, to generate variations of a given text.
 
@@ -311,6 +317,7 @@ def train_text_command(ctx, data, out, text_column, title_column, label_column, 
                            val_fraction=val_fraction, seed=seed, precision=precision, early_stop=early_stop, beta=beta,
                            kl_schedule=kl_schedule, kl_warmup_steps=kl_warmup_steps, kl_cycles=kl_cycles,
                            free_bits=free_bits, max_minutes=max_minutes, lr_decay=lr_decay, lr_patience=lr_patience,
+                           lr_schedule=lr_schedule,
                            device=device, compile=compile_model)
     overrides = {"word_dropout": word_dropout, "tie_embeddings": tie_embeddings}
     if constraints:

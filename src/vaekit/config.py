@@ -122,6 +122,9 @@ class TrainConfig:
     # (He et al. 2019 decay it when validation stalls); 1.0 disables
     lr_decay: float = 1.0
     lr_patience: int = 2
+    # constant, or lr * f(progress) with progress the larger of step / (epochs * batches) and elapsed / max_minutes:
+    # linear f = 1 - p, cosine f = (1 + cos(pi p)) / 2; see train.lr_factor
+    lr_schedule: typing.Literal["constant", "linear", "cosine"] = "constant"
     max_minutes: float = 0.0  # end the epoch in progress, validate and stop once training has run this long; 0 disables
     # KL weight: beta * schedule(step); see objectives.kl_weight
     beta: float = 1.0
@@ -142,6 +145,8 @@ class TrainConfig:
             (self.max_minutes >= 0, "max_minutes must be non-negative"),
             (0 < self.lr_decay <= 1, "lr_decay must be in (0, 1]"),
             (self.lr_patience >= 0, "lr_patience must be non-negative"),
+            (self.lr_schedule == "constant" or self.lr_decay == 1.0,
+             "lr_decay (decay when validation stalls) works with lr_schedule constant, not with a schedule"),
         ]
         for ok, message in checks:
             if not ok:

@@ -76,13 +76,13 @@ def barrier() -> None:
         dist.barrier()
 
 
-def any_flag(*flags: bool, device: torch.device | None = None) -> list[bool]:
-    """Each flag OR-ed over the ranks, so that every rank takes the same branch (stop, error) together."""
+def max_over_ranks(*values: float, device: torch.device | None = None) -> list[float]:
+    """Each value's maximum over the ranks (one all-reduce): flags, or a time that all ranks must agree on."""
     if not active():
-        return list(flags)
-    tensor = torch.tensor([int(f) for f in flags], dtype=torch.int32, device=device or "cpu")
+        return list(values)
+    tensor = torch.tensor(values, dtype=torch.float64, device=device or "cpu")
     dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
-    return [bool(v) for v in tensor.tolist()]
+    return tensor.tolist()
 
 
 def broadcast_error(message: str | None) -> str | None:

@@ -71,6 +71,18 @@ def make_optimizer(cfg: TrainConfig, params, device: torch.device | None = None)
     return torch.optim.RMSprop(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 
+def lr_factor(schedule: str, progress: float) -> float:
+    """The learning rate's multiplier at ``progress`` in [0, 1] of the training budget: constant 1; linear 1 - p,
+    which under a fixed budget of steps or time beats step decay (Li et al. 2020, "Budgeted training");
+    cosine (1 + cos(pi p)) / 2 (Loshchilov & Hutter 2017, without restarts)."""
+    p = min(max(progress, 0.0), 1.0)
+    if schedule == "linear":
+        return 1.0 - p
+    if schedule == "cosine":
+        return 0.5 * (1.0 + math.cos(math.pi * p))
+    return 1.0
+
+
 def _atomic_torch_save(obj: dict, path: Path) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
@@ -200,7 +212,7 @@ class Trainer:
         self.epoch = 0  # epochs completed
         self.best_val: float | None = None
         self.epochs_since_best = 0
-        self._deadline: float | None = None
+        self._started = time.perf_counter()  # reset by fit(): --max-minutes counts this process's training
         self._collapse_warned = False
 
     # --- checkpoints ------------------------------------------------------------------------
@@ -288,7 +300,7 @@ class Trainer:
                              if self.world_size > 1 else self.train_data.num_train_batches(cfg.batch_size))
         total_steps = cfg.epochs * batches_per_epoch
         status, seen, busy = "finished", 0, 0.0
-        self._deadline = time.perf_counter() + cfg.max_minutes * 60 if cfg.max_minutes > 0 else None
+        self._started = time.perf_counter()
         self.model.train()
         try:
             while self.epoch < cfg.epochs:
@@ -299,7 +311,8 @@ class Trainer:
                 if stop:
                     status = "early-stopped"
                     break
-                if self._out_of_time() and self.epoch < cfg.epochs:
+                (time_used,) = distributed.max_over_ranks(self._time_used(), device=self.device)
+                if time_used >= 1.0 and self.epoch < cfg.epochs:
                     status = "time-limit"
                     break
         except KeyboardInterrupt:
@@ -324,8 +337,10 @@ class Trainer:
                 with autocast(self.precision, self.device):
                     out = self.forward(batch, weight, cfg.free_bits, self.noise)
                 loss_value = out.loss.item()
-                bad, late = distributed.any_flag(not math.isfinite(loss_value), self._out_of_time(),
-                                                 device=self.device)
+                # one all-reduce: every rank stops, fails and schedules its learning rate alike
+                bad, time_used = distributed.max_over_ranks(float(not math.isfinite(loss_value)), self._time_used(),
+                                                            device=self.device)
+                late = time_used >= 1.0
                 if bad:
                     raise NonFiniteLossError(self.step + 1, self.epoch + 1, loss_value)
                 self.optimizer.zero_grad(set_to_none=True)
@@ -336,6 +351,10 @@ class Trainer:
                     out.loss.backward()
                 if cfg.grad_clip > 0:
                     torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+                if cfg.lr_schedule != "constant":  # step, or time under --max-minutes, whichever is further on
+                    factor = lr_factor(cfg.lr_schedule, max(self.step / max(total_steps, 1), time_used))
+                    for group in self.optimizer.param_groups:
+                        group["lr"] = cfg.lr * factor
                 if self.scaler is not None:
                     self.scaler.step(self.optimizer)
                     self.scaler.update()
@@ -383,8 +402,10 @@ class Trainer:
             if self.progress:
                 tqdm.write("warning: " + message)
 
-    def _out_of_time(self) -> bool:
-        return self._deadline is not None and time.perf_counter() > self._deadline
+    def _time_used(self) -> float:
+        """The fraction of --max-minutes spent (0 without a limit)."""
+        cfg = self.config
+        return (time.perf_counter() - self._started) / (cfg.max_minutes * 60) if cfg.max_minutes > 0 else 0.0
 
     def _end_epoch(self, monitor: Monitor, items_per_second: float) -> bool:
         """Validate, log, keep the best weights, write the resume state. Returns True to stop early."""
