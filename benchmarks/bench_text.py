@@ -100,6 +100,12 @@ def clickbait(args) -> None:
     report = variation_report(run.model, held_out, n=5, temperature=args.temperature, top_p=args.top_p, seed=0)
     emit({"bench": "clickbait_variations", **{k: v for k, v in report.items() if k != "examples"}})
     emit({"bench": "clickbait_examples", "examples": report["examples"]})
+    if args.min_similarity is not None:  # vary --min-similarity: ranked by the encoder that scores the report
+        report = variation_report(run.model, held_out, n=5, temperature=args.temperature, top_p=args.top_p, seed=0,
+                                  min_similarity=args.min_similarity)
+        emit({"bench": "clickbait_variations_min_similarity",
+              **{k: v for k, v in report.items() if k not in ("examples", "systems")},
+              "vaekit": report["systems"]["vaekit"], "examples": report["examples"]})
 
 
 def main() -> None:
@@ -130,6 +136,8 @@ def main() -> None:
                         help="ptb: multiply the learning rate by this when validation stops improving")
     parser.add_argument("--lr-schedule", choices=["constant", "linear", "cosine"], default="constant",
                         help="anneal the learning rate to 0 over --minutes (or the epochs)")
+    parser.add_argument("--min-similarity", type=float, default=None,
+                        help="clickbait: also report vary's similarity post-filter (vaekit vary --min-similarity)")
     parser.add_argument("--tie-embeddings", action="store_true", help="tie the output layer to the embeddings")
     parser.add_argument("--top-p", type=float, default=0.9, help="clickbait: vary's nucleus")
     parser.add_argument("--temperature", type=float, default=1.0, help="vary's spread around the posterior")

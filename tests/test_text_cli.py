@@ -70,6 +70,17 @@ def test_evaluate_with_variation_report(text_run, tmp_path):
     assert systems["copy"]["similarity_to_input"] == pytest.approx(1.0, abs=1e-4)
     assert systems["copy"]["bleu_to_input"] == pytest.approx(1.0) and systems["copy"]["self_bleu"] == pytest.approx(1.0)
     assert "| vaekit |" in (tmp_path / "e.md").read_text()
+    # vary's similarity post-filter: each text's variations come back most similar first
+    result = run("evaluate", out, "--data", corpus, "--max-items", 4, "--iw-samples", 2, "-n", 3,
+                 "--min-similarity", -1, "--out", tmp_path / "f.json", "--quiet")
+    assert result.exit_code == 0, result.output
+    filtered = json.loads((tmp_path / "f.json").read_text())["variations"]
+    assert filtered["min_similarity"] == -1 and "similarity post-filter" in (tmp_path / "f.md").read_text()
+    from vaekit.semantic import similarities
+
+    for example in filtered["examples"]:
+        scores = similarities(example["input"], example["variations"])
+        assert all(a >= b - 1e-4 for a, b in zip(scores, scores[1:]))  # re-embedded in another batch
 
 
 def test_resume_continues(text_run):

@@ -968,11 +968,15 @@ def report(run, out, seed):
               help="Text models: variations per text in the report.")
 @click.option("--similarity-model", default=None,
               help="Text models: sentence-transformers model name or folder (default: bundled all-MiniLM-L6-v2).")
+@click.option("--min-similarity", type=click.FloatRange(-1, 1), default=None,
+              help="Text models: make the report's variations as `vaekit vary --min-similarity` does (draw more, "
+                   "keep those at least this similar to the input, the most similar n). The same sentence model "
+                   "ranks and scores them, so this measures the filter, not the model alone.")
 @click.option("--out", type=click.Path(path_type=Path), default=None,
               help="JSON report to write (default: RUN/evaluation.json; text models also write a .md table).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def evaluate(run, data, split, resize, binarize, seed, text_column, encoding, iw_samples, precision, max_items,
-             variations, variation_items, n, similarity_model, out, quiet):
+             variations, variation_items, n, similarity_model, min_similarity, out, quiet):
     """Negative ELBO, reconstruction, KL, importance-weighted NLL, mutual information and active units,
     in nats per item (text: also perplexity, and the variation report)."""
     from .config import write_json
@@ -986,7 +990,8 @@ def evaluate(run, data, split, resize, binarize, seed, text_column, encoding, iw
         report = evaluate_texts(model, texts, iw_samples=iw_samples, seed=seed, precision=precision, progress=not quiet)
         if variations:
             report["variations"] = variation_report(model, texts[:variation_items], n=n, seed=seed,
-                                                    encoder_name=similarity_model, progress=not quiet)
+                                                    encoder_name=similarity_model, progress=not quiet,
+                                                    min_similarity=min_similarity)
         report.pop("per_item")
         write_json(out, report)
         _done("markdown", write_report_markdown(report, out.with_suffix(".md")))

@@ -373,14 +373,29 @@ def variation_metrics(inputs: list[str], outputs: list[list[str]], encoder_name:
 
 
 def variation_report(model: TextVAE, texts: list[str], n: int = 5, temperature: float = 0.5, strategy: str = "sample",
-                     top_p: float = 0.9, seed: int = 0, encoder_name: str | None = None, progress: bool = False) -> dict:
+                     top_p: float = 0.9, seed: int = 0, encoder_name: str | None = None, progress: bool = False,
+                     min_similarity: float | None = None) -> dict:
     """vaekit's variations of each text beside two baselines: "copy" (the input n times) and "prior" (n samples
     from the prior that ignore the input: the design documents' recipe; a model conditioned on a text embedding
-    gets the next input's embedding)."""
+    gets the next input's embedding). With ``min_similarity`` the variations go through vary's similarity
+    post-filter (``vaekit vary --min-similarity``): candidates drawn in rounds, those at least that similar to the
+    input kept, the most similar n returned. It ranks by the same sentence encoder that scores the report."""
+    import functools
+
     from tqdm.auto import tqdm
 
-    ours = [[v.text for v in model.vary(text, n=n, temperature=temperature, strategy=strategy, top_p=top_p, seed=seed + i)]
-            for i, text in enumerate(tqdm(texts, desc="varying", unit="text", disable=not progress))]
+    from .generate import vary_constrained
+    from .semantic import similarities
+
+    def variations(i: int, text: str) -> list[str]:
+        options = dict(n=n, temperature=temperature, strategy=strategy, top_p=top_p, seed=seed + i)
+        if min_similarity is None:
+            return [v.text for v in model.vary(text, **options)]
+        similarity = functools.partial(similarities, name=encoder_name)
+        return [v.text for v in vary_constrained(model, text, min_similarity=min_similarity, similarity=similarity,
+                                                 **options).variations]
+
+    ours = [variations(i, text) for i, text in enumerate(tqdm(texts, desc="varying", unit="text", disable=not progress))]
     generator = torch.Generator().manual_seed(seed)
     if model.config.condition_dim:
         # a model conditioned on a text embedding cannot sample without one: the baseline that ignores the input
@@ -393,6 +408,7 @@ def variation_report(model: TextVAE, texts: list[str], n: int = 5, temperature: 
     systems = {"vaekit": ours, "copy": [[t] * n for t in texts], "prior": prior}
     return {
         "inputs": len(texts), "n": n, "temperature": temperature, "strategy": strategy, "top_p": top_p,
+        "min_similarity": min_similarity,
         "similarity_model": encoder_name or "all-MiniLM-L6-v2",
         "self_bleu_definition": "sacrebleu sentence BLEU (lowercased) of each variation against the other n-1 "
                                 "variations of the same input, averaged; 0-1",
@@ -413,7 +429,9 @@ def write_report_markdown(report: dict, path: Path) -> Path:
     var = report.get("variations")
     if var:
         lines += ["", f"## Variations: {var['inputs']} inputs, n = {var['n']}, temperature {var['temperature']}, "
-                      f"{var['strategy']} (top-p {var['top_p']})", "",
+                      f"{var['strategy']} (top-p {var['top_p']})"
+                      + (f", similarity post-filter >= {var['min_similarity']} (vaekit's row is ranked by the same "
+                         "sentence model that scores it)" if var.get("min_similarity") is not None else ""), "",
                   "| system | similarity to input | BLEU to input | distinct-1 | distinct-2 | self-BLEU | variations/input |",
                   "| --- | --- | --- | --- | --- | --- | --- |"]
         for name, m in var["systems"].items():
