@@ -15,6 +15,7 @@ from click.core import ParameterSource
 
 from .anomaly import SCORES
 from .errors import NonFiniteLossError, VaekitError
+from .semantic import similarity_function
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
@@ -496,14 +497,6 @@ def _tags(value: str | None) -> list[str] | None:
     return list(parse_tags(value)) if value else None
 
 
-def _similarity(encoder_name):
-    import functools
-
-    from .semantic import similarities
-
-    return functools.partial(similarities, name=encoder_name)
-
-
 def _constraint_line(drawn: int, passed: int, rejected: dict, shown: int) -> str:
     reasons = ", ".join(f"{k} {v}" for k, v in rejected.items() if v)
     return f"({passed} of {drawn} candidates met the constraints{'; rejected: ' + reasons if reasons else ''}; showing {shown})"
@@ -559,7 +552,7 @@ def vary(run, text, n, temperature, strategy, top_p, seed, keep_copies, source_l
         from .generate import vary_constrained
 
         result = vary_constrained(model, text, n=n, require=require, ban=ban, min_similarity=min_similarity,
-                                  similarity=_similarity(similarity_model) if min_similarity is not None else None,
+                                  similarity=similarity_function(similarity_model) if min_similarity is not None else None,
                                   min_length=min_length, max_length=max_length, max_draws=max_draws, seed=seed,
                                   **options)
         variations = result.variations
@@ -623,7 +616,7 @@ def sample(run, n, out, seed, temperature, strategy, near, between, label, tags,
                                 avoid=avoid, radius=radius, between=tuple(between) if between else None, label=label,
                                 tags=_tags(tags), condition_text=condition_text, require=require, ban=ban,
                                 min_length=min_length, max_length=max_length, min_similarity=min_similarity,
-                                similarity=_similarity(similarity_model) if min_similarity is not None else None,
+                                similarity=similarity_function(similarity_model) if min_similarity is not None else None,
                                 max_draws=max_draws)
     texts = [v.text for v in result.variations]
     click.echo(_constraint_line(result.drawn, result.passed, result.rejected, len(texts)), err=True)

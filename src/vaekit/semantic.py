@@ -60,3 +60,8 @@ def similarities(text: str, candidates: list[str], name: str | None = None) -> l
     """Cosine similarity of each candidate to ``text`` under the sentence encoder ``name``."""
     vectors = embed([text, *candidates], name)
     return [float(v) for v in vectors[1:] @ vectors[0]]
+
+
+def similarity_function(name: str | None = None):
+    """``similarities`` bound to the encoder ``name``: the ``similarity`` that vary_constrained takes."""
+    return functools.partial(similarities, name=name)

@@ -380,18 +380,17 @@ def variation_report(model: TextVAE, texts: list[str], n: int = 5, temperature: 
     gets the next input's embedding). With ``min_similarity`` the variations go through vary's similarity
     post-filter (``vaekit vary --min-similarity``): candidates drawn in rounds, those at least that similar to the
     input kept, the most similar n returned. It ranks by the same sentence encoder that scores the report."""
-    import functools
-
     from tqdm.auto import tqdm
 
     from .generate import vary_constrained
-    from .semantic import similarities
+    from .semantic import similarity_function
+
+    similarity = similarity_function(encoder_name)
 
     def variations(i: int, text: str) -> list[str]:
         options = dict(n=n, temperature=temperature, strategy=strategy, top_p=top_p, seed=seed + i)
         if min_similarity is None:
             return [v.text for v in model.vary(text, **options)]
-        similarity = functools.partial(similarities, name=encoder_name)
         return [v.text for v in vary_constrained(model, text, min_similarity=min_similarity, similarity=similarity,
                                                  **options).variations]
 

@@ -171,9 +171,11 @@ class RNNDecoder(nn.Module):
         device = weight.device.type
         if not torch.is_autocast_enabled(device) or torch.get_autocast_dtype(device) != torch.bfloat16:
             return weight, bias
-        if weight.grad is not None:  # being trained: validation between steps casts afresh (see train())
+        # _version alone cannot say "changed": fused Adam updates parameters in place without bumping it. train()
+        # drops the cache at every switch of mode; while gradients are held, an optimizer may also step the weights
+        # of a model left in eval mode, so the weight is cast afresh
+        if weight.grad is not None:
             return weight.to(torch.bfloat16), None if bias is None else bias.to(torch.bfloat16)
-        # _version alone cannot say "changed": fused Adam updates parameters in place without bumping it
         key = (weight.data_ptr(), weight._version, None if bias is None else bias._version)
         cached = getattr(self, "_bf16_output", None)
         if cached is None or cached[0] != key:
