@@ -2,6 +2,7 @@
 
     python benchmarks/bench_speed.py image     # whole `vaekit train image --preset seed` commands, fp32 and bf16
     python benchmarks/bench_speed.py text      # PTB training tokens/s: Sentence-VAE configuration and the default
+    python benchmarks/bench_speed.py text-parts  # where a Sentence-VAE training step's time goes, part by part
     python benchmarks/bench_speed.py vary --run RUN   # vary latency, one text, 10 variations, 100 calls
     python benchmarks/bench_speed.py memory    # peak RSS: PTB training, encoding 1M short texts
     python benchmarks/bench_speed.py all
@@ -24,6 +25,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 SHARED = Path(os.environ.get("VAEKIT_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
@@ -90,6 +92,92 @@ def text(args) -> None:
                   "batch_size": args.text_batch_size, "precision": args.precision, "compile": args.compile,
                   "steps": run.result.step, "tokens_per_s": round(run.result.items_per_second * per_item),
                   "sentences_per_s": round(run.result.items_per_second, 1)})
+
+
+def text_parts(args) -> None:
+    """Milliseconds per part of one bf16 training step of the Sentence-VAE configuration on real PTB batches
+    (32 sentences of about the median length, little padding, as the Trainer's length buckets make them),
+    each part forward and backward on its own: encoder (embedding, bidirectional GRU, posterior head), decoder
+    GRU, output layer with the cross-entropy, gradient clipping with Adam, and the whole step; beside them the
+    output layer's three matrix products alone, which no implementation of this model avoids."""
+    import torch.nn.functional as F
+    from vaekit import TextVAE, TextVAEConfig
+    from vaekit.data.text import collate
+    from vaekit.data.tokenizer import TextTokenizer, TokenizerConfig
+    from vaekit.memory import reuse_freed_memory
+    from vaekit.nn.text import token_nll
+    from vaekit.precision import autocast
+
+    reuse_freed_memory()  # as the Trainer does
+    sentences = (SHARED / "ptb" / "ptb.train.txt").read_text().splitlines()
+    tokenizer = TextTokenizer.train(sentences, TokenizerConfig(vocab_size=10004, lowercase=False, pretokenized=True))
+    torch.manual_seed(0)
+    model = TextVAE(TextVAEConfig(vocab_size=tokenizer.vocab_size, embedding_dim=300, encoder_hidden=(256,),
+                                  decoder_hidden=256, latent_dim=16, dropout=0.5, max_tokens=100), tokenizer).train()
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, fused=True)
+    ids = sorted((np.asarray(s) for s in tokenizer.encode_batch(sentences[:6400])), key=len)  # as if bucketed
+    batches = [collate(ids[i:i + 32]) for i in range(0, len(ids), 32)]
+    batches = batches[len(batches) // 2 - 5:len(batches) // 2 + 5]  # the ten around the median length
+    tokens = statistics.median(int(b.lengths.sum()) + len(b) for b in batches)
+
+    def median_ms(part) -> float:
+        for b in batches[:3]:
+            part(b)
+        times = []
+        for _ in range(args.rounds):
+            for b in batches:
+                if part is optimize:
+                    step(b)  # every parameter has a gradient
+                else:
+                    model.zero_grad(set_to_none=True)  # each part's backward writes fresh gradients, as in a step
+                start = time.perf_counter()
+                part(b)
+                times.append(time.perf_counter() - start)
+        return round(statistics.median(times) * 1000, 1)
+
+    def encoder(b):
+        with autocast("bf16"):
+            posterior = model.encode(b)
+        (posterior.mean.float().sum() + posterior.logvar.float().sum()).backward()
+
+    def decoder(b):
+        z = torch.randn(len(b), 16)
+        inputs, _ = model.decoder_io(b)
+        with autocast("bf16"):
+            hidden, _ = model.decoder_step(inputs, z, model.decoder.initial_state(z))
+        hidden.float().sum().backward()
+
+    def output(b):
+        _, targets = model.decoder_io(b)
+        real = targets != 0
+        hidden = torch.randn(int(real.sum()), 256, requires_grad=True)
+        with autocast("bf16"):
+            nll = token_nll(model.token_logits(hidden), targets[real])
+        nll.sum().backward()
+
+    weight = model.decoder.output.weight.detach().bfloat16()
+
+    def products(b):
+        x = torch.randn(int(b.lengths.sum()) + len(b), 256).bfloat16()
+        g = F.linear(x, weight)  # the forward product, then the backward's two
+        g @ weight, g.t() @ x
+
+    def optimize(b):
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+        optimizer.step()
+
+    def step(b):
+        with autocast("bf16"):
+            out = model.loss(b, kl_weight=0.5)
+        optimizer.zero_grad(set_to_none=True)
+        out.loss.backward()
+        optimize(b)
+
+    parts = {"encoder": encoder, "decoder_gru": decoder, "output_layer_and_cross_entropy": output,
+             "clip_and_adam": optimize, "whole_step": step, "output_layer_products_alone": products}
+    ms = {name: median_ms(part) for name, part in parts.items()}
+    emit({"bench": "ptb_step_parts_ms", "config": "sentence_vae", "batch_size": 32, "precision": "bf16",
+          "tokens_per_batch": tokens, "ms": ms, "tokens_per_s_whole_step": round(tokens / ms["whole_step"] * 1000)})
 
 
 def vary(args) -> None:
@@ -178,7 +266,7 @@ def precision(args) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("what", choices=["image", "text", "vary", "memory", "precision", "all"])
+    parser.add_argument("what", choices=["image", "text", "text-parts", "vary", "memory", "precision", "all"])
     parser.add_argument("--ptb-epochs", type=int, default=1, help="precision: PTB epochs per precision")
     parser.add_argument("--image-epochs", type=int, default=5)
     parser.add_argument("--image-preset", default="default", help="precision: the MNIST preset")
@@ -193,14 +281,17 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=100)
     parser.add_argument("--temperature", type=float, default=0.5)
     parser.add_argument("--encode-items", type=int, default=1_000_000)
+    parser.add_argument("--rounds", type=int, default=5, help="text-parts: passes over its ten batches per part")
     args = parser.parse_args()
     if not SHARED.is_dir():
         sys.exit(f"error: {SHARED} is missing")
     emit({"bench": "machine", "cpu_threads": torch.get_num_threads(), "torch": torch.__version__,
           "args": {k: str(v) for k, v in vars(args).items()}})
-    for what in ("image", "text", "vary", "memory", "precision"):
+    benches = {"image": image, "text": text, "text-parts": text_parts, "vary": vary, "memory": memory,
+               "precision": precision}
+    for what, bench in benches.items():
         if args.what in (what, "all") and not (what == "vary" and args.run is None and args.what == "all"):
-            {"image": image, "text": text, "vary": vary, "memory": memory, "precision": precision}[what](args)
+            bench(args)
 
 
 if __name__ == "__main__":
