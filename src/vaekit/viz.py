@@ -96,8 +96,11 @@ def plot_curves(rows: Sequence[dict], path: str | os.PathLike) -> Path | None:
         if key != "kl" and finite:  # the first steps' huge losses would flatten the rest of the curve
             lo, hi = min(finite), max(finite)
             ax.set_ylim(lo - 0.05 * (hi - lo + 1e-9), hi + 0.05 * (hi - lo + 1e-9))
-    axes[0].legend()
     fig.tight_layout()
+    # one legend above the three panels: it covers no curve, and unlike loc="best" it does not search every
+    # plotted point for a free corner (matplotlib warns that this is slow on long runs)
+    fig.legend(*axes[0].get_legend_handles_labels(), loc="lower center", bbox_to_anchor=(0.5, 0.98), ncol=2,
+               frameon=False)
     return save_figure(fig, path)
 
 
