@@ -32,6 +32,11 @@ SHARED = Path(os.environ.get("VAEKIT_SHARED_DATA", Path(__file__).resolve().pare
 VAEKIT = [sys.executable, "-m", "vaekit"]
 
 
+# Bowman-style Sentence-VAE sizes, as the popular PyTorch implementation trains it on PTB
+SENTENCE_VAE = dict(embedding_dim=300, encoder_hidden=(256,), decoder_hidden=256, latent_dim=16, dropout=0.5)
+PTB_WORDS = dict(vocab_size=10004, lowercase=False, pretokenized=True)  # TokenizerConfig of PTB's own words
+
+
 def emit(record: dict) -> None:
     print(json.dumps(record), flush=True)
 
@@ -72,17 +77,12 @@ def text(args) -> None:
     from vaekit.data.tokenizer import TokenizerConfig
     from vaekit.texts import train_text
 
-    configs = {
-        # Bowman-style Sentence-VAE as the popular PyTorch implementation trains it on PTB
-        "sentence_vae": dict(embedding_dim=300, encoder_hidden=(256,), decoder_hidden=256, latent_dim=16, dropout=0.5),
-        "vaekit_default": {},
-    }
+    configs = {"sentence_vae": SENTENCE_VAE, "vaekit_default": {}}
     for name in args.text_configs.split(","):
         with tempfile.TemporaryDirectory() as tmp:
             run = train_text(SHARED / "ptb" / "ptb.train.txt", Path(tmp) / "run",
                              val_data=SHARED / "ptb" / "ptb.valid.txt", max_tokens=100,
-                             tokenizer_config=TokenizerConfig(vocab_size=10004, lowercase=False, pretokenized=True),
-                             model_overrides=configs[name],
+                             tokenizer_config=TokenizerConfig(**PTB_WORDS), model_overrides=configs[name],
                              training=TrainConfig(epochs=1, batch_size=args.text_batch_size, precision=args.precision,
                                                   max_minutes=args.text_minutes, grad_clip=5.0,
                                                   kl_schedule="linear", kl_warmup_steps=2000, compile=args.compile))
@@ -110,10 +110,10 @@ def text_parts(args) -> None:
 
     reuse_freed_memory()  # as the Trainer does
     sentences = (SHARED / "ptb" / "ptb.train.txt").read_text().splitlines()
-    tokenizer = TextTokenizer.train(sentences, TokenizerConfig(vocab_size=10004, lowercase=False, pretokenized=True))
+    tokenizer = TextTokenizer.train(sentences, TokenizerConfig(**PTB_WORDS))
     torch.manual_seed(0)
-    model = TextVAE(TextVAEConfig(vocab_size=tokenizer.vocab_size, embedding_dim=300, encoder_hidden=(256,),
-                                  decoder_hidden=256, latent_dim=16, dropout=0.5, max_tokens=100), tokenizer).train()
+    config = TextVAEConfig(vocab_size=tokenizer.vocab_size, max_tokens=100, **SENTENCE_VAE)
+    model = TextVAE(config, tokenizer).train()
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, fused=True)
     ids = sorted((np.asarray(s) for s in tokenizer.encode_batch(sentences[:6400])), key=len)  # as if bucketed
     batches = [collate(ids[i:i + 32]) for i in range(0, len(ids), 32)]
@@ -141,7 +141,7 @@ def text_parts(args) -> None:
         (posterior.mean.float().sum() + posterior.logvar.float().sum()).backward()
 
     def decoder(b):
-        z = torch.randn(len(b), 16)
+        z = torch.randn(len(b), config.latent_dim)
         inputs, _ = model.decoder_io(b)
         with autocast("bf16"):
             hidden, _ = model.decoder_step(inputs, z, model.decoder.initial_state(z))
@@ -150,7 +150,7 @@ def text_parts(args) -> None:
     def output(b):
         _, targets = model.decoder_io(b)
         real = targets != 0
-        hidden = torch.randn(int(real.sum()), 256, requires_grad=True)
+        hidden = torch.randn(int(real.sum()), config.decoder_hidden, requires_grad=True)
         with autocast("bf16"):
             nll = token_nll(model.token_logits(hidden), targets[real])
         nll.sum().backward()
@@ -158,7 +158,7 @@ def text_parts(args) -> None:
     weight = model.decoder.output.weight.detach().bfloat16()
 
     def products(b):
-        x = torch.randn(int(b.lengths.sum()) + len(b), 256).bfloat16()
+        x = torch.randn(int(b.lengths.sum()) + len(b), config.decoder_hidden).bfloat16()
         g = F.linear(x, weight)  # the forward product, then the backward's two
         g @ weight, g.t() @ x
 
@@ -207,8 +207,8 @@ def memory(args) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         wall, _, peak = timed([*VAEKIT, "train", "text", "--data", str(SHARED / "ptb" / "ptb.train.txt"), "--val-data",
                                str(SHARED / "ptb" / "ptb.valid.txt"), "--pretokenized", "--no-lowercase",
-                               "--vocab-size", "10004", "--max-tokens", "100", "--out", f"{tmp}/run", "--epochs", "1",
-                               "--max-minutes", str(args.text_minutes), "--quiet"])
+                               "--vocab-size", str(PTB_WORDS["vocab_size"]), "--max-tokens", "100", "--out",
+                               f"{tmp}/run", "--epochs", "1", "--max-minutes", str(args.text_minutes), "--quiet"])
         emit({"bench": "peak_rss_mb", "what": "vaekit train text on PTB (default preset, batch 32)",
               "wall_s": round(wall, 1), "peak_rss_mb": peak})
         sentences = (SHARED / "ptb" / "ptb.train.txt").read_text().splitlines()
@@ -252,9 +252,8 @@ def precision(args) -> None:
             start = time.perf_counter()
             run = train_text(SHARED / "ptb" / "ptb.train.txt", Path(tmp) / "run", max_tokens=100,
                              val_data=SHARED / "ptb" / "ptb.valid.txt",
-                             tokenizer_config=TokenizerConfig(vocab_size=10004, lowercase=False, pretokenized=True),
-                             model_overrides=dict(embedding_dim=300, encoder_hidden=(256,), decoder_hidden=256,
-                                                  latent_dim=16, dropout=0.3),
+                             tokenizer_config=TokenizerConfig(**PTB_WORDS),
+                             model_overrides={**SENTENCE_VAE, "dropout": 0.3},
                              training=TrainConfig(epochs=args.ptb_epochs, batch_size=64, precision=p, seed=0,
                                                   grad_clip=5.0, kl_schedule="linear", kl_warmup_steps=1000))
             minutes = (time.perf_counter() - start) / 60
