@@ -136,3 +136,21 @@ def test_transposed_conv_with_separate_bias_matches_pytorchs(stride, output_padd
         torch.testing.assert_close(a, b)
     with torch.autocast("cpu", dtype=torch.bfloat16):  # the bias does not promote the output to fp32
         assert ours.float()(x.float()).dtype == torch.bfloat16
+
+
+@pytest.mark.parametrize("channels_last", [True, False])
+def test_flatten_hands_a_channels_last_gradient_back_channels_last(channels_last):
+    """The encoder's Flatten: nn.Flatten's values and gradient, with the gradient in the input's layout (so the
+    ReLU and the convolution before it never mix layouts, which PyTorch's CPU kernels run far slower)."""
+    from vaekit.nn.image import Flatten
+
+    x = torch.randn(3, 4, 5, 6, dtype=torch.double)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    x.requires_grad_()
+    y, y_ref = Flatten()(x), nn.Flatten()(x)
+    torch.testing.assert_close(y, y_ref)
+    grad = torch.randn_like(y)
+    (got,), (want,) = torch.autograd.grad(y, [x], grad), torch.autograd.grad(y_ref, [x], grad)
+    torch.testing.assert_close(got, want)
+    assert got.is_contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
