@@ -2,6 +2,8 @@
 
     python benchmarks/bench_text.py ptb        # PTB: tokens/s, then test IW-NLL, KL, active units (<= 30 min training)
     python benchmarks/bench_text.py clickbait  # headlines: variation report on 200 held-out headlines, 5 variations each
+    python benchmarks/bench_text.py clickbait --reuse runs/bench/clickbait --strategy beam --temperature 0.8
+                                               # the same report for other decoding settings, without training again
 
 PTB follows the text-VAE literature (Bowman et al. 2016; He et al. 2019): Mikolov's preprocessed split,
 10k-word vocabulary, one sentence per line, NLL summed over each sentence's words and its <eos>, importance-
@@ -74,6 +76,27 @@ def clickbait(args) -> None:
     rng = random.Random(0)
     rng.shuffle(headlines)
     held_out, train = headlines[:200], headlines[200:]
+    if args.reuse is not None:  # decoding settings only: the model a previous run of this benchmark trained
+        from vaekit.runs import load
+
+        model = load(args.reuse)
+        emit({"bench": "clickbait_reuse", "run": str(args.reuse)})
+    else:
+        model = train_clickbait(args, train)
+    nll = evaluate_texts(model, held_out, iw_samples=args.iw_samples, seed=0, precision=args.eval_precision)
+    emit({"bench": "clickbait_heldout_nll", **rounded(nll)})
+    decoding = dict(n=5, temperature=args.temperature, top_p=args.top_p, strategy=args.strategy, seed=0)
+    report = variation_report(model, held_out, **decoding)
+    emit({"bench": "clickbait_variations", **{k: v for k, v in report.items() if k != "examples"}})
+    emit({"bench": "clickbait_examples", "examples": report["examples"]})
+    if args.min_similarity is not None:  # vary --min-similarity: ranked by the encoder that scores the report
+        report = variation_report(model, held_out, **decoding, min_similarity=args.min_similarity)
+        emit({"bench": "clickbait_variations_min_similarity",
+              **{k: v for k, v in report.items() if k not in ("examples", "systems")},
+              "vaekit": report["systems"]["vaekit"], "examples": report["examples"]})
+
+
+def train_clickbait(args, train: list[str]):
     with tempfile.TemporaryDirectory() as tmp:
         corpus = Path(tmp) / "headlines.txt"
         corpus.write_text("\n".join(train) + "\n", encoding="utf-8")
@@ -95,17 +118,7 @@ def clickbait(args) -> None:
     emit({"bench": "clickbait_train", "status": run.result.status, "epochs": run.result.epochs,
           "condition_embedding": args.condition_embedding,
           "tokens_per_s": round(tokens_per_second(run)), "train_items": run.stats["train"]["items"], "model": overrides})
-    nll = evaluate_texts(run.model, held_out, iw_samples=args.iw_samples, seed=0, precision=args.eval_precision)
-    emit({"bench": "clickbait_heldout_nll", **rounded(nll)})
-    report = variation_report(run.model, held_out, n=5, temperature=args.temperature, top_p=args.top_p, seed=0)
-    emit({"bench": "clickbait_variations", **{k: v for k, v in report.items() if k != "examples"}})
-    emit({"bench": "clickbait_examples", "examples": report["examples"]})
-    if args.min_similarity is not None:  # vary --min-similarity: ranked by the encoder that scores the report
-        report = variation_report(run.model, held_out, n=5, temperature=args.temperature, top_p=args.top_p, seed=0,
-                                  min_similarity=args.min_similarity)
-        emit({"bench": "clickbait_variations_min_similarity",
-              **{k: v for k, v in report.items() if k not in ("examples", "systems")},
-              "vaekit": report["systems"]["vaekit"], "examples": report["examples"]})
+    return run.model
 
 
 def main() -> None:
@@ -141,6 +154,10 @@ def main() -> None:
     parser.add_argument("--tie-embeddings", action="store_true", help="tie the output layer to the embeddings")
     parser.add_argument("--top-p", type=float, default=0.9, help="clickbait: vary's nucleus")
     parser.add_argument("--temperature", type=float, default=1.0, help="vary's spread around the posterior")
+    parser.add_argument("--strategy", choices=["sample", "greedy", "beam"], default="sample",
+                        help="clickbait: vary's decoding")
+    parser.add_argument("--reuse", type=Path, default=None,
+                        help="clickbait: skip training and report on this run folder (OUT/clickbait of an earlier run)")
     parser.add_argument("--progress", action="store_true")
     parser.add_argument("--out", type=Path, default=Path("runs/bench"))
     args = parser.parse_args()
