@@ -78,6 +78,7 @@ def text(args) -> None:
     from vaekit.texts import train_text
 
     configs = {"sentence_vae": SENTENCE_VAE, "vaekit_default": {}}
+    configs = {name: {**sizes, "output": args.text_output} for name, sizes in configs.items()}
     for name in args.text_configs.split(","):
         with tempfile.TemporaryDirectory() as tmp:
             run = train_text(SHARED / "ptb" / "ptb.train.txt", Path(tmp) / "run",
@@ -88,7 +89,7 @@ def text(args) -> None:
                                                   kl_schedule="linear", kl_warmup_steps=2000, compile=args.compile))
             stats = run.stats["train"]
             per_item = (stats["tokens"] + stats["items"]) / stats["items"]
-            emit({"bench": "ptb_train_tokens_per_s", "config": name, "model": configs[name] or "default preset",
+            emit({"bench": "ptb_train_tokens_per_s", "config": name, "model": configs[name],
                   "batch_size": args.text_batch_size, "precision": args.precision, "compile": args.compile,
                   "steps": run.result.step, "tokens_per_s": round(run.result.items_per_second * per_item),
                   "sentences_per_s": round(run.result.items_per_second, 1)})
@@ -105,14 +106,13 @@ def text_parts(args) -> None:
     from vaekit.data.text import collate
     from vaekit.data.tokenizer import TextTokenizer, TokenizerConfig
     from vaekit.memory import reuse_freed_memory
-    from vaekit.nn.text import token_nll
     from vaekit.precision import autocast
 
     reuse_freed_memory()  # as the Trainer does
     sentences = (SHARED / "ptb" / "ptb.train.txt").read_text().splitlines()
     tokenizer = TextTokenizer.train(sentences, TokenizerConfig(**PTB_WORDS))
     torch.manual_seed(0)
-    config = TextVAEConfig(vocab_size=tokenizer.vocab_size, max_tokens=100, **SENTENCE_VAE)
+    config = TextVAEConfig(vocab_size=tokenizer.vocab_size, max_tokens=100, output=args.text_output, **SENTENCE_VAE)
     model = TextVAE(config, tokenizer).train()
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, fused=True)
     ids = sorted((np.asarray(s) for s in tokenizer.encode_batch(sentences[:6400])), key=len)  # as if bucketed
@@ -152,10 +152,11 @@ def text_parts(args) -> None:
         real = targets != 0
         hidden = torch.randn(int(real.sum()), config.decoder_hidden, requires_grad=True)
         with autocast("bf16"):
-            nll = token_nll(model.token_logits(hidden), targets[real])
+            nll = model._token_nll(hidden, targets[real])  # the full or the adaptive softmax
         nll.sum().backward()
 
-    weight = model.decoder.output.weight.detach().bfloat16()
+    full = model.decoder.output
+    weight = (full.weight if full is not None else torch.zeros(tokenizer.vocab_size, config.decoder_hidden)).detach().bfloat16()
 
     def products(b):
         x = torch.randn(int(b.lengths.sum()) + len(b), config.decoder_hidden).bfloat16()
@@ -174,9 +175,12 @@ def text_parts(args) -> None:
         optimize(b)
 
     parts = {"encoder": encoder, "decoder_gru": decoder, "output_layer_and_cross_entropy": output,
-             "clip_and_adam": optimize, "whole_step": step, "output_layer_products_alone": products}
+             "clip_and_adam": optimize, "whole_step": step}
+    if full is not None:  # the full softmax's products; the adaptive softmax's depend on how many rare words
+        parts["output_layer_products_alone"] = products
     ms = {name: median_ms(part) for name, part in parts.items()}
-    emit({"bench": "ptb_step_parts_ms", "config": "sentence_vae", "batch_size": 32, "precision": "bf16",
+    emit({"bench": "ptb_step_parts_ms", "config": "sentence_vae", "output": args.text_output, "batch_size": 32,
+          "precision": "bf16",
           "tokens_per_batch": tokens, "ms": ms, "tokens_per_s_whole_step": round(tokens / ms["whole_step"] * 1000)})
 
 
@@ -275,6 +279,8 @@ def main() -> None:
     parser.add_argument("--text-batch-size", type=int, default=32)
     parser.add_argument("--text-minutes", type=float, default=3.0, help="training time per text configuration")
     parser.add_argument("--precision", default="bf16")
+    parser.add_argument("--text-output", choices=["softmax", "adaptive"], default="softmax",
+                        help="text, text-parts: the decoder's output layer (adaptive: Grave et al. 2017)")
     parser.add_argument("--compile", action="store_true")
     parser.add_argument("--run", type=Path, default=None, help="text run for the vary latency")
     parser.add_argument("--calls", type=int, default=100)

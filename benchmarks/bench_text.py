@@ -46,7 +46,7 @@ def ptb(args) -> None:
     ptb_dir = SHARED / "ptb"
     overrides = dict(embedding_dim=args.embedding_dim, encoder_hidden=(args.hidden,), decoder_hidden=args.decoder_hidden,
                      latent_dim=args.latent_dim, dropout=args.dropout, word_dropout=args.word_dropout, rnn=args.rnn,
-                     tie_embeddings=args.tie_embeddings)
+                     tie_embeddings=args.tie_embeddings, output=args.output)
     training = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, grad_clip=5.0, precision="bf16",
                            kl_schedule=args.kl_schedule, kl_warmup_steps=args.kl_warmup_steps, free_bits=args.free_bits,
                            max_minutes=args.minutes, lr_decay=args.lr_decay, lr_patience=1,
@@ -102,7 +102,7 @@ def train_clickbait(args, train: list[str]):
         corpus.write_text("\n".join(train) + "\n", encoding="utf-8")
         overrides = dict(embedding_dim=args.embedding_dim, encoder_hidden=(args.hidden,), decoder_hidden=args.decoder_hidden,
                          latent_dim=args.latent_dim, dropout=args.dropout, word_dropout=args.word_dropout, rnn=args.rnn,
-                         tie_embeddings=args.tie_embeddings)
+                         tie_embeddings=args.tie_embeddings, output=args.output)
         training = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, grad_clip=5.0, precision="bf16",
                                kl_schedule=args.kl_schedule, kl_warmup_steps=args.kl_warmup_steps,
                                free_bits=args.free_bits, max_minutes=args.minutes, beta=args.beta,
@@ -151,6 +151,8 @@ def main() -> None:
                         help="anneal the learning rate to 0 over --minutes (or the epochs)")
     parser.add_argument("--min-similarity", type=float, default=None,
                         help="clickbait: also report vary's similarity post-filter (vaekit vary --min-similarity)")
+    parser.add_argument("--output", choices=["softmax", "adaptive"], default="softmax",
+                        help="the decoder's output layer: full softmax, or adaptive softmax (Grave et al. 2017)")
     parser.add_argument("--tie-embeddings", action="store_true", help="tie the output layer to the embeddings")
     parser.add_argument("--top-p", type=float, default=0.9, help="clickbait: vary's nucleus")
     parser.add_argument("--temperature", type=float, default=1.0, help="vary's spread around the posterior")

@@ -117,3 +117,20 @@ def test_vary_bad_input_exits_2(text_run, tmp_path):
     (broken / "tokenizer.json").unlink()
     result = vaekit_cmd("vary", broken, "the cat")
     assert result.returncode == 2 and "tokenizer.json: file is missing" in result.stderr
+
+
+def test_adaptive_output_trains_and_varies_and_bad_settings_exit_2(tmp_path):
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("\n".join(two_topic_sentences()))
+    out = tmp_path / "run"
+    result = run("train", "text", "--data", corpus, "--out", out, "--epochs", 1, "--output", "adaptive",
+                 "--adaptive-cutoffs", "12", *TINY)
+    assert result.exit_code == 0, result.output
+    config = json.loads((out / "config.json").read_text())["model"]
+    assert config["output"] == "adaptive" and config["adaptive_cutoffs"] == [12]
+    assert run("vary", out, "the lazy cat sat on the warm mat.", "-n", 2, "--seed", 0).exit_code == 0
+    for args, message in [(["--output", "adaptive", "--tie-embeddings"], "cannot be tied to the embeddings"),
+                          (["--adaptive-cutoffs", "100"], "--adaptive-cutoffs needs --output adaptive")]:
+        result = vaekit_cmd("train", "text", "--data", corpus, "--out", tmp_path / "o", *args, "--quiet")
+        assert result.returncode == 2 and message in result.stderr, result.stderr
+        assert result.stderr.count("\n") == 1

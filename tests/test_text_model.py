@@ -238,3 +238,53 @@ def test_bf16_inference_sees_weights_changed_by_fused_adam():
     fresh.load_state_dict(model.state_dict())
     assert trained == pytest.approx(eval_loss(fresh), rel=1e-6)
     assert eval_loss(model) == pytest.approx(trained, rel=1e-6)  # no grads: the cache, refilled after train()
+
+
+def test_adaptive_softmax_is_an_exact_distribution_matching_torch():
+    """--output adaptive (Grave et al. 2017): the decoder's log-probabilities over the whole vocabulary sum to 1,
+    its per-token log p(target) agrees with them and with torch's AdaptiveLogSoftmaxWithLoss (values and
+    gradients, fp64), and under bf16 autocast the per-token values stay fp32 and close."""
+    from vaekit.nn.text import RNNDecoder
+    from vaekit.precision import autocast
+
+    torch.manual_seed(0)
+    decoder = RNNDecoder(16, "gru", 32, 1, 4, 50, 0.0, False, output="adaptive", cutoffs=(10, 30)).double()
+    hidden = torch.randn(70, 32, dtype=torch.float64, requires_grad=True)
+    targets = torch.randint(0, 50, (70,))
+    ours = decoder.target_log_prob(hidden, targets)
+    full = decoder.logits(hidden, None)
+    torch.testing.assert_close(full.exp().sum(-1), torch.ones(70, dtype=full.dtype))
+    torch.testing.assert_close(full.gather(1, targets[:, None]).squeeze(1), ours)
+    ref = decoder.adaptive(hidden, targets).output
+    torch.testing.assert_close(ours.double(), ref, atol=1e-6, rtol=1e-6)
+    (grad,) = torch.autograd.grad(ours.sum(), hidden)
+    (ref_grad,) = torch.autograd.grad(ref.sum(), hidden)
+    torch.testing.assert_close(grad, ref_grad.to(grad.dtype), atol=1e-5, rtol=1e-5)
+    decoder = decoder.float()
+    with autocast("bf16"):
+        low = decoder.target_log_prob(hidden.detach().float(), targets)
+    assert low.dtype == torch.float32
+    torch.testing.assert_close(low.double(), ref.detach(), atol=0.1, rtol=0.02)
+
+
+def test_adaptive_text_vae_trains_saves_and_loads(tmp_path):
+    model = tiny(output="adaptive", adaptive_cutoffs=(10, 25))
+    assert model.decoder.output is None and model.decoder.adaptive is not None
+    batch = model.batch(["the lazy cat sat on the warm mat.", "shares of banks fell."])
+    out = model.loss(batch)
+    out.loss.backward()
+    assert torch.isfinite(out.loss)
+    assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
+    assert len(model.sample(3)) == 3 and len(model.vary("the lazy cat sat on the mat.", n=2, strategy="beam")) >= 1
+    model.save_pretrained(tmp_path / "m")
+    loaded = vaekit.load(tmp_path / "m")
+    assert loaded.config == model.config and loaded.config.adaptive_cutoffs == (10, 25)
+    z = torch.zeros(1, 2, 4)
+    torch.testing.assert_close(loaded.log_likelihood(batch, z), model.eval().log_likelihood(batch, z))
+
+
+@pytest.mark.parametrize("bad", [dict(output="adaptive", tie_embeddings=True), dict(output="adaptive", adaptive_cutoffs=(30, 20)),
+                                 dict(output="fancy")])
+def test_bad_output_layer_settings_are_named(bad):
+    with pytest.raises(VaekitError, match="adaptive|output"):
+        TextVAEConfig(vocab_size=100, **bad)

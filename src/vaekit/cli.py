@@ -270,6 +270,13 @@ TEXT_RESUMABLE = RESUMABLE | {"text_column", "title_column", "label_column", "ta
 @click.option("--embedding-dim", type=click.IntRange(min=1), default=None, help="Word embedding size.")
 @click.option("--latent-dim", type=click.IntRange(min=1), default=None, help="Latent dimensions.")
 @click.option("--tie-embeddings", is_flag=True, help="Score output words with the input embedding matrix.")
+@click.option("--output", "output_layer", type=click.Choice(["softmax", "adaptive"]), default="softmax", show_default=True,
+              help="Decoder output layer. softmax: score every word at every step; adaptive: the adaptive softmax "
+                   "(Grave et al. 2017), frequent words in a small head and rarer ones in clusters behind it, an exact "
+                   "distribution that trains PTB about 1.5x faster (word vocabularies; not with --tie-embeddings).")
+@click.option("--adaptive-cutoffs", default="", metavar="N,N,...",
+              help="Cluster boundaries for --output adaptive, as word ids (frequency ranks) "
+                   "[default: 2000,10000,50000, those below the vocabulary size].")
 @click.option("--dropout", type=click.FloatRange(0, 1, max_open=True), default=None, help="Dropout on embeddings and decoder outputs.")
 @click.option("--word-dropout", type=click.FloatRange(0, 1, max_open=True), default=0.0, show_default=True,
               help="Replace decoder inputs by <unk> with this probability (Bowman et al. 2016), forcing use of z.")
@@ -296,7 +303,8 @@ def train_text_command(ctx, data, out, text_column, title_column, label_column, 
                        constraints,
                        constraint_weight, constraint_threshold, encoding, val_data, unit, max_tokens,
                        tokenizer_kind, vocab_size, lowercase, pretokenized, preset, rnn, layers, hidden, decoder_hidden,
-                       embedding_dim, latent_dim, tie_embeddings, dropout, word_dropout, kl_schedule, kl_warmup_steps,
+                       embedding_dim, latent_dim, tie_embeddings, output_layer, adaptive_cutoffs, dropout, word_dropout,
+                       kl_schedule, kl_warmup_steps,
                        kl_cycles, free_bits, beta, epochs, batch_size, lr, optimizer, grad_clip, val_fraction, seed,
                        precision, device, compile_model, early_stop, max_minutes, lr_decay, lr_patience, lr_schedule, resume,
                        overwrite, quiet):
@@ -320,7 +328,14 @@ def train_text_command(ctx, data, out, text_column, title_column, label_column, 
                            free_bits=free_bits, max_minutes=max_minutes, lr_decay=lr_decay, lr_patience=lr_patience,
                            lr_schedule=lr_schedule,
                            device=device, compile=compile_model)
-    overrides = {"word_dropout": word_dropout, "tie_embeddings": tie_embeddings}
+    overrides = {"word_dropout": word_dropout, "tie_embeddings": tie_embeddings, "output": output_layer}
+    if adaptive_cutoffs:
+        if output_layer != "adaptive":
+            raise VaekitError("--adaptive-cutoffs needs --output adaptive")
+        try:
+            overrides["adaptive_cutoffs"] = tuple(int(c) for c in adaptive_cutoffs.split(","))
+        except ValueError:
+            raise VaekitError(f"--adaptive-cutoffs {adaptive_cutoffs}: write increasing word ids, e.g. 2000,10000") from None
     if constraints:
         pairs = [c.partition("=") for c in constraints]
         for c, (label, sep, text) in zip(constraints, pairs):

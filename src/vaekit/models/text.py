@@ -36,6 +36,10 @@ class TextVAEConfig:
     dropout: float = 0.3
     word_dropout: float = 0.0
     tie_embeddings: bool = False
+    # "softmax" scores every word from the decoder state; "adaptive" is the adaptive softmax (Grave et al. 2017)
+    # with clusters at adaptive_cutoffs (empty: 2,000 / 10,000 / 50,000 below the vocabulary size)
+    output: Literal["softmax", "adaptive"] = "softmax"
+    adaptive_cutoffs: tuple[int, ...] = ()
     max_tokens: int = 64
     unit: Literal["sentence", "paragraph", "document"] = "sentence"
     # a conditional VAE (Sohn et al. 2015) on these labels: one-hot c into the encoder and beside z for the decoder
@@ -69,6 +73,13 @@ class TextVAEConfig:
             (0 <= self.word_dropout < 1, "word_dropout must be in [0, 1)"),
             (0 <= self.dropout < 1, "dropout must be in [0, 1)"),
             (self.max_tokens > 0, "max_tokens must be positive"),
+            (self.output in ("softmax", "adaptive"), f"output must be softmax or adaptive, got {self.output!r}"),
+            (not (self.output == "adaptive" and self.tie_embeddings),
+             "the adaptive softmax has its own output weights: it cannot be tied to the embeddings"),
+            (list(self.adaptive_cutoffs) == sorted(set(self.adaptive_cutoffs))
+             and all(0 < c < self.vocab_size - 1 for c in self.adaptive_cutoffs),
+             f"adaptive_cutoffs must increase strictly and stay between 1 and vocab_size - 2, got "
+             f"{list(self.adaptive_cutoffs)}"),
             (len(set(self.label_names)) == len(self.label_names), "label_names must be distinct"),
             (len(self.label_names) != 1, "a conditional model needs at least two labels"),
             (len(self.constraint_labels) == len(self.constraint_texts), "one constraint text per constraint label"),
@@ -107,7 +118,8 @@ class TextVAE(VAE):
                                     config.latent_dim, config.dropout, cond_dim=c)
         # the decoder's code is [z, c]: generation passes that concatenation wherever it passes "z"
         self.decoder = RNNDecoder(config.embedding_dim, config.rnn, config.decoder_hidden, config.decoder_layers,
-                                  config.latent_dim + c, config.vocab_size, config.dropout, config.tie_embeddings)
+                                  config.latent_dim + c, config.vocab_size, config.dropout, config.tie_embeddings,
+                                  output=config.output, cutoffs=config.adaptive_cutoffs)
 
     # --- the constraint loss ---------------------------------------------------------------------
     def loss(self, x: TextBatch, kl_weight: float = 1.0, free_bits: float = 0.0, generator=None):
@@ -331,9 +343,13 @@ class TextVAE(VAE):
         """-log p(target) per token, (n,), in fp32 (log-softmax over the vocabulary in fp32). Without
         gradients the (n, v) logits are made EVAL_CHUNK rows at a time: a 256-text validation batch of long
         sentences would otherwise hold several (20k, 10k) fp32 arrays at once (2.8 GB peak on PTB)."""
+        if self.decoder.adaptive is not None:
+            nll = lambda h, t: -self.decoder.target_log_prob(h, t)  # noqa: E731
+        else:
+            nll = lambda h, t: token_nll(self.token_logits(h), t)  # noqa: E731
         if torch.is_grad_enabled() or len(hidden) <= self.EVAL_CHUNK:
-            return token_nll(self.token_logits(hidden), targets)
-        return torch.cat([token_nll(self.token_logits(hidden[i:i + self.EVAL_CHUNK]), targets[i:i + self.EVAL_CHUNK])
+            return nll(hidden, targets)
+        return torch.cat([nll(hidden[i:i + self.EVAL_CHUNK], targets[i:i + self.EVAL_CHUNK])
                           for i in range(0, len(hidden), self.EVAL_CHUNK)])
 
     def decoder_step(self, inputs: torch.Tensor, z: torch.Tensor, state):

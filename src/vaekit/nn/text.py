@@ -79,6 +79,13 @@ def token_nll(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(logits.float(), targets, reduction="none")
 
 
+def adaptive_cutoffs(vocab_size: int) -> tuple[int, ...]:
+    """Default cluster boundaries of the adaptive softmax: the 2,000 most frequent ids in the head, then clusters
+    up to 10,000 and 50,000 ids (word-level vocabularies are numbered by frequency; see ``TextTokenizer``)."""
+    cutoffs = tuple(c for c in (2000, 10000, 50000) if c < vocab_size - 1)
+    return cutoffs or (max(1, vocab_size // 4),)
+
+
 class BiRNNEncoder(nn.Module):
     """Embedded tokens (b, t, e) with lengths (b,) -> (mean, logvar), each (b, d).
 
@@ -124,7 +131,8 @@ class RNNDecoder(nn.Module):
     linear map and tanh) and is concatenated to the input embedding at every step."""
 
     def __init__(self, embedding_dim: int, rnn: str, hidden: int, layers: int, latent_dim: int,
-                 vocab_size: int, dropout: float, tie_embeddings: bool):
+                 vocab_size: int, dropout: float, tie_embeddings: bool, output: str = "softmax",
+                 cutoffs: Sequence[int] = ()):
         super().__init__()
         self.rnn_type = rnn
         self.layers = layers
@@ -132,7 +140,17 @@ class RNNDecoder(nn.Module):
         self.dropout = Dropout(dropout)
         self.rnn = RNNS[rnn](embedding_dim + latent_dim, hidden, num_layers=layers, batch_first=True)
         self.init_state = nn.Linear(latent_dim, layers * hidden)
-        if tie_embeddings:  # project to the embedding size, then score with the (shared) embedding matrix
+        self.adaptive = None
+        if output == "adaptive":
+            # Grave et al. 2017, "Efficient softmax approximation for GPUs": the frequent words and one entry per
+            # cluster of rarer words share a softmax (the head); a rare word's probability is p(cluster) times its
+            # probability within the cluster, scored from a hidden state projected down by 4 per cluster. It is
+            # an exact, normalised distribution over the vocabulary (so NLL and perplexity mean what they mean
+            # with the full softmax), and most tokens never touch the rare clusters' weights.
+            self.adaptive = nn.AdaptiveLogSoftmaxWithLoss(hidden, vocab_size, list(cutoffs or adaptive_cutoffs(vocab_size)),
+                                                          div_value=4.0, head_bias=True)
+            self.to_embedding = self.output = None
+        elif tie_embeddings:  # project to the embedding size, then score with the (shared) embedding matrix
             self.to_embedding = nn.Linear(hidden, embedding_dim)
             self.output = None
         else:
@@ -149,9 +167,41 @@ class RNNDecoder(nn.Module):
         x = torch.cat([x, z[:, None, :].expand(-1, x.shape[1], -1).to(x.dtype)], dim=-1)  # (b, t, e + d)
         return self.rnn(x, state)
 
+    def target_log_prob(self, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Adaptive softmax only: log p(target) for hidden states (n, h) and targets (n,), (n,) in fp32:
+        log p(head entry) + log p(word | cluster) for a word in a cluster, each a log-softmax in fp32 (token_nll)
+        while the matrix products follow autocast."""
+        asm, x = self.adaptive, self.dropout(hidden)
+        head_target = targets.clone()
+        in_cluster = torch.zeros(len(targets), dtype=torch.float32, device=targets.device)
+        for i in range(asm.n_clusters):
+            low, high = asm.cutoffs[i], asm.cutoffs[i + 1]
+            rows = ((targets >= low) & (targets < high)).nonzero().squeeze(1)
+            if rows.numel() == 0:
+                continue
+            head_target[rows] = asm.shortlist_size + i
+            nll = token_nll(asm.tail[i](x.index_select(0, rows)), targets.index_select(0, rows) - low)
+            in_cluster = in_cluster.index_add(0, rows, -nll)
+        return in_cluster - token_nll(asm.head(x), head_target)
+
+    def _adaptive_log_probs(self, hidden: torch.Tensor) -> torch.Tensor:
+        """Adaptive softmax only: log p(word) for every word of the vocabulary, (n, h) -> (n, v) in fp32."""
+        asm = self.adaptive
+        head = F.log_softmax(asm.head(hidden).float(), dim=-1)  # (n, shortlist + clusters)
+        out = torch.empty(len(hidden), asm.n_classes, dtype=torch.float32, device=hidden.device)
+        out[:, :asm.shortlist_size] = head[:, :asm.shortlist_size]
+        for i in range(asm.n_clusters):
+            low, high = asm.cutoffs[i], asm.cutoffs[i + 1]
+            out[:, low:high] = F.log_softmax(asm.tail[i](hidden).float(), dim=-1) + head[:, asm.shortlist_size + i, None]
+        return out
+
     def logits(self, hidden: torch.Tensor, embedding_weight: torch.Tensor) -> torch.Tensor:
-        """(..., h) -> (..., v); ``embedding_weight`` (v, e) scores the tokens when embeddings are tied."""
+        """(..., h) -> (..., v); ``embedding_weight`` (v, e) scores the tokens when embeddings are tied. With the
+        adaptive softmax these are the log-probabilities themselves (fp32), which sampling and search treat as
+        logits."""
         hidden = self.dropout(hidden)
+        if self.adaptive is not None:
+            return self._adaptive_log_probs(hidden.reshape(-1, hidden.shape[-1])).reshape(*hidden.shape[:-1], -1)
         if self.output is not None:
             weight, bias = self.output.weight, self.output.bias
         else:
