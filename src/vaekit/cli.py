@@ -273,7 +273,7 @@ TEXT_RESUMABLE = RESUMABLE | {"text_column", "title_column", "label_column", "ta
 @click.option("--output", "output_layer", type=click.Choice(["softmax", "adaptive"]), default="softmax", show_default=True,
               help="Decoder output layer. softmax: score every word at every step; adaptive: the adaptive softmax "
                    "(Grave et al. 2017), frequent words in a small head and rarer ones in clusters behind it, an exact "
-                   "distribution that trains PTB about 1.5x faster (word vocabularies; not with --tie-embeddings).")
+                   "distribution that makes a PTB training step about 1.6x faster (word vocabularies; not with --tie-embeddings).")
 @click.option("--adaptive-cutoffs", default="", metavar="N,N,...",
               help="Cluster boundaries for --output adaptive, as word ids (frequency ranks) "
                    "[default: 2000,10000,50000, those below the vocabulary size].")
