@@ -5,6 +5,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 from safetensors.torch import load_file
 
@@ -61,7 +62,9 @@ def test_cli_under_torchrun_writes_one_run_and_resumes(tmp_path):
     assert result.returncode != 0 and "error: " in result.stderr
 
 
-def test_text_training_under_torchrun(tmp_path):
+@pytest.mark.parametrize("output", [[], ["--output", "adaptive", "--adaptive-cutoffs", "8,38"]], ids=["softmax", "adaptive"])
+def test_text_training_under_torchrun(tmp_path, output):
+    """Adaptive: small batches leave a cluster without targets in some steps, which DDP must not see as unused."""
     from conftest import two_topic_sentences
 
     corpus = tmp_path / "corpus.txt"
@@ -69,7 +72,7 @@ def test_text_training_under_torchrun(tmp_path):
     out = tmp_path / "run"
     result = torchrun("-m", "vaekit", "train", "text", "--data", corpus, "--out", out, "--epochs", 2, "--embedding-dim",
                       16, "--hidden", 16, "--latent-dim", 4, "--batch-size", 8, "--quiet", "--precision", "fp32",
-                      "--device", "cpu")
+                      "--device", "cpu", *output)
     assert result.returncode == 0, result.stderr[-3000:]
     config = json.loads((out / "config.json").read_text())
     assert config["distributed"]["global_batch_size"] == 16 and (out / "data" / "train.ids.npy").is_file()

@@ -144,11 +144,8 @@ class BiRNNEncoder(nn.Module):
         last = (lengths - 1)[:, None, None]
         summary = None
         for i, layer in enumerate(self.layers):
-            outputs = []
-            for suffix, inputs in (("", x), ("_reverse", x.gather(1, reverse[..., None].expand_as(x)))):
-                out = self._direction(layer, suffix, inputs)  # (b, t, h)
-                outputs.append(out)
-            forward, backward = outputs
+            forward = self._direction(layer, "", x)  # (b, t, h)
+            backward = self._direction(layer, "_reverse", x.gather(1, reverse[..., None].expand_as(x)))  # reversed time
             if i < len(self.layers) - 1:
                 backward_in_time = backward.gather(1, reverse[..., None].expand_as(backward))
                 x = torch.cat([forward, backward_in_time], dim=-1)  # (b, t, 2h)
@@ -220,9 +217,9 @@ class RNNDecoder(nn.Module):
         in_cluster = torch.zeros(len(targets), dtype=torch.float32, device=targets.device)
         for i in range(asm.n_clusters):
             low, high = asm.cutoffs[i], asm.cutoffs[i + 1]
+            # a cluster with no target in this batch still runs (on no rows), so that every parameter takes part
+            # in the backward pass, as DistributedDataParallel requires
             rows = ((targets >= low) & (targets < high)).nonzero().squeeze(1)
-            if rows.numel() == 0:
-                continue
             head_target[rows] = asm.shortlist_size + i
             nll = token_nll(asm.tail[i](x.index_select(0, rows)), targets.index_select(0, rows) - low)
             in_cluster = in_cluster.index_add(0, rows, -nll)
