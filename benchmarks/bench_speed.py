@@ -156,7 +156,7 @@ def text_parts(args) -> None:
         nll.sum().backward()
 
     full = model.decoder.output
-    weight = (full.weight if full is not None else torch.zeros(tokenizer.vocab_size, config.decoder_hidden)).detach().bfloat16()
+    weight = full.weight.detach().bfloat16() if full is not None else None  # products: full softmax only
 
     def products(b):
         x = torch.randn(int(b.lengths.sum()) + len(b), config.decoder_hidden).bfloat16()

@@ -19,7 +19,7 @@ from ..data.text import TextBatch, collate, split_units
 from ..data.tokenizer import BOS_ID, EOS_ID, PAD_ID, TOKENIZER_NAME, UNK_ID, TextTokenizer, TokenizerConfig
 from ..distributions import DiagonalGaussian
 from ..errors import VaekitError
-from ..nn.text import BiRNNEncoder, RNNDecoder, token_nll, word_dropout
+from ..nn.text import BiRNNEncoder, RNNDecoder, word_dropout
 from .base import VAE
 
 
@@ -343,13 +343,10 @@ class TextVAE(VAE):
         """-log p(target) per token, (n,), in fp32 (log-softmax over the vocabulary in fp32). Without
         gradients the (n, v) logits are made EVAL_CHUNK rows at a time: a 256-text validation batch of long
         sentences would otherwise hold several (20k, 10k) fp32 arrays at once (2.8 GB peak on PTB)."""
-        if self.decoder.adaptive is not None:
-            nll = lambda h, t: -self.decoder.target_log_prob(h, t)  # noqa: E731
-        else:
-            nll = lambda h, t: token_nll(self.token_logits(h), t)  # noqa: E731
+        nll, weight = self.decoder.token_nll, self.embedding.weight
         if torch.is_grad_enabled() or len(hidden) <= self.EVAL_CHUNK:
-            return nll(hidden, targets)
-        return torch.cat([nll(hidden[i:i + self.EVAL_CHUNK], targets[i:i + self.EVAL_CHUNK])
+            return nll(hidden, targets, weight)
+        return torch.cat([nll(hidden[i:i + self.EVAL_CHUNK], targets[i:i + self.EVAL_CHUNK], weight)
                           for i in range(0, len(hidden), self.EVAL_CHUNK)])
 
     def decoder_step(self, inputs: torch.Tensor, z: torch.Tensor, state):

@@ -208,6 +208,12 @@ class RNNDecoder(nn.Module):
         x = torch.cat([x, z[:, None, :].expand(-1, x.shape[1], -1).to(x.dtype)], dim=-1)  # (b, t, e + d)
         return self.rnn(x, state)
 
+    def token_nll(self, hidden: torch.Tensor, targets: torch.Tensor, embedding_weight: torch.Tensor) -> torch.Tensor:
+        """-log p(target) for hidden states (n, h) and targets (n,), (n,) in fp32, whichever the output layer."""
+        if self.adaptive is not None:
+            return -self.target_log_prob(hidden, targets)
+        return token_nll(self.logits(hidden, embedding_weight), targets)
+
     def target_log_prob(self, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """Adaptive softmax only: log p(target) for hidden states (n, h) and targets (n,), (n,) in fp32:
         log p(head entry) + log p(word | cluster) for a word in a cluster, each a log-softmax in fp32 (token_nll)
