@@ -111,10 +111,8 @@ class BiRNNEncoder(nn.Module):
     def forward(self, embedded: torch.Tensor, lengths: torch.Tensor,
                 cond: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         x = self.dropout(embedded)  # (b, t, e)
-        if x.device.type == "cpu":
-            summary = self._summary_unpacked(x, lengths.clamp(min=1))
-        else:
-            summary = self._summary_packed(x, lengths.clamp(min=1))
+        lengths = lengths.clamp(min=1)  # an empty text is read as one (padding) token
+        summary = (self._summary_unpacked if x.device.type == "cpu" else self._summary_packed)(x, lengths)
         if cond is not None:
             summary = torch.cat([summary, cond.to(summary.dtype)], dim=-1)  # (b, 2h + c)
         mean, logvar = self.head(self.dense(summary)).chunk(2, dim=-1)
