@@ -2,6 +2,7 @@
 
     python benchmarks/bench_speed.py image     # whole `vaekit train image --preset seed` commands, fp32 and bf16
     python benchmarks/bench_speed.py text      # PTB training tokens/s: Sentence-VAE configuration and the default
+    python benchmarks/bench_speed.py text --text-rnn lstm   # the same with LSTMs (oneDNN's fused kernel on CPUs)
     python benchmarks/bench_speed.py text-parts  # where a Sentence-VAE training step's time goes, part by part
     python benchmarks/bench_speed.py vary --run RUN   # vary latency, one text, 10 variations, 100 calls
     python benchmarks/bench_speed.py memory    # peak RSS: PTB training, encoding 1M short texts
@@ -78,7 +79,7 @@ def text(args) -> None:
     from vaekit.texts import train_text
 
     configs = {"sentence_vae": SENTENCE_VAE, "vaekit_default": {}}
-    configs = {name: {**sizes, "output": args.text_output} for name, sizes in configs.items()}
+    configs = {name: {**sizes, "output": args.text_output, "rnn": args.text_rnn} for name, sizes in configs.items()}
     for name in args.text_configs.split(","):
         with tempfile.TemporaryDirectory() as tmp:
             run = train_text(SHARED / "ptb" / "ptb.train.txt", Path(tmp) / "run",
@@ -281,6 +282,9 @@ def main() -> None:
     parser.add_argument("--precision", default="bf16")
     parser.add_argument("--text-output", choices=["softmax", "adaptive"], default="softmax",
                         help="text, text-parts: the decoder's output layer (adaptive: Grave et al. 2017)")
+    parser.add_argument("--text-rnn", choices=["gru", "lstm"], default="gru",
+                        help="text: the encoder's and decoder's RNN (on CPUs PyTorch runs LSTMs on oneDNN's fused "
+                             "kernel, GRUs step by step)")
     parser.add_argument("--compile", action="store_true")
     parser.add_argument("--run", type=Path, default=None, help="text run for the vary latency")
     parser.add_argument("--calls", type=int, default=100)
