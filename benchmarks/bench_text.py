@@ -45,15 +45,20 @@ def tokens_per_second(run) -> float:
     return run.result.items_per_second * (stats["tokens"] + stats["items"]) / stats["items"]
 
 
+def trained_or_reused(args, bench: str, train):
+    """The model ``train()`` trains, or with --reuse the one an earlier run of this benchmark trained."""
+    if args.reuse is None:
+        return train()
+    from vaekit.runs import load
+
+    model = load(args.reuse)
+    emit({"bench": f"{bench}_reuse", "run": str(args.reuse)})
+    return model
+
+
 def ptb(args) -> None:
     ptb_dir = SHARED / "ptb"
-    if args.reuse is not None:  # evaluation only (another --iw-samples, say): the model an earlier run trained
-        from vaekit.runs import load
-
-        model = load(args.reuse)
-        emit({"bench": "ptb_reuse", "run": str(args.reuse)})
-    else:
-        model = train_ptb(args, ptb_dir)
+    model = trained_or_reused(args, "ptb", lambda: train_ptb(args, ptb_dir))  # --reuse: another --iw-samples, say
     test = read_texts(ptb_dir / "ptb.test.txt")
     report = evaluate_texts(model, test, iw_samples=args.iw_samples, seed=0, precision=args.eval_precision)
     emit({"bench": "ptb_test", "eval_precision": args.eval_precision, **rounded(report)})
@@ -90,13 +95,7 @@ def clickbait(args) -> None:
     rng = random.Random(0)
     rng.shuffle(headlines)
     held_out, train = headlines[:200], headlines[200:]
-    if args.reuse is not None:  # decoding settings only: the model a previous run of this benchmark trained
-        from vaekit.runs import load
-
-        model = load(args.reuse)
-        emit({"bench": "clickbait_reuse", "run": str(args.reuse)})
-    else:
-        model = train_clickbait(args, train)
+    model = trained_or_reused(args, "clickbait", lambda: train_clickbait(args, train))  # --reuse: other decoding
     nll = evaluate_texts(model, held_out, iw_samples=args.iw_samples, seed=0, precision=args.eval_precision)
     emit({"bench": "clickbait_heldout_nll", **rounded(nll)})
     decoding = dict(n=5, temperature=args.temperature, top_p=args.top_p, strategy=args.strategy, seed=0)
