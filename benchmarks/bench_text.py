@@ -162,7 +162,7 @@ def main() -> None:
                              "--condition-embedding); vary then keeps the input's embedding and varies z")
     parser.add_argument("--lr-decay", type=float, default=1.0,
                         help="ptb: multiply the learning rate by this when validation stops improving")
-    parser.add_argument("--lr-schedule", choices=["constant", "linear", "cosine"], default="constant",
+    parser.add_argument("--lr-schedule", choices=["constant", "linear", "cosine", "wsd"], default="constant",
                         help="anneal the learning rate to 0 over --minutes (or the epochs)")
     parser.add_argument("--min-similarity", type=float, default=None,
                         help="clickbait: also report vary's similarity post-filter (vaekit vary --min-similarity)")

@@ -158,6 +158,7 @@ def test_learning_rate_schedules_follow_steps_or_the_time_budget(tiny_npz, tmp_p
     assert [lr_factor("linear", p) for p in (0, 0.25, 1, 2)] == [1.0, 0.75, 0.0, 0.0]
     assert [lr_factor("cosine", p) for p in (0, 0.5)] == [1.0, pytest.approx(0.5)]
     assert lr_factor("constant", 0.9) == 1.0
+    assert [lr_factor("wsd", p) for p in (0, 0.8, 0.9, 1)] == [1.0, pytest.approx(1.0), pytest.approx(0.5), 0.0]
     with pytest.raises(VaekitError, match="lr_decay"):
         TrainConfig(lr_schedule="linear", lr_decay=0.5)
 

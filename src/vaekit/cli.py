@@ -108,11 +108,12 @@ def run_control_options(f):
     f = click.option("--quiet", is_flag=True, help="No progress bar.")(f)
     f = click.option("--overwrite", is_flag=True, help="Replace an existing run in --out.")(f)
     f = click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint, with its settings.")(f)
-    f = click.option("--lr-schedule", type=click.Choice(["constant", "linear", "cosine"]), default="constant",
+    f = click.option("--lr-schedule", type=click.Choice(["constant", "linear", "cosine", "wsd"]), default="constant",
                      show_default=True,
                      help="Anneal the learning rate to 0 over the run: linear or cosine in the training's progress, "
                           "steps of --epochs or time of --max-minutes, whichever is further on (linear suits a "
-                          "fixed time budget). constant keeps it, or lowers it by --lr-decay.")(f)
+                          "fixed time budget); wsd keeps the full rate and anneals linearly over the last fifth. "
+                          "constant keeps it, or lowers it by --lr-decay.")(f)
     f = click.option("--lr-patience", type=click.IntRange(min=0), default=2, show_default=True,
                      help="Epochs without a better validation loss before --lr-decay applies.")(f)
     f = click.option("--lr-decay", type=click.FloatRange(0, 1, min_open=True), default=1.0, show_default=True,

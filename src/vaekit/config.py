@@ -123,8 +123,8 @@ class TrainConfig:
     lr_decay: float = 1.0
     lr_patience: int = 2
     # constant, or lr * f(progress) with progress the larger of step / (epochs * batches) and elapsed / max_minutes:
-    # linear f = 1 - p, cosine f = (1 + cos(pi p)) / 2; see train.lr_factor
-    lr_schedule: typing.Literal["constant", "linear", "cosine"] = "constant"
+    # linear f = 1 - p, cosine f = (1 + cos(pi p)) / 2, wsd 1 then linear to 0 over the last 20%; see train.lr_factor
+    lr_schedule: typing.Literal["constant", "linear", "cosine", "wsd"] = "constant"
     max_minutes: float = 0.0  # end the epoch in progress, validate and stop once training has run this long; 0 disables
     # KL weight: beta * schedule(step); see objectives.kl_weight
     beta: float = 1.0

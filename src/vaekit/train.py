@@ -71,13 +71,20 @@ def make_optimizer(cfg: TrainConfig, params, device: torch.device | None = None)
     return torch.optim.RMSprop(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 
+WSD_COOLDOWN = 0.2  # the fraction of the budget over which --lr-schedule wsd anneals (Hagele et al. 2024: 20%)
+
+
 def lr_factor(schedule: str, progress: float) -> float:
     """The learning rate's multiplier at ``progress`` in [0, 1] of the training budget: constant 1; linear 1 - p,
     which under a fixed budget of steps or time beats step decay (Li et al. 2020, "Budgeted training");
-    cosine (1 + cos(pi p)) / 2 (Loshchilov & Hutter 2017, without restarts)."""
+    cosine (1 + cos(pi p)) / 2 (Loshchilov & Hutter 2017, without restarts); wsd ("warmup-stable-decay", the warm-up
+    left to Adam) holds 1 and then falls linearly to 0 over the last WSD_COOLDOWN of the budget, which matches cosine
+    while keeping the full rate for most of the run (Hu et al. 2024, MiniCPM; Hagele et al. 2024)."""
     p = min(max(progress, 0.0), 1.0)
     if schedule == "linear":
         return 1.0 - p
+    if schedule == "wsd":
+        return min(1.0, (1.0 - p) / WSD_COOLDOWN)
     if schedule == "cosine":
         return 0.5 * (1.0 + math.cos(math.pi * p))
     return 1.0
