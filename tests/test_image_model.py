@@ -138,6 +138,39 @@ def test_transposed_conv_with_separate_bias_matches_pytorchs(stride, output_padd
         assert ours.float()(x.float()).dtype == torch.bfloat16
 
 
+@pytest.mark.parametrize("transposed", [True, False])
+@pytest.mark.parametrize("precision", ["fp64", "fp32", "bf16"])
+def test_convolutions_with_fused_relu_match_conv_then_relu(precision, transposed):
+    """relu=True: on CPUs the bias and the ReLU run inside oneDNN's convolution (fp32, bf16; fp64 takes the
+    plain path). Outputs and gradients are relu(conv(x))'s with PyTorch's own layers, the output keeps the
+    autocast dtype and the channels-last layout the next convolution wants."""
+    from vaekit.nn.image import Conv2d, ConvTranspose2d
+
+    torch.manual_seed(0)
+    dtype = torch.float64 if precision == "fp64" else torch.float32
+    if transposed:
+        ours = ConvTranspose2d(6, 4, 3, stride=2, padding=1, output_padding=1, relu=True).to(dtype)
+        ref = nn.ConvTranspose2d(6, 4, 3, stride=2, padding=1, output_padding=1).to(dtype)
+    else:
+        ours = Conv2d(6, 4, 3, stride=2, padding=1, relu=True).to(dtype)
+        ref = nn.Conv2d(6, 4, 3, stride=2, padding=1).to(dtype)
+    ref.load_state_dict(ours.state_dict())
+    x = torch.randn(3, 6, 5, 7, dtype=dtype).contiguous(memory_format=torch.channels_last).requires_grad_()
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+        y, y_ref = ours(x), torch.relu(ref(x))
+    assert y.dtype == (torch.bfloat16 if precision == "bf16" else dtype)
+    assert ("_ConvReLU" in type(y.grad_fn).__name__) == (precision != "fp64")  # fused where it can be
+    assert y.is_contiguous(memory_format=torch.channels_last) and (y_ref > 0).any() and (y_ref == 0).any()
+    tol = {"atol": 0.05, "rtol": 0.05} if precision == "bf16" else {}
+    torch.testing.assert_close(y.to(dtype), y_ref.to(dtype), **tol)
+    grad = torch.randn_like(y_ref)
+    got = torch.autograd.grad(y, [x, ours.weight, ours.bias], grad.to(y.dtype))
+    want = torch.autograd.grad(y_ref, [x, ref.weight, ref.bias], grad)
+    for a, b in zip(got, want):
+        assert a.dtype == b.dtype == dtype  # fp32 parameter gradients under autocast
+        torch.testing.assert_close(a, b.to(dtype), **({"atol": 0.15, "rtol": 0.05} if precision == "bf16" else {}))
+
+
 @pytest.mark.parametrize("channels_last", [True, False])
 def test_flatten_hands_a_channels_last_gradient_back_channels_last(channels_last):
     """The encoder's Flatten: nn.Flatten's values and gradient, with the gradient in the input's layout (so the
