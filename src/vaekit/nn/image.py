@@ -153,17 +153,18 @@ class ConvTranspose2d(nn.ConvTranspose2d):
         self.relu = relu
 
     def forward(self, x: torch.Tensor, output_size=None) -> torch.Tensor:
-        if self.relu and output_size is None:
-            y = conv_relu(self, x)
-            if y is not None:
-                return y
+        y = conv_relu(self, x) if self.relu and output_size is None else None
+        if y is None:
+            y = self._conv(x, output_size)
+            y = torch.relu_(y) if self.relu else y
+        return y
+
+    def _conv(self, x: torch.Tensor, output_size) -> torch.Tensor:
         if output_size is not None or self.bias is None:
-            y = super().forward(x, output_size)
-            return torch.relu_(y) if self.relu else y
+            return super().forward(x, output_size)
         y = F.conv_transpose2d(x, self.weight, None, self.stride, self.padding, self.output_padding, self.groups,
                                self.dilation)
-        y = y + self.bias.to(y.dtype)[:, None, None]  # under autocast y is bf16: keep it so
-        return torch.relu_(y) if self.relu else y
+        return y + self.bias.to(y.dtype)[:, None, None]  # under autocast y is bf16: keep it so
 
 
 class ConvEncoder(nn.Module):
