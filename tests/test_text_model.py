@@ -308,3 +308,56 @@ def test_encoder_without_packing_is_the_packed_encoder(rnn, hidden):
     grads = [torch.autograd.grad((s * weights).sum(), [x, *encoder.layers.parameters()]) for s in (unpacked, packed)]
     for ours, ref in zip(*grads):
         torch.testing.assert_close(ours, ref)
+
+
+def test_gru_layer_is_nn_gru_values_and_gradients():
+    """vaekit's CPU GRU layer (hand-written backward through time, both directions side by side) against
+    nn.GRU: outputs and every gradient in fp64, gradcheck on a tiny case, and bf16 autocast close to fp32."""
+    from vaekit.nn.gru import gru
+
+    torch.manual_seed(0)
+    t, b, i, h = 6, 3, 5, 4
+    layer = torch.nn.GRU(i, h, bidirectional=True).double()
+    names = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
+    x = torch.randn(2, t, b, i, dtype=torch.float64, requires_grad=True)  # a different input per direction
+    h0 = torch.randn(2, b, h, dtype=torch.float64, requires_grad=True)
+    weights = [torch.stack([getattr(layer, f"{n}_l0{s}") for s in ("", "_reverse")]) for n in names]
+    ours = gru(x, h0, *weights)
+    ref = torch.stack([torch._VF.gru(x[k], h0[k:k + 1], [getattr(layer, f"{n}_l0{s}") for n in names],
+                                     True, 1, 0.0, True, False, False)[0] for k, s in enumerate(("", "_reverse"))])
+    torch.testing.assert_close(ours, ref)
+    upstream = torch.randn_like(ref)
+    inputs = [x, h0, *layer.parameters()]
+    for a, r in zip(torch.autograd.grad((ours * upstream).sum(), inputs), torch.autograd.grad((ref * upstream).sum(), inputs)):
+        torch.testing.assert_close(a, r)
+    w_ih, w_hh, b_ih, b_hh = (w.detach().clone() for w in weights)
+    small = (x[:, :3, :2, :2], h0[:, :2], w_ih[:, :, :2], w_hh, b_ih, b_hh)  # 3 steps, batch 2, 2 inputs
+    assert torch.autograd.gradcheck(gru, tuple(a.detach().clone().requires_grad_() for a in small))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        low = gru(x.float(), h0.float(), *[w.float() for w in weights])
+    assert low.dtype == torch.float32  # states and gates in fp32, products in bf16
+    torch.testing.assert_close(low.double(), ref, atol=3e-2, rtol=0)
+
+
+def test_decoder_trains_through_the_gru_layer_as_through_nn_gru():
+    """A two-layer GRU decoder: with gradients on a CPU its step runs vaekit's GRU layer; the same outputs, final
+    states and gradients as nn.GRU's own (gradients off)."""
+    from vaekit.nn.text import RNNDecoder
+
+    torch.manual_seed(0)
+    decoder = RNNDecoder(5, "gru", 6, 2, 3, 20, 0.0, False).double()
+    embedded = torch.randn(4, 7, 5, dtype=torch.float64, requires_grad=True)
+    z = torch.randn(4, 3, dtype=torch.float64, requires_grad=True)
+    out, state = decoder.step(embedded, z, decoder.initial_state(z))
+    x = torch.cat([embedded, z[:, None, :].expand(-1, 7, -1)], dim=-1)
+    ref_out, ref_state = decoder.rnn(x, decoder.initial_state(z))  # nn.GRU itself
+    torch.testing.assert_close(out, ref_out)
+    torch.testing.assert_close(state, ref_state)
+    upstream = torch.randn_like(out)
+    inputs = [embedded, z, *decoder.parameters()]
+    grads = [torch.autograd.grad((o * upstream).sum() + s.sum(), inputs, allow_unused=True)
+             for o, s in ((out, state), (ref_out, ref_state))]
+    for a, r in zip(*grads):
+        if r is not None:
+            torch.testing.assert_close(a, r)
+

@@ -11,6 +11,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
+from vaekit.nn.gru import fused_gru_applies, gru
+
 RNNS = {"gru": nn.GRU, "lstm": nn.LSTM}
 
 
@@ -142,8 +144,8 @@ class BiRNNEncoder(nn.Module):
         last = (lengths - 1)[:, None, None]
         summary = None
         for i, layer in enumerate(self.layers):
-            forward = self._direction(layer, "", x)  # (b, t, h)
-            backward = self._direction(layer, "_reverse", x.gather(1, reverse[..., None].expand_as(x)))  # reversed time
+            # forward (b, t, h) and backward (b, t, h), the latter in reversed time
+            forward, backward = self._directions(layer, x, x.gather(1, reverse[..., None].expand_as(x)))
             if i < len(self.layers) - 1:
                 backward_in_time = backward.gather(1, reverse[..., None].expand_as(backward))
                 x = torch.cat([forward, backward_in_time], dim=-1)  # (b, t, 2h)
@@ -152,6 +154,17 @@ class BiRNNEncoder(nn.Module):
                 summary = torch.cat([forward.gather(1, last.expand(-1, 1, h)).squeeze(1),
                                      backward.gather(1, last.expand(-1, 1, h)).squeeze(1)], dim=-1)  # (b, 2h)
         return summary
+
+    def _directions(self, layer: nn.RNNBase, x: torch.Tensor, x_reversed: torch.Tensor):
+        """Both directions of a bidirectional layer: the forward one over x, the backward one over x_reversed,
+        each (b, t, in) -> (b, t, h). A GRU being trained on a CPU runs both at once in vaekit's own layer."""
+        if self.rnn_type == "gru" and fused_gru_applies(x):
+            weights = [torch.stack([getattr(layer, f"{name}_l0{suffix}") for suffix in ("", "_reverse")])
+                       for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
+            xs = torch.stack([x, x_reversed]).transpose(1, 2)  # (2, t, b, in)
+            out = gru(xs, x.new_zeros(2, x.shape[0], layer.hidden_size, dtype=torch.float32), *weights)
+            return out[0].transpose(0, 1), out[1].transpose(0, 1)
+        return self._direction(layer, "", x), self._direction(layer, "_reverse", x_reversed)
 
     def _direction(self, layer: nn.RNNBase, suffix: str, x: torch.Tensor) -> torch.Tensor:
         """One direction of a bidirectional layer as a one-directional RNN over x (b, t, in), starting from zeros,
@@ -204,6 +217,14 @@ class RNNDecoder(nn.Module):
         """Run the RNN over embedded inputs (b, t, e) given z (b, d); returns outputs (b, t, h) and the state."""
         x = self.dropout(embedded)
         x = torch.cat([x, z[:, None, :].expand(-1, x.shape[1], -1).to(x.dtype)], dim=-1)  # (b, t, e + d)
+        if self.rnn_type == "gru" and fused_gru_applies(x):  # training on a CPU: vaekit's own GRU layer
+            x, finals = x.transpose(0, 1)[None], []  # (1, t, b, e + d)
+            for i in range(self.layers):
+                weights = [getattr(self.rnn, f"{name}_l{i}")[None]
+                           for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
+                x = gru(x, state[i:i + 1], *weights)  # (1, t, b, h)
+                finals.append(x[0, -1])
+            return x[0].transpose(0, 1), torch.stack(finals)  # (b, t, h), (layers, b, h)
         return self.rnn(x, state)
 
     def token_nll(self, hidden: torch.Tensor, targets: torch.Tensor, embedding_weight: torch.Tensor) -> torch.Tensor:
