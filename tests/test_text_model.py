@@ -361,3 +361,30 @@ def test_decoder_trains_through_the_gru_layer_as_through_nn_gru():
         if r is not None:
             torch.testing.assert_close(a, r)
 
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_linear_nll_matches_linear_then_cross_entropy(bias):
+    """The output layer fused with its cross-entropy (vaekit.nn.text.linear_nll) against F.linear and
+    F.cross_entropy: values and gradients for x, W and b with a different upstream gradient per row, more rows
+    than one block, in fp64; under bf16 autocast close to that."""
+    import torch.nn.functional as F
+    from vaekit.nn.text import linear_nll
+
+    torch.manual_seed(0)
+    x = torch.randn(70, 8, dtype=torch.float64, requires_grad=True)
+    weight = torch.randn(37, 8, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(37, dtype=torch.float64, requires_grad=True) if bias else None
+    targets = torch.randint(0, 37, (70,))
+    per_row = torch.rand(70, dtype=torch.float64)
+    inputs = [x, weight] + ([b] if bias else [])
+    ours = linear_nll(x, weight, b, targets)
+    ref = F.cross_entropy(F.linear(x, weight, b), targets, reduction="none")
+    torch.testing.assert_close(ours, ref.float())
+    grads = torch.autograd.grad((ours * per_row).sum(), inputs)
+    ref_grads = torch.autograd.grad((ref * per_row).sum(), inputs)
+    for a, r in zip(grads, ref_grads):
+        torch.testing.assert_close(a, r)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        low = linear_nll(x.float(), weight.float(), None if b is None else b.float(), targets)
+    assert low.dtype == torch.float32
+    torch.testing.assert_close(low.double(), ref, atol=0.1, rtol=0.02)
