@@ -2,8 +2,8 @@
 
 PyTorch runs an LSTM layer on oneDNN's fused kernel on CPUs but a GRU step by step, each step a dozen small
 operations forward and as many autograd nodes backward; at the sizes of a sentence VAE (batch 32, hidden 256)
-their fixed costs, not arithmetic, set the speed. This layer computes the same function as ``nn.GRU`` (Cho et
-al. 2014, PyTorch's gate order r, z, n with the reset gate applied to the recurrent product)
+the small operations, not the matrix products, set the speed. This layer computes the same function as
+``nn.GRU`` (Cho et al. 2014, PyTorch's gate order r, z, n with the reset gate applied to the recurrent product)
 
     r_t = sigmoid(W_ir x_t + b_ir + W_hr h_{t-1} + b_hr)
     z_t = sigmoid(W_iz x_t + b_iz + W_hz h_{t-1} + b_hz)
@@ -18,10 +18,13 @@ and a step is one product and five pointwise operations. Backward, only dh_t run
 where M_t (b, 3, h) = [A r (1-r) (W_hn h + b_hn), (h_{t-1} - n) z (1-z), A r] with A = (1-z)(1-n^2) depends on the
 forward values only, so it is computed for all steps at once; so are every weight gradient and the input gradient,
 each one product over all steps. D independent directions (a bidirectional layer's two) run side by side in
-batched products, so they cost one direction's steps.
+batched operations (half the operations; the time is still about twice one direction's, as the pointwise work
+grows with D). One direction of a PTB batch (32 texts, 21 steps, hidden 256), forward and backward in bf16:
+12.5 ms with nn.GRU, 10 ms here.
 
-Under autocast the products run in its dtype (bf16 on CPUs) and gates, states and gradients in fp32; without it,
-everything in the input's dtype (fp64 too, which the tests use for gradcheck).
+Under autocast the products over all steps (inputs, input and weight gradients) run in its dtype (bf16 on CPUs);
+the recurrent product of each step, gates, states and gradients in fp32 (casting a step's small operands every
+step cost as much as bf16 saved). Without autocast everything runs in the input's dtype (fp64 too, for gradcheck).
 """
 from __future__ import annotations
 
@@ -49,8 +52,7 @@ class _GRU(torch.autograd.Function):
             # the input products of all steps at once, (D, t*b, 3h), then step-major in the state dtype
             gi_low = torch.baddbmm(b_ih.to(low)[:, None], x_low.reshape(d, t * b, i), w_ih_low.transpose(1, 2))
             gi = x.new_empty(t, d, b, 3 * h, dtype=state).copy_(gi_low.view(d, t, b, 3 * h).transpose(0, 1))
-            # the recurrent product is small (b x h x 3h a step) and runs in the state dtype: casting its
-            # operands and result every step costs more than bf16 saves
+            # the recurrent product is small (b x h x 3h a step) and runs in the state dtype
             w_hh_t, b_hh_s = w_hh.to(state).transpose(1, 2), b_hh.to(state)[:, None]
             hs = x.new_empty(t + 1, d, b, h, dtype=state)  # h_0..h_t
             gh = x.new_empty(t, d, b, 3 * h, dtype=state)  # W_hh h_{t-1} + b_hh
