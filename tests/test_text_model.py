@@ -328,20 +328,21 @@ def test_gru_layer_is_nn_gru_values_and_gradients():
     torch.testing.assert_close(ours, ref)
     upstream = torch.randn_like(ref)
     inputs = [x, h0, *layer.parameters()]
-    for a, r in zip(torch.autograd.grad((ours * upstream).sum(), inputs), torch.autograd.grad((ref * upstream).sum(), inputs)):
+    grads = [torch.autograd.grad((out * upstream).sum(), inputs) for out in (ours, ref)]
+    for a, r in zip(*grads):
         torch.testing.assert_close(a, r)
     w_ih, w_hh, b_ih, b_hh = (w.detach().clone() for w in weights)
     small = (x[:, :3, :2, :2], h0[:, :2], w_ih[:, :, :2], w_hh, b_ih, b_hh)  # 3 steps, batch 2, 2 inputs
     assert torch.autograd.gradcheck(gru, tuple(a.detach().clone().requires_grad_() for a in small))
     with torch.autocast("cpu", dtype=torch.bfloat16):
         low = gru(x.float(), h0.float(), *[w.float() for w in weights])
-    assert low.dtype == torch.float32  # states and gates in fp32, products in bf16
+    assert low.dtype == torch.float32  # states and gates in fp32, input products in bf16
     torch.testing.assert_close(low.double(), ref, atol=3e-2, rtol=0)
 
 
 def test_decoder_trains_through_the_gru_layer_as_through_nn_gru():
     """A two-layer GRU decoder: with gradients on a CPU its step runs vaekit's GRU layer; the same outputs, final
-    states and gradients as nn.GRU's own (gradients off)."""
+    states and gradients as the decoder's nn.GRU run directly (PyTorch's own kernels)."""
     from vaekit.nn.text import RNNDecoder
 
     torch.manual_seed(0)
