@@ -312,8 +312,8 @@ def test_encoder_without_packing_is_the_packed_encoder(rnn, hidden):
 
 def test_gru_layer_is_nn_gru_values_and_gradients():
     """vaekit's CPU GRU layer (hand-written backward through time, both directions side by side) against
-    nn.GRU: outputs and every gradient in fp64, gradcheck on a tiny case, and bf16 autocast close to fp32."""
-    from vaekit.nn.gru import gru
+    nn.GRU: outputs and every gradient in fp64, gradcheck on a tiny case, and bf16 autocast close to them."""
+    from vaekit.nn.gru import _GRU, gru
 
     torch.manual_seed(0)
     t, b, i, h = 6, 3, 5, 4
@@ -334,10 +334,14 @@ def test_gru_layer_is_nn_gru_values_and_gradients():
     w_ih, w_hh, b_ih, b_hh = (w.detach().clone() for w in weights)
     small = (x[:, :3, :2, :2], h0[:, :2], w_ih[:, :, :2], w_hh, b_ih, b_hh)  # 3 steps, batch 2, 2 inputs
     assert torch.autograd.gradcheck(gru, tuple(a.detach().clone().requires_grad_() for a in small))
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        low = gru(x.float(), h0.float(), *[w.float() for w in weights])
-    assert low.dtype == torch.float32  # states and gates in fp32, input products in bf16
-    torch.testing.assert_close(low.double(), ref, atol=3e-2, rtol=0)
+    for recurrent in (torch.float32, torch.bfloat16):  # each step's product in fp32 (small hidden) or bf16
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            low = _GRU.apply(x.float(), h0.float(), *[w.float() for w in weights], torch.bfloat16, recurrent)
+        assert low.dtype == torch.float32  # states and gates in fp32
+        torch.testing.assert_close(low.double(), ref, atol=3e-2, rtol=0)
+        (low_grads,) = [torch.autograd.grad((low * upstream.float()).sum(), inputs)]
+        for a, r in zip(low_grads, grads[1]):
+            torch.testing.assert_close(a.double(), r, atol=5e-2, rtol=5e-2)
 
 
 def test_decoder_trains_through_the_gru_layer_as_through_nn_gru():
