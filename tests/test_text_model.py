@@ -187,8 +187,7 @@ def test_nucleus_sampling_matches_the_sorted_definition():
 
 
 def test_token_nll_matches_cross_entropy_values_and_gradients():
-    """The chunked CPU cross-entropy (vaekit.nn.text.token_nll) against F.cross_entropy, more rows than one
-    chunk, in fp64 and with bf16 logits (whose gradient comes back in bf16)."""
+    """The CPU cross-entropy (vaekit.nn.text.token_nll) against F.cross_entropy, in fp64 and with bf16 logits (whose gradient comes back in bf16)."""
     import torch.nn.functional as F
     from vaekit.nn.text import token_nll
 
@@ -393,3 +392,24 @@ def test_linear_nll_matches_linear_then_cross_entropy(bias):
         low = linear_nll(x.float(), weight.float(), None if b is None else b.float(), targets)
     assert low.dtype == torch.float32
     torch.testing.assert_close(low.double(), ref, atol=0.1, rtol=0.02)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_nll_of_a_far_behind_target_is_exact(dtype):
+    """A target whose logit is hundreds of nats behind the row's top has a probability that underflows (or is
+    too small to trust); linear_nll and token_nll compute that row's -log p again from the logits, so it stays
+    exact, and the gradients stay finite."""
+    import torch.nn.functional as F
+    from vaekit.nn.text import linear_nll, token_nll
+
+    x = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.5, 0.5]], dtype=dtype, requires_grad=True)
+    weight = torch.tensor([[300.0, 0.0], [0.0, 1.0], [-200.0, 2.0]], dtype=dtype, requires_grad=True)
+    targets = torch.tensor([2, 1, 0])  # row 0: 500 nats behind; row 1: ordinary; row 2: the top
+    ref = F.cross_entropy(F.linear(x.double(), weight.double()), targets, reduction="none")
+    logits = F.linear(x.detach(), weight.detach()).requires_grad_()
+    for ours, inputs in ((linear_nll(x, weight, None, targets), (x, weight)), (token_nll(logits, targets), (logits,))):
+        assert torch.isfinite(ours).all()
+        # bf16 keeps p to 2^-9 relative, so -log p to about 0.002 nats; the far row is exact either way
+        torch.testing.assert_close(ours.double(), ref, atol=4e-3 if dtype == torch.bfloat16 else 1e-5, rtol=1e-5)
+        assert abs(ours[0].item() - ref[0].item()) < 1e-3 * ref[0].item()
+        assert all(torch.isfinite(g).all() for g in torch.autograd.grad(ours.sum(), inputs))
