@@ -1,7 +1,8 @@
 """Speed and memory figures (issue 6), printed as JSON. Nothing here asserts a time.
 
     python benchmarks/bench_speed.py image     # whole `vaekit train image --preset seed` commands, fp32 and bf16
-    python benchmarks/bench_speed.py text      # PTB training tokens/s: Sentence-VAE configuration and the default
+    python benchmarks/bench_speed.py text      # PTB training tokens/s: Sentence-VAE configuration (bidirectional and
+                                               # one-directional encoder, as that implementation's default) and ours
     python benchmarks/bench_speed.py text --text-rnn lstm   # the same with LSTMs (oneDNN's fused kernel on CPUs)
     python benchmarks/bench_speed.py text-parts  # where a Sentence-VAE training step's time goes, part by part
     python benchmarks/bench_speed.py vary --run RUN   # vary latency, one text, 10 variations, 100 calls
@@ -35,6 +36,8 @@ VAEKIT = [sys.executable, "-m", "vaekit"]
 
 # Bowman-style Sentence-VAE sizes, as the popular PyTorch implementation trains it on PTB
 SENTENCE_VAE = dict(embedding_dim=300, encoder_hidden=(256,), decoder_hidden=256, latent_dim=16, dropout=0.5)
+# ... with its default one-directional encoder (its --bidirectional is off unless asked for); vaekit's is bidirectional
+SENTENCE_VAE_UNI = {**SENTENCE_VAE, "bidirectional": False}
 PTB_WORDS = dict(vocab_size=10004, lowercase=False, pretokenized=True)  # TokenizerConfig of PTB's own words
 
 
@@ -78,7 +81,7 @@ def text(args) -> None:
     from vaekit.data.tokenizer import TokenizerConfig
     from vaekit.texts import train_text
 
-    configs = {"sentence_vae": SENTENCE_VAE, "vaekit_default": {}}
+    configs = {"sentence_vae": SENTENCE_VAE, "sentence_vae_uni": SENTENCE_VAE_UNI, "vaekit_default": {}}
     configs = {name: {**sizes, "output": args.text_output, "rnn": args.text_rnn} for name, sizes in configs.items()}
     for name in args.text_configs.split(","):
         with tempfile.TemporaryDirectory() as tmp:
@@ -277,7 +280,9 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=1, help="precision: MNIST seeds per precision")
     parser.add_argument("--skip-ptb", action="store_true", help="precision: MNIST only")
     parser.add_argument("--skip-mnist", action="store_true", help="precision: PTB only")
-    parser.add_argument("--text-configs", default="sentence_vae,vaekit_default")
+    parser.add_argument("--text-configs", default="sentence_vae,sentence_vae_uni,vaekit_default",
+                        help="text: sentence_vae (Sentence-VAE sizes, vaekit's bidirectional encoder), sentence_vae_uni "
+                             "(the same with its one-directional encoder), vaekit_default")
     parser.add_argument("--text-batch-size", type=int, default=32)
     parser.add_argument("--text-minutes", type=float, default=3.0, help="training time per text configuration")
     parser.add_argument("--precision", default="bf16")

@@ -119,6 +119,22 @@ def test_vary_bad_input_exits_2(text_run, tmp_path):
     assert result.returncode == 2 and "tokenizer.json: file is missing" in result.stderr
 
 
+def test_unidirectional_encoder_trains_saves_and_varies(tmp_path):
+    """--unidirectional: an encoder that reads forward only, recorded in config.json and loaded back as such."""
+    from vaekit import load
+    from vaekit.generate import vary
+
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("\n".join(two_topic_sentences()))
+    out = tmp_path / "run"
+    result = run("train", "text", "--data", corpus, "--out", out, "--epochs", 1, "--unidirectional", *TINY)
+    assert result.exit_code == 0, result.output
+    assert json.loads((out / "config.json").read_text())["model"]["bidirectional"] is False
+    model = load(out)
+    assert model.encoder.directions == 1 and not model.encoder.layers[0].bidirectional
+    assert vary(model, "the lazy cat sat on the warm mat.", n=2, seed=0, keep_copies=True)
+
+
 def test_adaptive_output_trains_and_varies_and_bad_settings_exit_2(tmp_path):
     corpus = tmp_path / "corpus.txt"
     corpus.write_text("\n".join(two_topic_sentences()))

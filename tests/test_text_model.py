@@ -291,18 +291,21 @@ def test_bad_output_layer_settings_are_named(bad):
 
 @pytest.mark.parametrize("rnn", ["gru", "lstm"])
 @pytest.mark.parametrize("hidden", [(6,), (7, 5)])
-def test_encoder_without_packing_is_the_packed_encoder(rnn, hidden):
+@pytest.mark.parametrize("bidirectional", [True, False])
+def test_encoder_without_packing_is_the_packed_encoder(rnn, hidden, bidirectional):
     """On CPUs the encoder runs each direction over padded tensors (the backward one over each text reversed
-    within its length) instead of a PackedSequence: same summaries and gradients, any lengths and padding."""
+    within its length) instead of a PackedSequence: same summaries and gradients, any lengths and padding, with
+    both directions or the forward one alone."""
     from vaekit.nn.text import BiRNNEncoder
 
     torch.manual_seed(0)
-    encoder = BiRNNEncoder(4, rnn, hidden, (), 3, 0.0).double()
+    encoder = BiRNNEncoder(4, rnn, hidden, (), 3, 0.0, bidirectional=bidirectional).double()
     x = torch.randn(5, 9, 4, dtype=torch.float64, requires_grad=True)
     lengths = torch.tensor([9, 1, 4, 0, 7])  # 0: an empty text, read as one (padding) token as before
     unpacked = encoder._summary_unpacked(x, lengths.clamp(min=1))
     packed = encoder._summary_packed(x, lengths.clamp(min=1))
     torch.testing.assert_close(unpacked, packed)
+    assert packed.shape == (5, hidden[-1] * (2 if bidirectional else 1))
     weights = torch.randn_like(packed)
     grads = [torch.autograd.grad((s * weights).sum(), [x, *encoder.layers.parameters()]) for s in (unpacked, packed)]
     for ours, ref in zip(*grads):

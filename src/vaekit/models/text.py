@@ -30,6 +30,8 @@ class TextVAEConfig:
     rnn: Literal["gru", "lstm"] = "gru"
     encoder_hidden: tuple[int, ...] = (256,)
     encoder_dense: tuple[int, ...] = ()
+    # False: the encoder reads each text forward only (Bowman et al. 2016; the popular PyTorch Sentence-VAE's default)
+    bidirectional: bool = True
     latent_dim: int = 32
     decoder_hidden: int = 512
     decoder_layers: int = 1
@@ -115,7 +117,7 @@ class TextVAE(VAE):
         c = config.num_labels + config.num_tags + config.condition_dim
         self.condition_embedder = None  # set by attach_conditions for a dense-condition model
         self.encoder = BiRNNEncoder(config.embedding_dim, config.rnn, config.encoder_hidden, config.encoder_dense,
-                                    config.latent_dim, config.dropout, cond_dim=c)
+                                    config.latent_dim, config.dropout, cond_dim=c, bidirectional=config.bidirectional)
         # the decoder's code is [z, c]: generation passes that concatenation wherever it passes "z"
         self.decoder = RNNDecoder(config.embedding_dim, config.rnn, config.decoder_hidden, config.decoder_layers,
                                   config.latent_dim + c, config.vocab_size, config.dropout, config.tie_embeddings,

@@ -173,18 +173,21 @@ class BiRNNEncoder(nn.Module):
     """Embedded tokens (b, t, e) with lengths (b,) -> (mean, logvar), each (b, d).
 
     Stacked bidirectional layers, one per entry of ``hidden`` (per direction), then dense layers, then the
-    posterior head. The final forward and backward states of the last layer summarise the text."""
+    posterior head. The final forward and backward states of the last layer summarise the text. With
+    ``bidirectional=False`` the layers read forward only (Bowman et al. 2016's encoder, and the popular PyTorch
+    Sentence-VAE's default) and the forward state alone summarises the text."""
 
     def __init__(self, embedding_dim: int, rnn: str, hidden: Sequence[int], dense: Sequence[int],
-                 latent_dim: int, dropout: float, cond_dim: int = 0):
+                 latent_dim: int, dropout: float, cond_dim: int = 0, bidirectional: bool = True):
         super().__init__()
         self.dropout = Dropout(dropout)
         self.rnn_type = rnn
-        sizes = [embedding_dim, *[2 * h for h in hidden]]
-        self.layers = nn.ModuleList(RNNS[rnn](sizes[i], h, batch_first=True, bidirectional=True)
+        self.directions = 2 if bidirectional else 1
+        sizes = [embedding_dim, *[self.directions * h for h in hidden]]
+        self.layers = nn.ModuleList(RNNS[rnn](sizes[i], h, batch_first=True, bidirectional=bidirectional)
                                     for i, h in enumerate(hidden))
         mlp: list[nn.Module] = []
-        n_in = 2 * hidden[-1] + cond_dim  # a conditional VAE's q(z|x, c) sees the condition beside the summary
+        n_in = self.directions * hidden[-1] + cond_dim  # a conditional VAE's q(z|x, c) sees the condition too
         for n_out in dense:
             mlp += [nn.Linear(n_in, n_out), nn.ReLU()]
             n_in = n_out
@@ -197,7 +200,7 @@ class BiRNNEncoder(nn.Module):
         lengths = lengths.clamp(min=1)  # an empty text is read as one (padding) token
         summary = (self._summary_unpacked if x.device.type == "cpu" else self._summary_packed)(x, lengths)
         if cond is not None:
-            summary = torch.cat([summary, cond.to(summary.dtype)], dim=-1)  # (b, 2h + c)
+            summary = torch.cat([summary, cond.to(summary.dtype)], dim=-1)  # (b, 2h + c), (b, h + c) one-way
         mean, logvar = self.head(self.dense(summary)).chunk(2, dim=-1)
         return mean, logvar
 
@@ -210,8 +213,8 @@ class BiRNNEncoder(nn.Module):
             out, state = layer(packed)
             if i < len(self.layers) - 1:
                 x, _ = pad_packed_sequence(out, batch_first=True)  # (b, t, 2h)
-            final = state[0] if self.rnn_type == "lstm" else state  # (2, b, h): forward, backward
-        return torch.cat([final[0], final[1]], dim=-1)  # (b, 2h)
+            final = state[0] if self.rnn_type == "lstm" else state  # (2, b, h): forward, backward; (1, b, h)
+        return torch.cat(list(final), dim=-1)  # (b, 2h) or (b, h)
 
     def _summary_unpacked(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """The same function as _summary_packed, without packing: on CPUs PyTorch computes a padded sequence's
@@ -219,6 +222,8 @@ class BiRNNEncoder(nn.Module):
         encoder about 25% slower. The forward direction reads the right-padded batch; the backward direction
         reads each text reversed within its own length, so padding comes after every real token in both and
         never reaches a real position's state. A direction's summary is its output at the text's last token."""
+        if self.directions == 1:
+            return self._summary_forward(x, lengths)
         b, t, _ = x.shape
         steps = torch.arange(t, device=x.device)[None, :]
         reverse = torch.where(steps < lengths[:, None], lengths[:, None] - 1 - steps, steps)  # (b, t), an involution
@@ -235,6 +240,19 @@ class BiRNNEncoder(nn.Module):
                 summary = torch.cat([forward.gather(1, last.expand(-1, 1, h)).squeeze(1),
                                      backward.gather(1, last.expand(-1, 1, h)).squeeze(1)], dim=-1)  # (b, 2h)
         return summary
+
+    def _summary_forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """_summary_unpacked for one-directional layers: each layer over the right-padded batch, the output at
+        each text's last token from the last layer."""
+        for layer in self.layers:
+            if self.rnn_type == "gru" and fused_gru_applies(x):
+                names = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
+                weights = [getattr(layer, f"{name}_l0")[None] for name in names]  # D = 1
+                x = gru(x.transpose(0, 1)[None], x.new_zeros(1, x.shape[0], layer.hidden_size, dtype=torch.float32),
+                        *weights)[0].transpose(0, 1)  # (b, t, h)
+            else:
+                x = self._direction(layer, "", x)
+        return x.gather(1, (lengths - 1)[:, None, None].expand(-1, 1, x.shape[-1])).squeeze(1)  # (b, h)
 
     def _directions(self, layer: nn.RNNBase, x: torch.Tensor, x_reversed: torch.Tensor):
         """Both directions of a bidirectional layer: the forward one over x, the backward one over x_reversed,
