@@ -186,6 +186,23 @@ def test_nucleus_sampling_matches_the_sorted_definition():
     assert torch.allclose(torch.bincount(everything, minlength=6).float() / len(everything), probs, atol=0.015)
 
 
+@pytest.mark.parametrize("p", [0.1, 0.5, 0.9])
+def test_dropout_keeps_1_minus_p_and_the_mean(p):
+    """vaekit's dropout (masks from random bits): each element kept with probability 1 - p, independently of
+    its position, kept ones scaled so the mean is unchanged; the identity in eval mode."""
+    from vaekit.nn.text import Dropout
+
+    torch.manual_seed(0)
+    drop = Dropout(p)
+    x = torch.ones(1000, 1001)
+    y = drop(x)
+    kept = y != 0
+    assert abs(kept.float().mean().item() - (1 - p)) < 0.003
+    assert all(abs(kept[:, i::4].float().mean().item() - (1 - p)) < 0.005 for i in range(4))  # each 16-bit lane
+    assert abs(y.mean().item() - 1) < 0.01 and torch.allclose(y[kept], y[kept][0])
+    assert torch.equal(drop.eval()(x), x)
+
+
 def test_token_nll_matches_cross_entropy_values_and_gradients():
     """The CPU cross-entropy (vaekit.nn.text.token_nll) against F.cross_entropy, in fp64 and with bf16 logits (whose gradient comes back in bf16)."""
     import torch.nn.functional as F
