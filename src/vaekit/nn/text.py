@@ -57,8 +57,8 @@ def _softmax_nll(logits: torch.Tensor, targets: torch.Tensor, out: torch.Tensor,
     (n,) in fp32 (fp64 for fp64). PyTorch's CPU softmax takes each row's max, exp and sum in fp32 for bf16 and
     writes a row only after reading it: one multithreaded pass, no fp32 copy of (n, v). -log p from p in bf16 is
     within 2^-9 relative of p, about 0.002 nats, less than rounding the logits to bf16 already moves it; a p below
-    FLOOR (a logit 69 nats behind its row's) is not trusted, and those rows are done again exactly from
-    ``exact_logits(rows)``."""
+    FLOOR (the target's logit more than 69 nats below the row's log-sum-exp) is not trusted, and those rows are
+    done again exactly from ``exact_logits(rows)``."""
     torch.ops.aten._softmax.out(logits, 1, False, out=out)
     acc = torch.promote_types(out.dtype, torch.float32)
     p_target = out[torch.arange(len(targets), device=out.device), targets].to(acc)
