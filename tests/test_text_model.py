@@ -204,7 +204,8 @@ def test_dropout_keeps_1_minus_p_and_the_mean(p):
 
 
 def test_token_nll_matches_cross_entropy_values_and_gradients():
-    """The CPU cross-entropy (vaekit.nn.text.token_nll) against F.cross_entropy, in fp64 and with bf16 logits (whose gradient comes back in bf16)."""
+    """The CPU cross-entropy (vaekit.nn.text.token_nll) against F.cross_entropy, in fp64 and with bf16 logits
+    (whose gradient comes back in bf16)."""
     import torch.nn.functional as F
     from vaekit.nn.text import token_nll
 

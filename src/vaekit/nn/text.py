@@ -237,7 +237,8 @@ class BiRNNEncoder(nn.Module):
         summary = None
         for i, layer in enumerate(self.layers):
             # forward (b, t, h) and backward (b, t, h), the latter in reversed time
-            forward, backward = self._directions(layer, x, x.gather(1, reverse[..., None].expand_as(x)))
+            x_reversed = x.gather(1, reverse[..., None].expand_as(x))
+            forward, backward = self._directions(layer, [("", x), ("_reverse", x_reversed)])
             if i < len(self.layers) - 1:
                 backward_in_time = backward.gather(1, reverse[..., None].expand_as(backward))
                 x = torch.cat([forward, backward_in_time], dim=-1)  # (b, t, 2h)
@@ -251,25 +252,21 @@ class BiRNNEncoder(nn.Module):
         """_summary_unpacked for one-directional layers: each layer over the right-padded batch, the output at
         each text's last token from the last layer."""
         for layer in self.layers:
-            if self.rnn_type == "gru" and fused_gru_applies(x):
-                names = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
-                weights = [getattr(layer, f"{name}_l0")[None] for name in names]  # D = 1
-                x = gru(x.transpose(0, 1)[None], x.new_zeros(1, x.shape[0], layer.hidden_size, dtype=torch.float32),
-                        *weights)[0].transpose(0, 1)  # (b, t, h)
-            else:
-                x = self._direction(layer, "", x)
+            (x,) = self._directions(layer, [("", x)])  # (b, t, h)
         return x.gather(1, (lengths - 1)[:, None, None].expand(-1, 1, x.shape[-1])).squeeze(1)  # (b, h)
 
-    def _directions(self, layer: nn.RNNBase, x: torch.Tensor, x_reversed: torch.Tensor):
-        """Both directions of a bidirectional layer: the forward one over x, the backward one over x_reversed,
-        each (b, t, in) -> (b, t, h). A GRU being trained on a CPU runs both at once in vaekit's own layer."""
+    def _directions(self, layer: nn.RNNBase, inputs: Sequence[tuple[str, torch.Tensor]]) -> list[torch.Tensor]:
+        """Directions of a layer, each named by its weights' suffix ("" forward, "_reverse" backward) and given its
+        input (b, t, in) -> their outputs, (b, t, h) each. A GRU being trained on a CPU runs them side by side in
+        vaekit's own layer."""
+        x = inputs[0][1]
         if self.rnn_type == "gru" and fused_gru_applies(x):
-            weights = [torch.stack([getattr(layer, f"{name}_l0{suffix}") for suffix in ("", "_reverse")])
+            weights = [torch.stack([getattr(layer, f"{name}_l0{suffix}") for suffix, _ in inputs])
                        for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
-            xs = torch.stack([x, x_reversed]).transpose(1, 2)  # (2, t, b, in)
-            out = gru(xs, x.new_zeros(2, x.shape[0], layer.hidden_size, dtype=torch.float32), *weights)
-            return out[0].transpose(0, 1), out[1].transpose(0, 1)
-        return self._direction(layer, "", x), self._direction(layer, "_reverse", x_reversed)
+            xs = torch.stack([x_d for _, x_d in inputs]).transpose(1, 2)  # (D, t, b, in)
+            out = gru(xs, x.new_zeros(len(inputs), x.shape[0], layer.hidden_size, dtype=torch.float32), *weights)
+            return list(out.transpose(1, 2))
+        return [self._direction(layer, suffix, x_d) for suffix, x_d in inputs]
 
     def _direction(self, layer: nn.RNNBase, suffix: str, x: torch.Tensor) -> torch.Tensor:
         """One direction of a bidirectional layer as a one-directional RNN over x (b, t, in), starting from zeros,
