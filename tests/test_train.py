@@ -30,6 +30,29 @@ def test_training_writes_a_complete_run_folder(tiny_npz, tmp_path):
         assert (tmp_path / "plots" / name).stat().st_size > 0
 
 
+def test_curves_are_redrawn_at_most_once_a_minute_and_at_the_end(tiny_npz, tmp_path, monkeypatch):
+    from vaekit import monitor as monitor_module
+
+    drawn = []
+    monkeypatch.setattr(monitor_module.viz, "plot_curves", lambda rows, path: drawn.append(len(rows)))
+    make_trainer(tiny_npz, tmp_path, epochs=3).fit()
+    rows = len((tmp_path / "metrics.jsonl").read_text().splitlines())
+    assert drawn == [drawn[0], rows] and drawn[0] < rows  # after the first epoch, then once at the end
+
+    monitor = monitor_module.Monitor(tmp_path / "m", tensorboard=False)
+    monitor.log("train", 1, 1, {"loss": 1.0})
+    monitor.plot_curves()
+    monitor.plot_curves(final=True)  # nothing new since: not redrawn
+    monitor.log("train", 2, 1, {"loss": 0.5})
+    monitor.plot_curves()  # too soon
+    assert drawn[2:] == [1]
+    monitor.plot_curves(final=True)
+    monkeypatch.setattr(monitor_module, "CURVES_EVERY_S", 0.0)
+    monitor.log("train", 3, 1, {"loss": 0.4})
+    monitor.plot_curves()
+    assert drawn[2:] == [1, 2, 3]
+
+
 def test_loss_falls(tiny_npz, tmp_path):
     trainer = make_trainer(tiny_npz, tmp_path, epochs=15, lr=3e-3)
     trainer.fit()

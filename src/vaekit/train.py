@@ -326,6 +326,7 @@ class Trainer:
             status = "interrupted"
             log.warning("interrupted at step %d; the last checkpoint (epoch %d) is kept", self.step, self.epoch)
         finally:
+            monitor.plot_curves(final=True)  # the curves up to the end, however the run ended
             monitor.close()
         return TrainResult(status, self.epoch, self.step, self.best_val, seen * self.world_size / max(busy, 1e-9))
 
