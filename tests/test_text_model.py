@@ -257,6 +257,41 @@ def test_bf16_inference_sees_weights_changed_by_fused_adam():
     assert eval_loss(model) == pytest.approx(trained, rel=1e-6)  # no grads: the cache, refilled after train()
 
 
+@pytest.mark.parametrize("tie", [False, True])
+def test_inference_output_layer_is_kept_across_decoding_calls_and_matches_f_linear(tie):
+    """At inference under bf16 autocast the output layer runs on a kept bf16 copy of its weight (on CPUs with
+    oneDNN, in oneDNN's blocked layout): the same logits and -log p as F.linear on the bf16 weight, whatever the
+    row count; the copy outlives the eval()/train(False) switch each decoding call makes, and train() drops it."""
+    import torch.nn.functional as F
+    from vaekit.nn.text import token_nll
+    from vaekit.precision import autocast
+
+    model = tiny(tie_embeddings=tie).eval()
+    decoder = model.decoder
+    targets = torch.randint(0, model.config.vocab_size, (70,))
+    for rows in (1, 7, 70):
+        hidden = torch.randn(rows, model.config.decoder_hidden)
+        with torch.no_grad(), autocast("bf16"):
+            logits = model.token_logits(hidden)
+            nll = decoder.token_nll(hidden, targets[:rows], model.embedding.weight)
+            if tie:
+                inputs, weight, bias = decoder.to_embedding(hidden), model.embedding.weight, None
+            else:
+                inputs, weight, bias = hidden, decoder.output.weight, decoder.output.bias
+            expected = F.linear(inputs.bfloat16(), weight.bfloat16(), None if bias is None else bias.bfloat16())
+        torch.testing.assert_close(logits.float(), expected.float())
+        torch.testing.assert_close(nll, token_nll(expected, targets[:rows]))
+    kept = decoder._bf16_output
+    assert kept is not None
+    model.eval()  # what every decoding call does, and then train(was_training)
+    model.train(False)
+    with torch.no_grad(), autocast("bf16"):
+        model.token_logits(hidden)
+    assert decoder._bf16_output is kept
+    model.train()
+    assert decoder._bf16_output is None
+
+
 def test_adaptive_softmax_is_an_exact_distribution_matching_torch():
     """--output adaptive (Grave et al. 2017): the decoder's log-probabilities over the whole vocabulary sum to 1,
     its per-token log p(target) agrees with them and with torch's AdaptiveLogSoftmaxWithLoss (values and
