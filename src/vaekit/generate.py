@@ -14,6 +14,7 @@ import torch.nn.functional as F
 
 from .data.tokenizer import BOS_ID, EOS_ID, PAD_ID, UNK_ID
 from .errors import VaekitError
+from .memory import reuse_freed_memory
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +72,14 @@ def _nucleus(logits: torch.Tensor, top_p: float, temperature: float, generator) 
         if top_p >= 1.0:
             ok = torch.ones(len(rows), dtype=torch.bool)
         else:
-            ok = (rows * (rows > rows.gather(-1, tokens))).sum(-1) < top_p
+            p_token = rows.gather(-1, tokens)  # (m, 1)
+            # the tokens more likely than one of probability p hold at most 1 - p: above 1 - top_p it is in the
+            # nucleus without a pass over the vocabulary, which only the other rows need
+            ok = p_token[:, 0] > 1.0 - top_p
+            check = (~ok).nonzero()[:, 0]
+            if len(check):
+                unsure = rows[check]
+                ok[check] = (unsure * (unsure > p_token[check])).sum(-1) < top_p
         index = torch.arange(len(probs)) if pending is None else pending
         chosen[index[ok]] = tokens[ok, 0]
         pending = index[~ok]
@@ -90,6 +98,7 @@ def decode_ids(model, z: torch.Tensor, strategy: Strategy = "greedy", max_tokens
     """Token ids (without <bos>/<eos>) and their total log-probability for each code in z (n, d)."""
     was_training = model.training
     model.eval()
+    reuse_freed_memory()  # each step's (rows x vocabulary) arrays, again and again (see vaekit.memory)
     max_tokens = max_tokens or model.config.max_tokens
     banned_ids = torch.tensor(sorted(set(banned) - {EOS_ID}), dtype=torch.long)
     try:
