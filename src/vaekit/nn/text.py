@@ -174,8 +174,10 @@ def _packed_weight(weight: torch.Tensor) -> torch.Tensor | None:
     try:
         if not torch.backends.mkldnn.is_available():
             return None
-        return torch.ops.mkldnn._reorder_linear_weight(weight, ROWS)
-    except (AttributeError, RuntimeError):
+        packed = torch.ops.mkldnn._reorder_linear_weight(weight, ROWS)
+        torch.ops.mkldnn._linear_pointwise(weight.new_zeros(1, weight.shape[1]), packed, None, "none", [], "")
+        return packed
+    except (AttributeError, RuntimeError):  # also a CPU on which the product itself refuses bf16
         return None
 
 
@@ -415,8 +417,8 @@ class RNNDecoder(nn.Module):
         if not torch.is_autocast_enabled(device) or torch.get_autocast_dtype(device) != torch.bfloat16:
             return F.linear(hidden, weight, bias)
         # _version alone cannot say "changed": fused Adam updates parameters in place without bumping it. train()
-        # drops the cache at every switch of mode; while gradients are held, an optimizer may also step the weights
-        # of a model left in eval mode, so the weight is cast afresh
+        # drops the cache whenever training starts; while gradients are held, an optimizer may also step the
+        # weights of a model left in eval mode, so the weight is cast afresh
         if weight.grad is not None:
             return F.linear(hidden, weight.to(torch.bfloat16), None if bias is None else bias.to(torch.bfloat16))
         key = (weight.data_ptr(), weight._version, None if bias is None else bias._version)
@@ -424,8 +426,8 @@ class RNNDecoder(nn.Module):
         if cached is None or cached[0] != key:
             low = weight.detach().to(torch.bfloat16)
             packed = _packed_weight(low) if device == "cpu" else None
-            cached = self._bf16_output = (key, low, None if bias is None else bias.detach().to(torch.bfloat16),
-                                          packed)
+            cached = self._bf16_output = (key, None if packed is not None else low,  # one copy kept, not two
+                                          None if bias is None else bias.detach().to(torch.bfloat16), packed)
         _, low, low_bias, packed = cached
         if packed is None:
             return F.linear(hidden, low, low_bias)
