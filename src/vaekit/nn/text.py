@@ -349,11 +349,21 @@ class RNNDecoder(nn.Module):
         hidden, targets = pad_rows(hidden), pad_rows(targets)  # padding targets id 0, always in the head
         if self.adaptive is not None:
             return -self.target_log_prob(hidden, targets)[:n]
-        if not self.training and not torch.is_grad_enabled():  # scoring, evaluation: the kept output weight
-            return token_nll(self.logits(hidden, embedding_weight), targets)[:n]
+        x, weight, bias = self._output_layer(hidden, embedding_weight)
+        if self._at_inference():  # scoring, evaluation: the kept output weight
+            return token_nll(self._inference_linear(x, weight, bias), targets)[:n]
+        return linear_nll(x, weight, bias, targets)[:n]
+
+    def _output_layer(self, hidden: torch.Tensor, embedding_weight: torch.Tensor):
+        """The full-softmax output layer's input, weight and bias for hidden states: (dropout(h), W, b), or with
+        tied embeddings (to_embedding(dropout(h)), the embedding matrix, None)."""
+        hidden = self.dropout(hidden)
         if self.output is not None:
-            return linear_nll(self.dropout(hidden), self.output.weight, self.output.bias, targets)[:n]
-        return linear_nll(self.to_embedding(self.dropout(hidden)), embedding_weight, None, targets)[:n]
+            return hidden, self.output.weight, self.output.bias
+        return self.to_embedding(hidden), embedding_weight, None
+
+    def _at_inference(self) -> bool:
+        return not self.training and not torch.is_grad_enabled()
 
     def target_log_prob(self, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """Adaptive softmax only: log p(target) for hidden states (n, h) and targets (n,), (n,) in fp32:
@@ -388,16 +398,13 @@ class RNNDecoder(nn.Module):
         """(..., h) -> (..., v); ``embedding_weight`` (v, e) scores the tokens when embeddings are tied. With the
         adaptive softmax these are the log-probabilities themselves (fp32), which sampling and search treat as
         logits."""
-        hidden = self.dropout(hidden)
         if self.adaptive is not None:
+            hidden = self.dropout(hidden)
             return self._adaptive_log_probs(hidden.reshape(-1, hidden.shape[-1])).reshape(*hidden.shape[:-1], -1)
-        if self.output is not None:
-            weight, bias = self.output.weight, self.output.bias
-        else:
-            hidden, weight, bias = self.to_embedding(hidden), embedding_weight, None
-        if not self.training and not torch.is_grad_enabled():
-            return self._inference_linear(hidden, weight, bias)
-        return F.linear(hidden, weight, bias)
+        x, weight, bias = self._output_layer(hidden, embedding_weight)
+        if self._at_inference():
+            return self._inference_linear(x, weight, bias)
+        return F.linear(x, weight, bias)
 
     def train(self, mode: bool = True) -> "RNNDecoder":
         # training may change the weights without a trace the cache could see; eval() keeps it, since every
