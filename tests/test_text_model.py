@@ -260,8 +260,8 @@ def test_bf16_inference_sees_weights_changed_by_fused_adam():
 @pytest.mark.parametrize("tie", [False, True])
 def test_inference_output_layer_is_kept_across_decoding_calls_and_matches_f_linear(tie):
     """At inference under bf16 autocast the output layer runs on a kept bf16 copy of its weight (on CPUs with
-    oneDNN, in oneDNN's blocked layout): the same logits and -log p as F.linear on the bf16 weight, whatever the
-    row count; the copy outlives the eval()/train(False) switch each decoding call makes, and train() drops it."""
+    oneDNN, in oneDNN's blocked layout): the same logits as F.linear on the bf16 weight and -log p within bf16's
+    rounding of p, whatever the row count; the copy outlives the eval()/train(False) switch each decoding call makes, and train() drops it."""
     import torch.nn.functional as F
     from vaekit.nn.text import token_nll
     from vaekit.precision import autocast
@@ -280,7 +280,8 @@ def test_inference_output_layer_is_kept_across_decoding_calls_and_matches_f_line
                 inputs, weight, bias = hidden, decoder.output.weight, decoder.output.bias
             expected = F.linear(inputs.bfloat16(), weight.bfloat16(), None if bias is None else bias.bfloat16())
         torch.testing.assert_close(logits.float(), expected.float())
-        torch.testing.assert_close(nll, token_nll(expected, targets[:rows]))
+        # -log p from a bf16 softmax (see _softmax_nll): p within 2^-9 relative, -log p within ~0.002 nats
+        torch.testing.assert_close(nll, token_nll(expected, targets[:rows]), atol=4e-3, rtol=0)
     kept = decoder._bf16_output
     assert kept is not None
     model.eval()  # what every decoding call does, and then train(was_training)

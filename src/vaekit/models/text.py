@@ -342,7 +342,8 @@ class TextVAE(VAE):
     EVAL_CHUNK = 4096  # tokens per output-layer pass when no gradient is kept
 
     def _token_nll(self, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        """-log p(target) per token, (n,), in fp32 (log-softmax over the vocabulary in fp32). Without
+        """-log p(target) per token, (n,), in fp32 (the softmax's sums in fp32; at inference under bf16 autocast p
+        itself is rounded to bf16 before the log, within 0.002 nats: see nn.text._softmax_nll). Without
         gradients the (n, v) logits are made EVAL_CHUNK rows at a time: a 256-text validation batch of long
         sentences would otherwise hold several (20k, 10k) fp32 arrays at once (2.8 GB peak on PTB)."""
         nll, weight = self.decoder.token_nll, self.embedding.weight

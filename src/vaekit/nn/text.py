@@ -351,7 +351,11 @@ class RNNDecoder(nn.Module):
             return -self.target_log_prob(hidden, targets)[:n]
         x, weight, bias = self._output_layer(hidden, embedding_weight)
         if self._at_inference():  # scoring, evaluation: the kept output weight
-            return token_nll(self._inference_linear(x, weight, bias), targets)[:n]
+            logits = self._inference_linear(x, weight, bias)
+            if logits.device.type == "cpu" and _wide_exponent(logits.dtype):  # a softmax in place, not 3 fp32 copies
+                return _softmax_nll(logits, targets, logits, lambda rows: F.linear(
+                    x[rows].float(), weight.float(), None if bias is None else bias.float()))[:n].float()
+            return token_nll(logits, targets)[:n]
         return linear_nll(x, weight, bias, targets)[:n]
 
     def _output_layer(self, hidden: torch.Tensor, embedding_weight: torch.Tensor):
