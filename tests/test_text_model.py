@@ -451,6 +451,21 @@ def test_linear_nll_matches_linear_then_cross_entropy(bias):
     torch.testing.assert_close(low.double(), ref, atol=0.1, rtol=0.02)
 
 
+def test_biased_linear_equals_f_linear():
+    """The training output layer's bf16 product with its bias (oneDNN adds the bias inside the product on CPUs):
+    the same values as F.linear, whatever the row count; without a bias or outside bf16 it is F.linear."""
+    import torch.nn.functional as F
+    from vaekit.nn.text import _biased_linear
+
+    torch.manual_seed(0)
+    weight, bias = torch.randn(301, 40).bfloat16(), torch.randn(301).bfloat16()
+    for rows in (1, 7, 64, 130):
+        x = torch.randn(rows, 40).bfloat16()
+        assert torch.equal(_biased_linear(x, weight, bias), F.linear(x, weight, bias))
+        assert torch.equal(_biased_linear(x, weight, None), F.linear(x, weight))
+        assert torch.equal(_biased_linear(x.float(), weight.float(), bias.float()), F.linear(x.float(), weight.float(), bias.float()))
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_nll_of_a_far_behind_target_is_exact(dtype):
     """A target whose logit is hundreds of nats behind the row's top has a probability that underflows (or is
