@@ -200,3 +200,31 @@ def test_learning_rate_schedules_follow_steps_or_the_time_budget(tiny_npz, tmp_p
     assert result.status == "time-limit" and result.epochs < 10
     steps_alone = 1e-3 * (1 - (result.step - 1) / (50 * 6))  # above 0.96e-3
     assert timed.optimizer.param_groups[0]["lr"] < steps_alone - 0.1e-3
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "rmsprop"])
+def test_clip_gradients_matches_clip_grad_norm(optimizer):
+    """Gradient clipping handed to fused Adam as its grad_scale (one pass over the gradients less) moves the
+    parameters as clip_grad_norm_ then step() does, on steps that clip and steps that do not; other optimizers
+    clip the gradients themselves."""
+    import copy
+
+    from vaekit.train import clip_gradients, make_optimizer
+
+    torch.manual_seed(0)
+    ours = torch.nn.Sequential(torch.nn.Linear(20, 30), torch.nn.Tanh(), torch.nn.Linear(30, 5))
+    ref = copy.deepcopy(ours)
+    cfg = TrainConfig(lr=1e-2, optimizer=optimizer)
+    opt_ours = make_optimizer(cfg, ours.parameters(), torch.device("cpu"))
+    opt_ref = make_optimizer(cfg, ref.parameters(), torch.device("cpu"))
+    for i in range(12):
+        x = torch.randn(16, 20) * (10.0 if i % 2 else 0.01)  # large gradients clip, small ones do not
+        for model, opt in ((ours, opt_ours), (ref, opt_ref)):
+            opt.zero_grad(set_to_none=True)
+            (model(x) ** 2).sum().backward()
+        clip_gradients(opt_ours, list(ours.parameters()), 1.0)
+        torch.nn.utils.clip_grad_norm_(ref.parameters(), 1.0)
+        opt_ours.step()
+        opt_ref.step()
+    for a, b in zip(ours.parameters(), ref.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
