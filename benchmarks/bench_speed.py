@@ -111,6 +111,7 @@ def text_parts(args) -> None:
     from vaekit.data.tokenizer import TextTokenizer, TokenizerConfig
     from vaekit.memory import reuse_freed_memory
     from vaekit.precision import autocast
+    from vaekit.train import clip_gradients
 
     reuse_freed_memory()  # as the Trainer does
     sentences = (SHARED / "ptb" / "ptb.train.txt").read_text().splitlines()
@@ -167,8 +168,10 @@ def text_parts(args) -> None:
         g = F.linear(x, weight)  # the forward product, then the backward's two
         g @ weight, g.t() @ x
 
+    params = list(model.parameters())
+
     def optimize(b):
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+        clip_gradients(optimizer, params, 5.0)  # as the Trainer clips
         optimizer.step()
 
     def step(b):
