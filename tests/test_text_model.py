@@ -485,3 +485,27 @@ def test_nll_of_a_far_behind_target_is_exact(dtype):
         torch.testing.assert_close(ours.double(), ref, atol=4e-3 if dtype == torch.bfloat16 else 1e-5, rtol=1e-5)
         assert abs(ours[0].item() - ref[0].item()) < 1e-3 * ref[0].item()
         assert all(torch.isfinite(g).all() for g in torch.autograd.grad(ours.sum(), inputs))
+
+
+@pytest.mark.parametrize("precision, tolerance", [("fp32", 1e-4), ("auto", 0.02)])
+def test_vary_scores_its_texts_while_decoding(trained_two_topics, monkeypatch, precision, tolerance):
+    """Sampled variations are scored as they are written (a teacher-forced copy of each row decodes under the
+    posterior mean): the same mean log p per token as scoring the finished texts afterwards (score_texts), also
+    for texts cut at max_tokens, whose score ends with log p(<eos>) as a scored text's does. In fp32 to float
+    rounding; in bf16 (where the CPU has it) the step-by-step and whole-text decoders round differently."""
+    from vaekit.generate import _decode, score_texts
+
+    monkeypatch.setenv("VAEKIT_DECODE_PRECISION", precision)
+    model = trained_two_topics.model
+    text = "the lazy cat sat on the warm mat."
+    mean = model.encode(model.batch([text])).mean[0]
+    variations = model.vary(text, n=5, seed=0, temperature=1.0)
+    expected = score_texts(model, [v.text for v in variations], mean)
+    assert [v.score for v in variations] == pytest.approx(expected, abs=tolerance)
+    z = torch.randn(6, model.latent_dim, generator=torch.Generator().manual_seed(1))
+    for max_tokens in (3, 30):  # most rows cut, none cut
+        ids, _, under = _decode(model, z, "sample", max_tokens=max_tokens, generator=torch.Generator().manual_seed(0),
+                                score_code=mean)
+        texts = [model.tokenizer.decode(row) for row in ids]
+        expected = score_texts(model, texts, mean)
+        assert [u / (len(row) + 1) for u, row in zip(under, ids)] == pytest.approx(expected, abs=tolerance)

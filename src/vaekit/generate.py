@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from .data.tokenizer import BOS_ID, EOS_ID, PAD_ID, UNK_ID
 from .errors import VaekitError
 from .memory import reuse_freed_memory
+from .nn.text import _softmax_nll
 
 log = logging.getLogger(__name__)
 
@@ -28,13 +29,22 @@ def _select_state(state, index: torch.Tensor):
     return state[:, index]
 
 
-def _step_logits(model, tokens: torch.Tensor, z: torch.Tensor, state, banned: torch.Tensor | None):
+def _step_logits(model, tokens: torch.Tensor, z: torch.Tensor, state, banned: torch.Tensor | None, scored: int = 0):
+    """One decoding step for the rows of z: (fp32 logits with <pad>, <bos> and banned ids masked, state, and the
+    last ``scored`` rows' logits apart, unmasked and in the output layer's dtype; those rows are not sampled)."""
     hidden, state = model.decoder_step(tokens[:, None], z, state)  # (n, 1, h)
-    logits = model.token_logits(hidden[:, 0]).float()  # (n, v); log-softmax and sampling in fp32
+    raw = model.token_logits(hidden[:, 0])  # (n, v)
+    logits = raw[:len(raw) - scored].float()  # log-softmax and sampling in fp32
     logits[:, PAD_ID] = logits[:, BOS_ID] = float("-inf")
     if banned is not None and len(banned):
         logits[:, banned] = float("-inf")
-    return logits, state
+    return logits, state, raw[len(raw) - scored:]
+
+
+def _log_p(raw: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+    """log p(token) per row of raw logits (m, v), (m,) in fp32, as scoring computes it (nn.text._softmax_nll: a
+    softmax in the logits' dtype with fp32 sums, exact from the logits for a probability below its floor)."""
+    return -_softmax_nll(raw, tokens, torch.empty_like(raw), lambda rows: raw[rows])
 
 
 def _decoding_autocast(device: torch.device):
@@ -96,25 +106,42 @@ def decode_ids(model, z: torch.Tensor, strategy: Strategy = "greedy", max_tokens
                top_p: float = 1.0, softmax_temperature: float = 1.0, beam_size: int = 5,
                generator: torch.Generator | None = None, banned: Iterable[int] = ()) -> tuple[list[list[int]], list[float]]:
     """Token ids (without <bos>/<eos>) and their total log-probability for each code in z (n, d)."""
+    ids, scores, _ = _decode(model, z, strategy, max_tokens, top_p, softmax_temperature, beam_size, generator, banned)
+    return ids, scores
+
+
+def _decode(model, z: torch.Tensor, strategy: Strategy = "greedy", max_tokens: int | None = None,
+            top_p: float = 1.0, softmax_temperature: float = 1.0, beam_size: int = 5,
+            generator: torch.Generator | None = None, banned: Iterable[int] = (),
+            score_code: torch.Tensor | None = None) -> tuple[list[list[int]], list[float], list[float] | None]:
+    """decode_ids, and with ``score_code`` (d,) (sampling and greedy decoding) each row's log p(ids + <eos> |
+    score_code) as well: a teacher-forced copy of each row decodes under score_code in the same steps, fed the
+    tokens the row draws. A decoding step reads the whole output weight for few rows, so the copies cost far less
+    than scoring the texts afterwards (score_texts: a second pass through the decoder and the output layer)."""
     was_training = model.training
     model.eval()
     reuse_freed_memory()  # each step's (rows x vocabulary) arrays, again and again (see vaekit.memory)
     max_tokens = max_tokens or model.config.max_tokens
     banned_ids = torch.tensor(sorted(set(banned) - {EOS_ID}), dtype=torch.long)
     try:
-        with _decoding_autocast(z.device):
+        with torch.no_grad(), _decoding_autocast(z.device):
             if strategy == "beam":
-                return _beam(model, z, max_tokens, beam_size, banned_ids)
+                return (*_beam(model, z, max_tokens, beam_size, banned_ids), None)
             if strategy not in ("greedy", "sample"):
                 raise VaekitError(f"--strategy {strategy!r}: choose sample, beam or greedy")
             n = z.shape[0]
-            state = model.decoder.initial_state(z)
+            scoring = score_code is not None
+            codes = torch.cat([z, score_code.to(z.dtype).expand(n, -1)]) if scoring else z  # rows, then their copies
+            state = model.decoder.initial_state(codes)
             tokens = torch.full((n,), BOS_ID, dtype=torch.long)
             out = torch.full((n, max_tokens), PAD_ID, dtype=torch.long)
             scores = torch.zeros(n)
+            under = torch.zeros(n)
             live = torch.arange(n)  # the rows still writing: finished rows leave the batch, so a step costs
             for t in range(max_tokens):  # what the unfinished texts need (the output layer is most of it)
-                logits, state = _step_logits(model, tokens, z, state, banned_ids)
+                m = len(live)
+                inputs = torch.cat([tokens, tokens]) if scoring else tokens
+                logits, state, copies = _step_logits(model, inputs, codes, state, banned_ids, m if scoring else 0)
                 if strategy == "greedy":
                     tokens = logits.argmax(-1)
                     chosen = None
@@ -123,14 +150,24 @@ def decode_ids(model, z: torch.Tensor, strategy: Strategy = "greedy", max_tokens
                 if chosen is None:  # log p(token) = logit - logsumexp(logits), without a (n, v) log-softmax
                     chosen = logits.gather(-1, tokens[:, None])[:, 0] - logits.logsumexp(-1)
                 scores[live] += chosen
+                if scoring:
+                    under[live] += _log_p(copies, tokens)
                 out[live, t] = tokens
                 going = tokens != EOS_ID
                 if not going.any():
                     break
                 if not going.all():
                     keep = going.nonzero()[:, 0]
-                    live, tokens, z, state = live[keep], tokens[keep], z[keep], _select_state(state, keep)
-            return [_strip(row) for row in out.tolist()], scores.tolist()
+                    live, tokens = live[keep], tokens[keep]
+                    rows = torch.cat([keep, keep + m]) if scoring else keep
+                    codes, state = codes[rows], _select_state(state, rows)
+            else:  # texts cut at max_tokens: their scores end with log p(<eos>), as a scored text's do
+                if scoring and len(live):
+                    m = len(live)
+                    copy_state = _select_state(state, torch.arange(m, 2 * m))
+                    _, _, copies = _step_logits(model, tokens, codes[m:], copy_state, None, m)
+                    under[live] += _log_p(copies, torch.full((m,), EOS_ID, dtype=torch.long))
+            return [_strip(row) for row in out.tolist()], scores.tolist(), under.tolist() if scoring else None
     finally:
         model.train(was_training)
 
@@ -155,7 +192,7 @@ def _beam(model, z, max_tokens, width, banned) -> tuple[list[list[int]], list[fl
     history = torch.zeros((n * width, 0), dtype=torch.long)
     finished: list[list[tuple[float, list[int], float]]] = [[] for _ in range(n)]
     for t in range(max_tokens):
-        logits, state = _step_logits(model, tokens, zb, state, banned)
+        logits, state, _ = _step_logits(model, tokens, zb, state, banned)
         log_probs = F.log_softmax(logits, dim=-1)  # (n * w, v)
         v = log_probs.shape[-1]
         total = (scores.reshape(-1, 1) + log_probs).reshape(n, width * v)
@@ -272,7 +309,10 @@ def _vary_unit(model, unit, n, temperature, strategy, top_p, generator, keep_cop
         if model.config.num_tags:
             tag_row = model.tags_vector(target_tags)[None] if target_tags else batch.tags
     source = _normalise(model.tokenizer.decode(batch.ids[0]))
-    seen: dict[str, str] = {}
+    mean = posterior.mean
+    mean_code = (model.decoder_code(mean, labels, tag_row, cond_row) if conditional else mean)[0]
+    scored_while_decoding = strategy in ("sample", "greedy")  # beam search's texts are scored afterwards
+    seen: dict[str, tuple[str, float | None]] = {}  # normalised text -> (text, its score if known)
     for _ in range(max_rounds):
         draws = n * oversample
         eps = torch.randn((draws, model.latent_dim), generator=generator)
@@ -284,20 +324,21 @@ def _vary_unit(model, unit, n, temperature, strategy, top_p, generator, keep_cop
         code = model.decoder_code(z, None if labels is None else labels.expand(len(z)),
                                   None if tag_row is None else tag_row.expand(len(z), -1),
                                   None if cond_row is None else cond_row.expand(len(z), -1)) if conditional else z
-        texts, _ = decode_texts(model, code, strategy=strategy, top_p=top_p, generator=generator, banned=banned)
-        for candidate in texts:
+        ids, _, under = _decode(model, code, strategy, top_p=top_p, generator=generator, banned=banned,
+                                score_code=mean_code if scored_while_decoding else None)
+        for i, row in enumerate(ids):
+            candidate = model.tokenizer.decode(row)
             key = _normalise(candidate)
             if not key or key in seen or (not keep_copies and key in (source, _normalise(unit))):
                 continue
-            seen[key] = candidate
+            seen[key] = (candidate, under[i] / (len(row) + 1) if under is not None else None)  # per token, <eos> too
         if len(seen) >= n:
             break
-    candidates = list(seen.values())
+    candidates = [text for text, _ in seen.values()]
     if not candidates:
         return [Variation(unit, 0.0)] if keep_copies else []
-    mean = posterior.mean
-    scores = score_texts(model, candidates,
-                         (model.decoder_code(mean, labels, tag_row, cond_row) if conditional else mean)[0])
+    scores = ([score for _, score in seen.values()] if scored_while_decoding
+              else score_texts(model, candidates, mean_code))
     ranked = sorted(zip(candidates, scores), key=lambda item: -item[1])[:n]
     return [Variation(text, score) for text, score in ranked]
 
