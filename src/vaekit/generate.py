@@ -50,8 +50,8 @@ def _log_p(raw: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
 def _decoding_autocast(device: torch.device):
     """bf16 autocast for the decoder's matrix work where the hardware does bf16 natively (the output layer's
     (n, h) x (h, v) product was most of a decoding step). One context spans the whole loop, so each weight
-    is cast once per call, not once per step. Log-softmax, sampling and scores stay fp32.
-    VAEKIT_DECODE_PRECISION=fp32 turns it off."""
+    is cast once per call, not once per step. Sampling runs on fp32 logits; scores read p from a softmax with fp32
+    sums (see _log_p). VAEKIT_DECODE_PRECISION=fp32 turns it off."""
     import os
 
     from .precision import autocast, resolve_precision
