@@ -168,10 +168,8 @@ def text_parts(args) -> None:
         g = F.linear(x, weight)  # the forward product, then the backward's two
         g @ weight, g.t() @ x
 
-    params = list(model.parameters())
-
     def optimize(b):
-        clip_gradients(optimizer, params, 5.0)  # as the Trainer clips
+        clip_gradients(optimizer, 5.0)  # as the Trainer clips
         optimizer.step()
 
     def step(b):
