@@ -101,7 +101,6 @@ def _nucleus(logits: torch.Tensor, top_p: float, temperature: float, generator) 
     return chosen, log_p
 
 
-@torch.no_grad()
 def decode_ids(model, z: torch.Tensor, strategy: Strategy = "greedy", max_tokens: int | None = None,
                top_p: float = 1.0, softmax_temperature: float = 1.0, beam_size: int = 5,
                generator: torch.Generator | None = None, banned: Iterable[int] = ()) -> tuple[list[list[int]], list[float]]:
