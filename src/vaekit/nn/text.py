@@ -70,6 +70,14 @@ def _softmax_nll(logits: torch.Tensor, targets: torch.Tensor, out: torch.Tensor,
     return nll
 
 
+def _linear_softmax_nll(logits: torch.Tensor, targets: torch.Tensor, x: torch.Tensor, weight: torch.Tensor,
+                        bias: torch.Tensor | None, acc: torch.dtype) -> torch.Tensor:
+    """_softmax_nll for logits = x W^T + b, the softmax written over the logits in place; the rows it does not
+    trust are computed again from x in ``acc``."""
+    return _softmax_nll(logits, targets, logits, lambda rows: F.linear(
+        x[rows].to(acc), weight.to(acc), None if bias is None else bias.to(acc)))
+
+
 def _wide_exponent(dtype: torch.dtype) -> bool:
     """bf16, fp32, fp64: small probabilities do not underflow (fp16's would below 6e-8)."""
     return torch.finfo(dtype).tiny <= torch.finfo(torch.float32).tiny
@@ -135,8 +143,7 @@ class _LinearNLL(torch.autograd.Function):
             b_low = None if bias is None else bias.to(low)
             logits = _biased_linear(x_low, weight_low, b_low)  # (n, v)
             acc = torch.promote_types(low, torch.float32)  # fp32 (fp64 for fp64)
-            nll = _softmax_nll(logits, targets, logits, lambda rows: F.linear(  # the softmax over the logits
-                x_low[rows].to(acc), weight_low.to(acc), None if b_low is None else b_low.to(acc)))
+            nll = _linear_softmax_nll(logits, targets, x_low, weight_low, b_low, acc)  # the softmax over the logits
             logits[torch.arange(len(targets), device=x.device), targets] -= 1  # softmax - onehot(target)
         ctx.save_for_backward(x_low, weight_low, logits)
         ctx.dtypes = (x.dtype, weight.dtype, None if bias is None else bias.dtype, acc)
@@ -378,8 +385,7 @@ class RNNDecoder(nn.Module):
         if self._at_inference():  # scoring, evaluation: the kept output weight
             logits = self._inference_linear(x, weight, bias)
             if logits.device.type == "cpu" and _wide_exponent(logits.dtype):  # a softmax in place, not 3 fp32 copies
-                return _softmax_nll(logits, targets, logits, lambda rows: F.linear(
-                    x[rows].float(), weight.float(), None if bias is None else bias.float()))[:n].float()
+                return _linear_softmax_nll(logits, targets, x, weight, bias, torch.float32)[:n].float()
             return token_nll(logits, targets)[:n]
         return linear_nll(x, weight, bias, targets)[:n]
 
