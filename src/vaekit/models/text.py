@@ -222,17 +222,18 @@ class TextVAE(VAE):
                   cond: torch.Tensor | None = None) -> torch.Tensor:
         """c (n, C): the one-hot label (labelled models) then the multi-hot tags (tagged models; none: zeros)."""
         parts = []
+        device = next((t.device for t in (labels, tags, cond) if t is not None), torch.device("cpu"))
         if self.labelled:
             if labels is None:
                 raise VaekitError("this conditional model needs a label (--label)")
             parts.append(self.one_hot(labels))
         if self.config.num_tags:
-            parts.append(tags.float() if tags is not None else torch.zeros(n, self.config.num_tags))
+            parts.append(tags.float() if tags is not None else torch.zeros(n, self.config.num_tags, device=device))
         if self.config.condition_dim:
             if cond is None:
                 raise VaekitError("this model is conditioned on a text embedding: give --condition-text or --keywords")
             parts.append(cond.float())
-        return torch.cat(parts, dim=-1)
+        return torch.cat([part.to(device) for part in parts], dim=-1)
 
     def condition_codes(self, z: torch.Tensor, label: str | None = None, tags=None,
                         generator: torch.Generator | None = None, condition_text: str | None = None) -> torch.Tensor:
@@ -293,7 +294,8 @@ class TextVAE(VAE):
         log p(x | mu(x, c), c) - KL(q(z | x, c) || p(z)), one pass per label."""
         scores = []
         for c in range(self.config.num_labels):
-            labelled = dataclasses.replace(x, labels=torch.full((len(x),), c, dtype=torch.long))  # tags kept
+            labels = torch.full((len(x),), c, dtype=torch.long, device=x.ids.device)
+            labelled = dataclasses.replace(x, labels=labels)  # tags kept
             posterior = self.encode(labelled)
             scores.append(self.log_likelihood(labelled, posterior.mean[None])[0] - posterior.kl().sum(-1))
         return torch.stack(scores, dim=-1).argmax(-1)
@@ -315,9 +317,10 @@ class TextVAE(VAE):
     def decoder_io(x: TextBatch) -> tuple[torch.Tensor, torch.Tensor]:
         """Teacher forcing: inputs <bos> x_1..x_T and targets x_1..x_T <eos>, both (b, t + 1), pad elsewhere."""
         b, t = x.ids.shape
-        inputs = torch.cat([torch.full((b, 1), BOS_ID, dtype=torch.long), x.ids], dim=1)
-        targets = torch.cat([x.ids, torch.full((b, 1), PAD_ID, dtype=torch.long)], dim=1)
-        targets[torch.arange(b), x.lengths] = EOS_ID
+        device = x.ids.device
+        inputs = torch.cat([torch.full((b, 1), BOS_ID, dtype=torch.long, device=device), x.ids], dim=1)
+        targets = torch.cat([x.ids, torch.full((b, 1), PAD_ID, dtype=torch.long, device=device)], dim=1)
+        targets[torch.arange(b, device=device), x.lengths.to(device)] = EOS_ID
         return inputs, targets
 
     def log_likelihood(self, x: TextBatch, z: torch.Tensor) -> torch.Tensor:
@@ -336,7 +339,7 @@ class TextVAE(VAE):
         real = targets != PAD_ID  # (b', t + 1)
         token_nll = self._token_nll(hidden[real], targets[real])  # (n,)
         rows = real.nonzero()[:, 0]
-        nll = torch.zeros(len(batch), dtype=torch.float32).index_add_(0, rows, token_nll)
+        nll = torch.zeros(len(batch), dtype=torch.float32, device=token_nll.device).index_add_(0, rows, token_nll)
         return -nll.reshape(*lead, len(x))
 
     EVAL_CHUNK = 4096  # tokens per output-layer pass when no gradient is kept
