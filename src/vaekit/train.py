@@ -265,6 +265,9 @@ class Trainer:
             "epoch": self.epoch,
             "generator": self.generator.get_state(),
             "torch_rng": torch.get_rng_state(),
+            # one process on a GPU: its noise and the GPU's own generator (dropout) continue exactly on resume
+            **({"noise": self.noise.get_state(), "device_rng": torch.cuda.get_rng_state(self.device)}
+               if self.world_size == 1 and self.device.type == "cuda" else {}),
             "best_val": self.best_val,
             "epochs_since_best": self.epochs_since_best,
         }, self.run_dir / RESUME_NAME)
@@ -283,7 +286,10 @@ class Trainer:
             raise VaekitError(f"{path}: resume state does not fit this run ({str(exc).splitlines()[0]})") from None
         self.step, self.epoch = int(state["step"]), int(state["epoch"])
         self.generator.set_state(state["generator"])
-        if self.noise is not self.generator:  # per-rank noise continues from a seed that moves with the step
+        if "noise" in state and self.world_size == 1 and self.device.type == "cuda":
+            self.noise.set_state(state["noise"])
+            torch.cuda.set_rng_state(state["device_rng"], self.device)
+        elif self.noise is not self.generator:  # per-rank noise continues from a seed that moves with the step
             self.noise.manual_seed(self.config.seed + 7919 * (self.rank + 1) + self.step)
         torch.set_rng_state(state["torch_rng"])
         self.best_val = state["best_val"]
