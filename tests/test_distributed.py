@@ -79,3 +79,15 @@ def test_text_training_under_torchrun(tmp_path, output):
     import vaekit
 
     assert vaekit.load(out).vary("the old cat sat on the red mat.", n=2, seed=0) is not None
+
+
+def test_more_processes_than_gpus_is_a_clear_error(monkeypatch):
+    """NCCL refuses two ranks on one GPU with a cryptic message; vaekit says what to change before joining."""
+    from vaekit import distributed
+    from vaekit.errors import VaekitError
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    with pytest.raises(VaekitError, match="2 processes on this machine, which has 1 CUDA GPU; .*--nproc-per-node 1"):
+        distributed.init(torch.device("cuda", 0))

@@ -51,6 +51,11 @@ def init(device: torch.device) -> None:
         return
     backend = "nccl" if device.type == "cuda" else "gloo"
     if device.type == "cuda":
+        local, gpus = int(os.environ.get("LOCAL_WORLD_SIZE", "1")), torch.cuda.device_count()
+        if local > gpus:  # NCCL refuses two ranks on one GPU, with an error that does not say so plainly
+            raise VaekitError(f"torchrun started {local} processes on this machine, which has {gpus} CUDA GPU"
+                              f"{'s' if gpus != 1 else ''}; NCCL needs one GPU per process: use --nproc-per-node "
+                              f"{gpus}, or --device cpu for CPU processes")
         torch.cuda.set_device(device)
     dist.init_process_group(backend=backend, timeout=datetime.timedelta(minutes=30))
 
