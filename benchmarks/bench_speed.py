@@ -1,6 +1,6 @@
 """Speed and memory figures (issue 6), printed as JSON. Nothing here asserts a time.
 
-    python benchmarks/bench_speed.py image     # whole `vaekit train image --preset seed` commands, fp32 and bf16
+    python benchmarks/bench_speed.py image     # whole `vaekit train image --preset seed` commands, fp32, bf16 (+fp16 on GPUs)
     python benchmarks/bench_speed.py text      # PTB training tokens/s: Sentence-VAE configuration (bidirectional and
                                                # one-directional encoder, as that implementation's default) and ours
     python benchmarks/bench_speed.py text --text-rnn lstm   # the same with LSTMs (oneDNN's fused kernel on CPUs)
@@ -62,7 +62,7 @@ def timed(cmd: list[str]) -> tuple[float, str, int]:
 
 
 def image(args) -> None:
-    for precision in ("fp32", "bf16"):
+    for precision in ("fp32", "bf16") + (("fp16",) if torch.cuda.is_available() else ()):  # fp16: GPUs only
         with tempfile.TemporaryDirectory() as tmp:
             wall, out, _ = timed([*VAEKIT, "train", "image", "--data", str(SHARED / "mnist"), "--out", f"{tmp}/run",
                                   "--preset", "seed", "--binarize", "threshold", "--batch-size", "128", "--epochs",
@@ -302,6 +302,7 @@ def main() -> None:
     if not SHARED.is_dir():
         sys.exit(f"error: {SHARED} is missing")
     emit({"bench": "machine", "cpu_threads": torch.get_num_threads(), "torch": torch.__version__,
+          "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
           "args": {k: str(v) for k, v in vars(args).items()}})
     benches = {"image": image, "text": text, "text-parts": text_parts, "vary": vary, "memory": memory,
                "precision": precision}
