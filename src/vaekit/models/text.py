@@ -233,7 +233,7 @@ class TextVAE(VAE):
             if cond is None:
                 raise VaekitError("this model is conditioned on a text embedding: give --condition-text or --keywords")
             parts.append(cond.float())
-        return torch.cat([part.to(device) for part in parts], dim=-1)
+        return torch.cat(parts, dim=-1)
 
     def condition_codes(self, z: torch.Tensor, label: str | None = None, tags=None,
                         generator: torch.Generator | None = None, condition_text: str | None = None) -> torch.Tensor:
@@ -320,7 +320,7 @@ class TextVAE(VAE):
         device = x.ids.device
         inputs = torch.cat([torch.full((b, 1), BOS_ID, dtype=torch.long, device=device), x.ids], dim=1)
         targets = torch.cat([x.ids, torch.full((b, 1), PAD_ID, dtype=torch.long, device=device)], dim=1)
-        targets[torch.arange(b, device=device), x.lengths.to(device)] = EOS_ID
+        targets[torch.arange(b, device=device), x.lengths] = EOS_ID
         return inputs, targets
 
     def log_likelihood(self, x: TextBatch, z: torch.Tensor) -> torch.Tensor:
