@@ -14,6 +14,17 @@ LOG_2PI = math.log(2 * math.pi)
 LOGVAR_MIN, LOGVAR_MAX = -10.0, 10.0
 
 
+def draw(shape, generator: torch.Generator | None = None, device: torch.device | str | None = None,
+         dtype: torch.dtype | None = None, uniform: bool = False) -> torch.Tensor:
+    """Standard normal draws (uniform in [0, 1) with ``uniform``) of ``shape`` on ``device`` (default: the
+    generator's, else the CPU). A generator draws on its own device, so a CPU generator can drive a model on a
+    GPU: it draws there and the draws are moved, and one seed gives the same draws whatever device the model is
+    on. Without a generator they are drawn on ``device`` from its global generator."""
+    where = generator.device if generator is not None else (device if device is not None else "cpu")
+    x = (torch.rand if uniform else torch.randn)(shape, generator=generator, dtype=dtype, device=where)
+    return x if device is None else x.to(device)
+
+
 class DiagonalGaussian:
     """q(z|x) with mean ``mean`` (b, d) and log-variance ``logvar`` (b, d), both kept in fp32."""
 
@@ -27,14 +38,14 @@ class DiagonalGaussian:
 
     def sample(self, generator: torch.Generator | None = None, temperature: float = 1.0) -> torch.Tensor:
         """Reparameterization trick (Kingma & Welling 2014, sec. 2.4): z = mu + sigma * eps, eps ~ N(0, I)."""
-        eps = torch.randn(self.mean.shape, generator=generator, dtype=self.mean.dtype, device=self.mean.device)
+        eps = draw(self.mean.shape, generator, self.mean.device, self.mean.dtype)
         return self.mean + temperature * self.std * eps
 
     rsample = sample
 
     def sample_k(self, k: int, generator: torch.Generator | None = None) -> torch.Tensor:
         """k reparameterised samples per item, (k, b, d)."""
-        eps = torch.randn((k, *self.mean.shape), generator=generator, dtype=self.mean.dtype, device=self.mean.device)
+        eps = draw((k, *self.mean.shape), generator, self.mean.device, self.mean.dtype)
         return self.mean + self.std * eps
 
     def mode(self) -> torch.Tensor:

@@ -30,7 +30,10 @@ def evaluate(model: VAE, batches: Iterable[Any], iw_samples: int = 100, seed: in
     Items are chunked so that each decoder pass holds about 512 latent samples: larger passes are slower
     on CPU (allocation of big activations costs more than it saves).
     """
+    from .train import to_device
+
     model.eval()
+    device = model.device  # batches go where the weights are; the seed gives the same draws on any device
     generator = torch.Generator().manual_seed(seed)
     # Results are kept as Python lists: small tensors kept alive between the decoder's large, short-lived
     # activations fragment glibc's heap, which then cannot shrink (RSS grew ~65 MB/s on MNIST).
@@ -45,14 +48,15 @@ def evaluate(model: VAE, batches: Iterable[Any], iw_samples: int = 100, seed: in
             trim()  # see vaekit.memory
         before = len(parts["mean"])
         for start in range(0, len(batch), chunk):
-            items = batch[start:start + chunk]
-            with autocast(precision):
+            items = to_device(batch[start:start + chunk], device)
+            with autocast(precision, device):
                 out = model.iw_nll(items, k=iw_samples, generator=generator)
             for key in parts:
                 parts[key].extend(out[key].float().tolist())
             bar.update(len(items))
         if len(batch) > 1:  # MI uses the batch's posteriors as the aggregate posterior (He et al. 2019)
-            posterior = DiagonalGaussian(torch.tensor(parts["mean"][before:]), torch.tensor(parts["logvar"][before:]))
+            posterior = DiagonalGaussian(torch.tensor(parts["mean"][before:], device="cpu"),  # from the lists, on the CPU
+                                         torch.tensor(parts["logvar"][before:], device="cpu"))
             mi_values.append(mutual_information(posterior, generator))
             mi_weights.append(len(batch))
     bar.close()

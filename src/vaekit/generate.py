@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from .data.tokenizer import BOS_ID, EOS_ID, PAD_ID, UNK_ID
+from .distributions import draw
 from .errors import VaekitError
 from .memory import reuse_freed_memory
 from .nn.text import _softmax_nll
@@ -73,14 +74,15 @@ def _nucleus(logits: torch.Tensor, top_p: float, temperature: float, generator) 
     Returns the tokens (n,) and, at temperature 1, their log-probabilities under the model (else None)."""
     probs = F.softmax(logits if temperature == 1.0 else logits / max(temperature, 1e-6), dim=-1)  # (n, v)
     cdf = probs.cumsum(-1)
-    chosen = torch.empty(len(probs), dtype=torch.long)
+    device = probs.device
+    chosen = torch.empty(len(probs), dtype=torch.long, device=device)
     pending = None  # all rows; then the indices of the rows still to draw
     for _ in range(64):
         rows, row_cdf = (probs, cdf) if pending is None else (probs[pending], cdf[pending])
-        u = torch.rand((len(rows), 1), generator=generator) * row_cdf[:, -1:]
+        u = draw((len(rows), 1), generator, device, uniform=True) * row_cdf[:, -1:]
         tokens = torch.searchsorted(row_cdf, u, right=True).clamp_max_(probs.shape[-1] - 1)  # (m, 1)
         if top_p >= 1.0:
-            ok = torch.ones(len(rows), dtype=torch.bool)
+            ok = torch.ones(len(rows), dtype=torch.bool, device=device)
         else:
             p_token = rows.gather(-1, tokens)  # (m, 1)
             # the tokens more likely than one of probability p hold at most 1 - p: above 1 - top_p it is in the
@@ -90,7 +92,7 @@ def _nucleus(logits: torch.Tensor, top_p: float, temperature: float, generator) 
             if len(check):
                 unsure = rows[check]
                 ok[check] = (unsure * (unsure > p_token[check])).sum(-1) < top_p
-        index = torch.arange(len(probs)) if pending is None else pending
+        index = torch.arange(len(probs), device=device) if pending is None else pending
         chosen[index[ok]] = tokens[ok, 0]
         pending = index[~ok]
         if not len(pending):
@@ -121,7 +123,8 @@ def _decode(model, z: torch.Tensor, strategy: Strategy = "greedy", max_tokens: i
     model.eval()
     reuse_freed_memory()  # each step's (rows x vocabulary) arrays, again and again (see vaekit.memory)
     max_tokens = max_tokens or model.config.max_tokens
-    banned_ids = torch.tensor(sorted(set(banned) - {EOS_ID}), dtype=torch.long)
+    device = z.device  # every tensor of the loop lives with the codes (the model's device)
+    banned_ids = torch.tensor(sorted(set(banned) - {EOS_ID}), dtype=torch.long, device=device)
     try:
         with torch.no_grad(), _decoding_autocast(z.device):
             if strategy == "beam":
@@ -132,11 +135,11 @@ def _decode(model, z: torch.Tensor, strategy: Strategy = "greedy", max_tokens: i
             scoring = score_code is not None
             codes = torch.cat([z, score_code.to(z.dtype).expand(n, -1)]) if scoring else z  # rows, then their copies
             state = model.decoder.initial_state(codes)
-            tokens = torch.full((n,), BOS_ID, dtype=torch.long)
-            out = torch.full((n, max_tokens), PAD_ID, dtype=torch.long)
-            scores = torch.zeros(n)
-            under = torch.zeros(n)
-            live = torch.arange(n)  # the rows still writing: finished rows leave the batch, so a step costs
+            tokens = torch.full((n,), BOS_ID, dtype=torch.long, device=device)
+            out = torch.full((n, max_tokens), PAD_ID, dtype=torch.long, device=device)
+            scores = torch.zeros(n, device=device)
+            under = torch.zeros(n, device=device)
+            live = torch.arange(n, device=device)  # the rows still writing: finished rows leave the batch, so a step costs
             for t in range(max_tokens):  # what the unfinished texts need (the output layer is most of it)
                 m = len(live)
                 inputs = torch.cat([tokens, tokens]) if scoring else tokens
@@ -163,9 +166,9 @@ def _decode(model, z: torch.Tensor, strategy: Strategy = "greedy", max_tokens: i
             else:  # texts cut at max_tokens: their scores end with log p(<eos>), as a scored text's do
                 if scoring and len(live):
                     m = len(live)
-                    copy_state = _select_state(state, torch.arange(m, 2 * m))
+                    copy_state = _select_state(state, torch.arange(m, 2 * m, device=device))
                     _, _, copies = _step_logits(model, tokens, codes[m:], copy_state, None, m)
-                    under[live] += _log_p(copies, torch.full((m,), EOS_ID, dtype=torch.long))
+                    under[live] += _log_p(copies, torch.full((m,), EOS_ID, dtype=torch.long, device=device))
             return [_strip(row) for row in out.tolist()], scores.tolist(), under.tolist() if scoring else None
     finally:
         model.train(was_training)
@@ -183,12 +186,13 @@ def _strip(ids: list[int]) -> list[int]:
 def _beam(model, z, max_tokens, width, banned) -> tuple[list[list[int]], list[float]]:
     """Beam search per code; the best finished hypothesis by length-normalised log-probability."""
     n, d = z.shape
+    device = z.device
     zb = z.repeat_interleave(width, dim=0)  # (n * w, d)
     state = model.decoder.initial_state(zb)
-    tokens = torch.full((n * width,), BOS_ID, dtype=torch.long)
-    scores = torch.full((n, width), float("-inf"))
+    tokens = torch.full((n * width,), BOS_ID, dtype=torch.long, device=device)
+    scores = torch.full((n, width), float("-inf"), device=device)
     scores[:, 0] = 0.0  # start with one live hypothesis per code
-    history = torch.zeros((n * width, 0), dtype=torch.long)
+    history = torch.zeros((n * width, 0), dtype=torch.long, device=device)
     finished: list[list[tuple[float, list[int], float]]] = [[] for _ in range(n)]
     for t in range(max_tokens):
         logits, state, _ = _step_logits(model, tokens, zb, state, banned)
@@ -196,7 +200,7 @@ def _beam(model, z, max_tokens, width, banned) -> tuple[list[list[int]], list[fl
         v = log_probs.shape[-1]
         total = (scores.reshape(-1, 1) + log_probs).reshape(n, width * v)
         top, index = total.topk(width, dim=-1)  # (n, w)
-        beam_index = index // v + torch.arange(n)[:, None] * width  # rows into the (n * w) layout
+        beam_index = index // v + torch.arange(n, device=device)[:, None] * width  # rows into the (n * w) layout
         tokens = (index % v).reshape(-1)
         rows = beam_index.reshape(-1)
         history = torch.cat([history[rows], tokens[:, None]], dim=1)
@@ -304,7 +308,7 @@ def _vary_unit(model, unit, n, temperature, strategy, top_p, generator, keep_cop
         cond_row = model.embed_conditions([condition_text]) if condition_text is not None else batch.cond
     if conditional:
         if model.labelled:
-            labels = torch.tensor([target if target is not None else int(batch.labels[0])])
+            labels = torch.tensor([target if target is not None else int(batch.labels[0])], device=model.device)
         if model.config.num_tags:
             tag_row = model.tags_vector(target_tags)[None] if target_tags else batch.tags
     source = _normalise(model.tokenizer.decode(batch.ids[0]))
@@ -314,7 +318,7 @@ def _vary_unit(model, unit, n, temperature, strategy, top_p, generator, keep_cop
     seen: dict[str, tuple[str, float | None]] = {}  # normalised text -> (text, its score if known)
     for _ in range(max_rounds):
         draws = n * oversample
-        eps = torch.randn((draws, model.latent_dim), generator=generator)
+        eps = draw((draws, model.latent_dim), generator, posterior.mean.device)
         z = posterior.mean + temperature * posterior.std * eps  # (draws, d)
         if reject is not None:
             z = z[~reject(z)]
@@ -518,7 +522,7 @@ def region_codes(model, n: int, generator: torch.Generator, temperature: float =
     d = model.latent_dim
     if between is not None:
         a, b = code_of(model, between[0]), code_of(model, between[1])
-        t = torch.linspace(0, 1, n)[:, None]
+        t = torch.linspace(0, 1, n, device=a.device)[:, None]
         return (1 - t) * a + t * b, {"drawn": n, "rejected": 0}
     centre = code_of(model, near) if near is not None else None
     avoid_centre = code_of(model, avoid) if avoid is not None else None
@@ -527,17 +531,17 @@ def region_codes(model, n: int, generator: torch.Generator, temperature: float =
         missing = n - sum(len(k) for k in kept)
         m = min(max(2 * missing, 16) if avoid_centre is not None else missing, max_draws - drawn)
         if centre is not None:
-            direction = torch.randn((m, d), generator=generator)
+            direction = draw((m, d), generator, model.device)
             direction = direction / direction.norm(dim=-1, keepdim=True).clamp(min=1e-12)
-            scale = radius * torch.rand((m, 1), generator=generator) ** (1.0 / d)  # uniform in the ball
+            scale = radius * draw((m, 1), generator, model.device, uniform=True) ** (1.0 / d)  # uniform in the ball
             z = centre + scale * direction
         else:
-            z = temperature * torch.randn((m, d), generator=generator)
+            z = temperature * draw((m, d), generator, model.device)
         drawn += m
         if avoid_centre is not None:
             bad = near_mask(z, avoid_centre, radius)
             rejected += int(bad.sum())
             z = z[~bad]
         kept.append(z)
-    z = torch.cat(kept)[:n] if kept else torch.zeros((0, d))
+    z = torch.cat(kept)[:n] if kept else torch.zeros((0, d), device=model.device)
     return z, {"drawn": drawn, "rejected": rejected}

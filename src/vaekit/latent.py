@@ -172,7 +172,7 @@ def traversal_codes(base: torch.Tensor, dims: Sequence[int], low: float, high: f
         raise VaekitError(f"--steps {steps}: must be at least 2")
     if not low < high:
         raise VaekitError(f"--range {low} {high}: the first value must be below the second")
-    values = torch.linspace(low, high, steps)
+    values = torch.linspace(low, high, steps, device=base.device)
     rows = []
     for k in dims:
         z = base.repeat(steps, 1)
@@ -186,15 +186,17 @@ def encode_items(model, items, progress: bool = False) -> dict:
     """Posterior means and log-variances (n, d) of ``items`` (vaekit.items.Items), with ids and labels."""
     from tqdm.auto import tqdm
 
+    from .train import to_device
+
     model.eval()
     means, logvars = [], []
     bar = tqdm(total=items.count, desc="encoding", unit="item", disable=not progress)
     from .memory import trim
 
     for i, batch in enumerate(items.batches(), start=1):
-        posterior = model.encode(batch)
-        means.append(posterior.mean.float().numpy().copy())  # not a view that keeps the head's output alive
-        logvars.append(posterior.logvar.float().numpy().copy())
+        posterior = model.encode(to_device(batch, model.device))
+        means.append(posterior.mean.float().cpu().numpy().copy())  # not a view that keeps the head's output alive
+        logvars.append(posterior.logvar.float().cpu().numpy().copy())
         bar.update(len(batch))
         if i % 20 == 0:
             trim()  # see vaekit.memory: without it, resident memory grows with the number of batches

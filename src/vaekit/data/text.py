@@ -352,11 +352,12 @@ class TextBatch:
 
 def collate(sequences: list[np.ndarray], pad_id: int = 0, labels: list[int] | None = None,
             tags: np.ndarray | None = None, cond: np.ndarray | None = None) -> TextBatch:
-    lengths = torch.tensor([len(s) for s in sequences], dtype=torch.long)
-    ids = torch.full((len(sequences), max(1, int(lengths.max()))), pad_id, dtype=torch.long)
+    """A padded batch, built on the CPU (the Trainer and model.batch move it to the model's device)."""
+    lengths = torch.tensor([len(s) for s in sequences], dtype=torch.long, device="cpu")
+    ids = torch.full((len(sequences), max(1, int(lengths.max()))), pad_id, dtype=torch.long, device="cpu")
     for i, seq in enumerate(sequences):
         ids[i, :len(seq)] = torch.from_numpy(seq.astype(np.int64))
-    return TextBatch(ids, lengths, None if labels is None else torch.tensor(labels, dtype=torch.long),
+    return TextBatch(ids, lengths, None if labels is None else torch.tensor(labels, dtype=torch.long, device="cpu"),
                      None if tags is None else torch.from_numpy(np.asarray(tags, dtype=np.float32)),
                      None if cond is None else torch.from_numpy(np.asarray(cond, dtype=np.float32)))
 

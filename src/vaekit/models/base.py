@@ -19,7 +19,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from ..config import from_dict, read_json, to_dict, write_json
-from ..distributions import DiagonalGaussian
+from ..distributions import DiagonalGaussian, draw
 from ..errors import VaekitError
 from ..objectives import iw_log_likelihood, kl_term
 
@@ -81,6 +81,12 @@ class VAE(nn.Module):
     def latent_dim(self) -> int:
         return self.config.latent_dim
 
+    @property
+    def device(self) -> torch.device:
+        """Where the weights are (``vaekit.load(run, map_location=...)``, ``model.to(...)``); generation and
+        evaluation put their inputs there."""
+        return next(self.parameters()).device
+
     # --- the ELBO (Kingma & Welling 2014, eq. 3) ----------------------------------------------
     def loss(self, x: Any, kl_weight: float = 1.0, free_bits: float = 0.0,
              generator: torch.Generator | None = None) -> LossOutput:
@@ -121,8 +127,7 @@ class VAE(nn.Module):
     @torch.no_grad()
     def sample(self, n: int, generator: torch.Generator | None = None, temperature: float = 1.0):
         """Decode n draws from the prior N(0, I), scaled by ``temperature``."""
-        device = next(self.parameters()).device
-        z = temperature * torch.randn((n, self.latent_dim), generator=generator, device=device)
+        z = temperature * draw((n, self.latent_dim), generator, self.device)
         return self.decode(z)
 
     @torch.no_grad()

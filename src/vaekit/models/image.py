@@ -14,7 +14,7 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
-from ..distributions import DiagonalGaussian
+from ..distributions import DiagonalGaussian, draw
 from ..errors import VaekitError
 from ..data.images import ImageBatch, pixels
 from ..nn.image import ConvDecoder, ConvEncoder
@@ -126,8 +126,8 @@ class ImageVAE(VAE):
                 self.label_index(label)  # names the problem
             return None
         if label is not None:
-            return torch.full((n,), self.label_index(label), dtype=torch.long)
-        return torch.arange(n) * self.config.num_labels // n
+            return torch.full((n,), self.label_index(label), dtype=torch.long, device=self.device)
+        return torch.arange(n, device=self.device) * self.config.num_labels // n
 
     def one_hot(self, labels: torch.Tensor) -> torch.Tensor:
         return F.one_hot(labels.long(), self.config.num_labels).float()
@@ -150,7 +150,7 @@ class ImageVAE(VAE):
 
     def encode(self, x) -> DiagonalGaussian:
         """x (b, c, h, w) in [0, 1], or an ImageBatch with labels -> q(z|x) (q(z|x, c) when conditional)."""
-        images = pixels(x)
+        images = pixels(x).to(self.device)  # inputs follow the weights (a no-op in training, already there)
         self._check(images)
         c = self._condition(x)
         mean, logvar = self.encoder(images.contiguous(memory_format=torch.channels_last),
@@ -176,7 +176,7 @@ class ImageVAE(VAE):
     def log_likelihood(self, x, z: torch.Tensor) -> torch.Tensor:
         """log p(x|z) (p(x|z, c) when conditional): x (b, c, h, w), z (..., b, d) -> (..., b), in fp32."""
         logits = self.decode_logits(z, self._condition(x)).float()  # (..., b, c, h, w)
-        target = pixels(x).float().expand_as(logits)
+        target = pixels(x).to(logits.device, torch.float32).expand_as(logits)
         if self.config.loss == "bce":
             per_pixel = -F.binary_cross_entropy_with_logits(logits, target, reduction="none")
         else:
@@ -189,10 +189,9 @@ class ImageVAE(VAE):
                label: str | None = None) -> torch.Tensor:
         """Decode n prior draws, scaled by ``temperature``. A conditional model draws them all with ``label``,
         or, without one, the labels in equal consecutive blocks."""
-        device = next(self.parameters()).device
         labels = self.labels_for(label, n)
-        z = temperature * torch.randn((n, self.latent_dim), generator=generator, device=device)
-        return self.decode(z, None if labels is None else labels.to(device))
+        z = temperature * draw((n, self.latent_dim), generator, self.device)
+        return self.decode(z, None if labels is None else labels.to(self.device))
 
     @torch.no_grad()
     def reconstruct(self, x, label: str | None = None) -> torch.Tensor:
@@ -227,5 +226,5 @@ class ImageVAE(VAE):
         monitor.image("samples", image_grid(samples, nrow=8, scale=scale), step, save_as="samples.png")
         originals = batch[:32].float()
         recon = self.reconstruct(originals)
-        pairs = torch.stack([pixels(originals), recon], dim=1).flatten(0, 1)  # (2b, c, h, w): each image, then its reconstruction
+        pairs = torch.stack([pixels(originals).to(recon.device), recon], dim=1).flatten(0, 1)  # (2b, c, h, w): each image, then its reconstruction
         monitor.image("reconstructions", image_grid(pairs, nrow=16, scale=scale), step, save_as="reconstructions.png")

@@ -17,7 +17,7 @@ from torch import nn
 from ..config import from_dict, to_dict
 from ..data.text import TextBatch, collate, split_units
 from ..data.tokenizer import BOS_ID, EOS_ID, PAD_ID, TOKENIZER_NAME, UNK_ID, TextTokenizer, TokenizerConfig
-from ..distributions import DiagonalGaussian
+from ..distributions import DiagonalGaussian, draw
 from ..errors import VaekitError
 from ..nn.text import BiRNNEncoder, RNNDecoder, word_dropout
 from .base import VAE
@@ -210,7 +210,7 @@ class TextVAE(VAE):
         if not names:
             raise VaekitError("--tags: this model was trained without tags; train it with --conditional and "
                               "--tags-column")
-        vector = torch.zeros(len(names))
+        vector = torch.zeros(len(names), device=self.device)
         for tag in tags:
             if tag not in names:
                 shown = ", ".join(names[:30]) + (" ..." if len(names) > 30 else "")
@@ -250,8 +250,9 @@ class TextVAE(VAE):
         n = len(z)
         labels = None
         if self.labelled:
-            labels = (torch.full((n,), self.label_index(label), dtype=torch.long) if label is not None
-                      else torch.randint(self.config.num_labels, (n,), generator=generator))
+            labels = (torch.full((n,), self.label_index(label), dtype=torch.long, device=z.device) if label is not None
+                      else torch.randint(self.config.num_labels, (n,), generator=generator,  # on the generator's device
+                                         device=generator.device if generator is not None else z.device))
         elif label is not None:
             self.label_index(label)
         tag_rows = self.tags_vector(tags).expand(n, -1) if tags else None
@@ -277,7 +278,9 @@ class TextVAE(VAE):
         """What the decoder reads: z (b, d), with the condition c beside it for a conditional model."""
         if not self.conditional:
             return z
-        return torch.cat([z, self.condition(labels, tags, len(z), cond).to(z.device, z.dtype)], dim=-1)
+        # the parts may come from the CPU (label names, tag lists, condition embedders) to codes elsewhere
+        labels, tags, cond = (None if t is None else t.to(z.device) for t in (labels, tags, cond))
+        return torch.cat([z, self.condition(labels, tags, len(z), cond).to(z.dtype)], dim=-1)
 
     def _condition_of(self, x: TextBatch) -> torch.Tensor:
         return self.condition(self._labels_of(x) if self.labelled else None, x.tags, len(x), x.cond)
@@ -374,15 +377,17 @@ class TextVAE(VAE):
 
     def batch(self, texts: list[str], labels: list[str] | None = None, infer: bool = True,
               tags: list | None = None, conditions: list[str] | None = None) -> TextBatch:
-        """Tokenize and pad strings into a TextBatch, truncating each to ``max_tokens``. A conditional model's
-        texts carry their labels; without ``labels`` they are inferred (see infer_labels)."""
+        """Tokenize and pad strings into a TextBatch on the model's device, truncating each to ``max_tokens``. A
+        conditional model's texts carry their labels; without ``labels`` they are inferred (see infer_labels)."""
+        from ..train import to_device
+
         tokenizer = self._need_tokenizer()
-        batch = collate([torch.tensor(ids[:self.config.max_tokens], dtype=torch.long).numpy()
+        batch = collate([np.asarray(ids[:self.config.max_tokens], dtype=np.int64)
                          for ids in tokenizer.encode_batch(list(texts))])
         if labels is not None:
             if len(labels) != len(texts):
                 raise VaekitError(f"{len(labels)} labels for {len(texts)} texts")
-            batch.labels = torch.tensor([self.label_index(label) for label in labels], dtype=torch.long)
+            batch.labels = torch.tensor([self.label_index(label) for label in labels], dtype=torch.long, device="cpu")
         if tags is not None:
             if len(tags) != len(texts):
                 raise VaekitError(f"{len(tags)} tag lists for {len(texts)} texts")
@@ -390,6 +395,7 @@ class TextVAE(VAE):
         if self.config.condition_dim and len(texts) and (conditions is not None or infer):
             # each text's condition: the given condition texts, else the texts themselves
             batch.cond = self.embed_conditions(conditions if conditions is not None else list(texts))
+        batch = to_device(batch, self.device)
         if labels is None and self.labelled and infer and len(texts):
             batch.labels = self.infer_labels(batch)
         return batch
@@ -416,8 +422,9 @@ class TextVAE(VAE):
         """Greedy decoding of each code into a string: z (b, d), or (b, d + C) with a conditional model's
         one-hot labels (see decoder_code); a conditional model given bare z decodes with its first label."""
         if self.conditional and z.shape[-1] == self.latent_dim:
-            cond = torch.zeros(len(z), self.config.condition_dim) if self.config.condition_dim else None
-            z = self.decoder_code(z, torch.zeros(len(z), dtype=torch.long) if self.labelled else None, None, cond)
+            cond = torch.zeros(len(z), self.config.condition_dim, device=z.device) if self.config.condition_dim else None
+            z = self.decoder_code(z, torch.zeros(len(z), dtype=torch.long, device=z.device) if self.labelled else None,
+                                  None, cond)
         return self.generate(z, strategy="greedy")
 
     @torch.no_grad()
@@ -432,9 +439,9 @@ class TextVAE(VAE):
         with ``label``, else with a's label."""
         batch = self.batch([a, b])
         za, zb = self.encode(batch).mean  # (d,) each
-        t = torch.linspace(0, 1, steps)[:, None]
+        t = torch.linspace(0, 1, steps, device=za.device)[:, None]
         target = self.label_index(label) if label is not None else (int(batch.labels[0]) if self.labelled else 0)
-        labels = torch.full((steps,), target, dtype=torch.long)
+        labels = torch.full((steps,), target, dtype=torch.long, device=za.device)
         cond = batch.cond[:1].expand(steps, -1) if batch.cond is not None else None
         tags = batch.tags[:1].expand(steps, -1) if batch.tags is not None else None
         return self.generate(self.decoder_code((1 - t) * za + t * zb, labels, tags, cond), strategy=strategy)
@@ -445,7 +452,7 @@ class TextVAE(VAE):
                **options) -> list[str]:
         """Decode n draws from the prior; a conditional model decodes each with ``label`` (or a label drawn
         uniformly), ``tags`` and the embedding of ``condition_text``."""
-        z = temperature * torch.randn((n, self.latent_dim), generator=generator)
+        z = temperature * draw((n, self.latent_dim), generator, self.device)
         return self.generate(self.condition_codes(z, label, tags, generator, condition_text), strategy=strategy,
                              generator=generator, **options)
 
@@ -459,7 +466,7 @@ class TextVAE(VAE):
         recon = self.generate(self.decoder_code(self.encode(first).mean, first.labels, first.tags, first.cond),
                               strategy="greedy")
         if self.config.condition_dim:  # prior draws written with the first text's condition
-            z = torch.randn((5, self.latent_dim), generator=generator)
+            z = draw((5, self.latent_dim), generator, self.device)
             labels = first.labels[:1].expand(5) if self.labelled and first.labels is not None else None
             samples = self.generate(self.decoder_code(z, labels, None if first.tags is None else first.tags[:1].expand(5, -1),
                                                       first.cond[:1].expand(5, -1)), strategy="greedy")

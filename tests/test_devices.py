@@ -1,0 +1,142 @@
+"""Generation and evaluation follow the model's device (issue 6: nothing assumes one device).
+
+A model loaded with ``vaekit.load(run, map_location="cuda")`` must vary, sample and evaluate there. Without a
+GPU this is checked with PyTorch's "meta" device as the default device: every tensor that vaekit makes without
+naming a device lands on "meta", and mixing it with the model's CPU tensors is an error. So a run under
+``torch.device("meta")`` that gives the same result as a plain run made every tensor where the model is (or,
+for tokenization and random draws, deliberately on the CPU). On a machine with a GPU the same calls run with
+the model on CUDA too.
+"""
+import pytest
+import torch
+
+from vaekit import ImageVAE, TextVAE, TextVAEConfig
+from vaekit.data.images import ImageBatch
+from vaekit.data.tokenizer import TextTokenizer, TokenizerConfig
+from vaekit.evaluate import evaluate
+from vaekit.generate import region_codes, vary
+from vaekit.latent import encode_items, traversal_codes
+
+from conftest import blobs, tiny_model, tiny_text_overrides, two_topic_sentences
+
+DEVICES = ["meta-default"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+def text_model(**overrides) -> TextVAE:
+    sentences = two_topic_sentences()
+    tokenizer = TextTokenizer.train(sentences, TokenizerConfig())
+    torch.manual_seed(0)
+    config = TextVAEConfig(vocab_size=tokenizer.vocab_size, max_tokens=12, **{**tiny_text_overrides(), **overrides})
+    return TextVAE(config, tokenizer).eval()
+
+
+def on(device: str, model, fn):
+    """fn(model) with the model on ``device``, or on the CPU under the meta default device."""
+    if device == "meta-default":
+        with torch.device("meta"):
+            return fn(model)
+    moved = model.to(device)
+    try:
+        return fn(moved)
+    finally:
+        model.to("cpu")
+
+
+def same(a, b):
+    if isinstance(a, torch.Tensor):
+        torch.testing.assert_close(a.cpu(), b.cpu(), atol=1e-4, rtol=1e-4)
+    elif isinstance(a, dict):
+        assert a.keys() == b.keys()
+        for key in a:
+            same(a[key], b[key])
+    elif isinstance(a, (list, tuple)):
+        assert len(a) == len(b)
+        for x, y in zip(a, b):
+            same(x, y)
+    elif isinstance(a, float):
+        assert a == pytest.approx(b, rel=1e-4, abs=1e-4, nan_ok=True)
+    elif hasattr(a, "__dataclass_fields__"):
+        same(vars(a), vars(b))
+    else:
+        assert a == b
+
+
+def gen(seed: int = 0) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+TEXT_CALLS = {
+    "vary": lambda m: vary(m, "the lazy cat sat on the warm mat.", n=4, seed=1),
+    "vary_greedy": lambda m: vary(m, "shares of banks fell in late trading today.", n=2, seed=1, strategy="greedy"),
+    "vary_beam": lambda m: vary(m, "the old cat sat on the red mat.", n=2, seed=1, strategy="beam"),
+    "vary_banned": lambda m: vary(m, "the old cat sat on the red mat.", n=3, seed=2, banned=[5, 6]),
+    "sample": lambda m: m.sample(3, generator=gen(), strategy="sample"),
+    "interpolate": lambda m: m.interpolate("the lazy cat sat on the red mat.", "shares of banks fell today."),
+    "reconstruct": lambda m: m.reconstruct(["the lazy cat sat on the red mat."]),
+    "near": lambda m: region_codes(m, 5, gen(), near="the lazy cat sat.", radius=0.5),
+    "avoid": lambda m: region_codes(m, 5, gen(), avoid="the lazy cat sat.", radius=0.5),
+    "between": lambda m: region_codes(m, 3, gen(), between=("the lazy cat sat.", "shares fell.")),
+    "evaluate": lambda m: {k: v for k, v in evaluate(m, [m.batch(two_topic_sentences()[:6])], iw_samples=5).items()
+                           if k != "per_item"},
+}
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("call", sorted(TEXT_CALLS))
+def test_text_generation_follows_the_model(device, call):
+    model = text_model()
+    same(TEXT_CALLS[call](model), on(device, model, TEXT_CALLS[call]))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_conditional_text_generation_follows_the_model(device):
+    model = text_model(label_names=("cats", "markets"), tag_names=("animal", "finance"))
+
+    def calls(m):
+        return (vary(m, "the lazy cat sat on the warm mat.", n=3, seed=1, label="markets", tags=["finance"]),
+                m.sample(2, generator=gen(), label="cats", tags=["animal"]),
+                m.interpolate("the lazy cat sat.", "shares fell.", steps=3, label="cats"),
+                m.decode(torch.zeros(2, m.latent_dim, device=m.device)))
+
+    same(calls(model), on(device, model, calls))
+
+
+class Items:
+    """The least of vaekit.items.Items that encode_items reads."""
+
+    def __init__(self, batches):
+        self._batches = batches
+        self.count = sum(len(b) for b in batches)
+        self.ids, self.labels = list(range(self.count)), None
+
+    def batches(self):
+        return iter(self._batches)
+
+
+def image_calls(m):
+    x = torch.from_numpy(blobs(8)).float()[:, None] / 255
+    return {"sample": m.sample(4, generator=gen()),
+            "reconstruct": m.reconstruct(x),
+            "interpolate": m.interpolate(x[:1], x[1:2], steps=3),
+            "traverse": traversal_codes(m.encode(x[:1]).mean[0], [0, 2], -2.0, 2.0, 3),
+            "evaluate": {k: v for k, v in evaluate(m, [x], iw_samples=5).items() if k != "per_item"},
+            "encode": {k: torch.from_numpy(v) for k, v in encode_items(m, Items([x[:4], x[4:]])).items()
+                       if k in ("mean", "logvar")}}
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_image_generation_and_evaluation_follow_the_model(device):
+    model = tiny_model().eval()
+    same(image_calls(model), on(device, model, image_calls))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_conditional_images_follow_the_model(device):
+    model = tiny_model(label_names=("a", "b", "c")).eval()
+    x = torch.from_numpy(blobs(6)).float()[:, None] / 255
+    batch = ImageBatch(x, torch.tensor([0, 1, 2, 0, 1, 2]))
+
+    def calls(m):
+        return m.sample(3, generator=gen(), label="b"), m.reconstruct(batch, label="c"), m.interpolate(batch[:1], batch[1:2], 3)
+
+    same(calls(model), on(device, model, calls))
