@@ -140,3 +140,43 @@ def test_conditional_images_follow_the_model(device):
         return m.sample(3, generator=gen(), label="b"), m.reconstruct(batch, label="c"), m.interpolate(batch[:1], batch[1:2], 3)
 
     same(calls(model), on(device, model, calls))
+
+
+def training_step(model, batch) -> float:
+    """One bf16 training step as the Trainer takes it: loss, backward, clipping, fused Adam."""
+    from vaekit.config import TrainConfig
+    from vaekit.train import clip_gradients, make_optimizer
+
+    optimizer = make_optimizer(TrainConfig(), model.parameters(), model.device)
+    model.train()
+    with torch.autocast(model.device.type, dtype=torch.bfloat16):
+        out = model.loss(batch, kl_weight=0.5, free_bits=0.1, generator=torch.Generator(model.device).manual_seed(0))
+    out.loss.backward()
+    clip_gradients(optimizer, 1.0)
+    optimizer.step()
+    return out.loss.item()
+
+
+TEXT_VARIANTS = {"plain": {}, "adaptive": {"output": "adaptive", "adaptive_cutoffs": (10,)},
+                 "lstm_word_dropout": {"rnn": "lstm", "word_dropout": 0.2},
+                 "labels_and_tags": {"label_names": ("a", "b"), "tag_names": ("x",)}}
+
+
+@pytest.mark.parametrize("variant", sorted(TEXT_VARIANTS))
+def test_text_training_step_makes_its_tensors_on_the_model_device(variant):
+    """The kind of bug a GPU found (issue 6): the decoder's inputs and the per-text NLL sums were made on the CPU."""
+    model = text_model(**TEXT_VARIANTS[variant])
+    conditional = model.conditional
+    batch = model.batch(two_topic_sentences()[:8], labels=["a", "b"] * 4 if conditional else None,
+                        tags=[["x"], []] * 4 if conditional else None)
+    with torch.device("meta"):
+        loss = training_step(model, batch)
+    assert loss > 0
+
+
+def test_image_training_step_makes_its_tensors_on_the_model_device():
+    model = tiny_model(label_names=("a", "b"))
+    batch = ImageBatch(torch.from_numpy(blobs(8)).float()[:, None] / 255, torch.tensor([0, 1] * 4))
+    with torch.device("meta"):
+        loss = training_step(model, batch)
+    assert loss > 0
