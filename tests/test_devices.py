@@ -180,3 +180,33 @@ def test_image_training_step_makes_its_tensors_on_the_model_device():
     with torch.device("meta"):
         loss = training_step(model, batch)
     assert loss > 0
+
+
+def test_data_commands_take_a_device(tmp_path, tiny_npz):
+    """evaluate, encode, calibrate and score run where --device says; the figures do not depend on where."""
+    import json
+
+    import numpy as np
+
+    from conftest import run_cli
+
+    run = tmp_path / "run"
+    assert run_cli("train", "image", "--data", tiny_npz, "--out", run, "--epochs", 1, "--batch-size", 16, "--quiet",
+                   "--precision", "fp32", "--device", "cpu").exit_code == 0
+    reports = {}
+    for device in ["cpu"] + (["cuda"] if torch.cuda.is_available() else []):
+        out = tmp_path / device
+        out.mkdir()
+        for args in (("evaluate", "--iw-samples", 5, "--out", out / "eval.json"),
+                     ("encode", "--out", out / "codes.npz"),
+                     ("calibrate", "--fpr", 0.1),
+                     ("score", "--out", out / "scores.csv", "--no-plot")):
+            result = run_cli(args[0], run, "--data", tiny_npz, *args[1:], "--quiet", "--device", device)
+            assert result.exit_code == 0, result.output
+        reports[device] = (json.loads((out / "eval.json").read_text()), np.load(out / "codes.npz")["mean"])
+    if "cuda" in reports:
+        assert reports["cuda"][0]["iw_nll"] == pytest.approx(reports["cpu"][0]["iw_nll"], rel=1e-3)
+        np.testing.assert_allclose(reports["cuda"][1], reports["cpu"][1], atol=1e-4)
+    else:  # without a GPU, asking for one is a one-line error
+        result = run_cli("evaluate", run, "--data", tiny_npz, "--device", "cuda")
+        assert result.exit_code == 2 and "--device cuda" in result.output

@@ -72,10 +72,19 @@ def use_data_options(f):
     return data_option()(image_input_options(f))
 
 
-def _load_model(run: Path):
+def _load_model(run: Path, device: str = "cpu"):
+    from .distributed import resolve_device
     from .runs import load
 
-    return load(run)
+    return load(run, map_location=str(resolve_device(device)))
+
+
+def device_option(f):
+    """--device for the commands that push whole data sets through a model (evaluate, encode, calibrate, score)."""
+    return click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="auto",
+                        show_default=True,
+                        help="Where the model runs: auto takes a CUDA GPU, then Apple MPS, then the CPU. "
+                             "The seed gives the same draws on any device.")(f)
 
 
 def _load_data(data: Path, resize: str | None, split: str):
@@ -771,19 +780,21 @@ def latent_plot_command(run, data, split, resize, binarize, seed, text_column, e
 @click.option("--format", "fmt", type=click.Choice(["npz", "csv", "parquet"]), default=None,
               help="Output format (default: from the --out suffix). Parquet needs pyarrow.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def encode(run, data, split, resize, binarize, seed, text_column, encoding, label_column, out, fmt, quiet):
+@device_option
+def encode(run, data, split, resize, binarize, seed, text_column, encoding, label_column, out, fmt, quiet, device):
     """Write each item's posterior mean and log-variance with its id (file name, CSV id or line number)
     and label: the latent codes as features for dimensionality reduction or other models."""
     from .latent import code_format, encode_items, write_codes
 
     code_format(out, fmt)  # a bad name fails before any work
-    model = _load_model(run)
+    model = _load_model(run, device)
     items = _items(run, model, data, split, resize, binarize, seed, text_column, encoding, label_column)
     codes = encode_items(model, items, progress=not quiet)
     _done(f"codes of {len(codes['ids'])} {'texts' if _is_text(model) else 'images'}", write_codes(codes, out, fmt))
 
 
 def score_options(f):
+    f = device_option(f)
     f = click.option("--quiet", is_flag=True, help="No progress bar.")(f)
     f = click.option("--precision", type=click.Choice(["fp32", "bf16"]), default="fp32", show_default=True,
                      help="Arithmetic for scoring.")(f)
@@ -803,14 +814,14 @@ def score_options(f):
 @click.option("--fpr", type=float, default=0.01, show_default=True,
               help="Target false-positive rate on normal data, strictly between 0 and 1.")
 def calibrate(run, data, split, resize, binarize, seed, text_column, encoding, score_name, iw_samples, precision,
-              quiet, fpr):
+              quiet, device, fpr):
     """Set the anomaly threshold on held-out NORMAL data (never the evaluation data) at a target false-
     positive rate, and store it in RUN/anomaly.json; `vaekit score` then flags items above it."""
     from .anomaly import calibrate as store, compute_scores
 
     if not 0 < fpr < 1:
         raise VaekitError(f"--fpr {fpr}: must lie strictly between 0 and 1")
-    model = _load_model(run)
+    model = _load_model(run, device)
     score_name = score_name or "neg_elbo"
     iw_samples = iw_samples or 10
     items = _items(run, model, data, split, resize, binarize, seed, text_column, encoding)
@@ -839,7 +850,7 @@ def calibrate(run, data, split, resize, binarize, seed, text_column, encoding, s
 @click.option("--plot/--no-plot", default=True, show_default=True,
               help="With ground truth: draw RUN/plots/scores.png (histograms and ROC).")
 def score(run, data, split, resize, binarize, seed, text_column, encoding, score_name, iw_samples, precision, quiet,
-          out, anomaly_label, anomaly_class, plot):
+          device, out, anomaly_label, anomaly_class, plot):
     """Per-item anomaly scores (nats, higher = more anomalous) with item ids; flags items above the
     calibrated threshold; with ground truth, reports AUROC and AUPRC."""
     from .anomaly import (anomaly_flags, compute_scores, detection_metrics, plot_scores, read_calibration,
@@ -848,7 +859,7 @@ def score(run, data, split, resize, binarize, seed, text_column, encoding, score
 
     if out.suffix.lower() != ".csv":
         raise VaekitError(f"--out {out}: scores are written as .csv")
-    model = _load_model(run)
+    model = _load_model(run, device)
     calibration = read_calibration(run)
     if calibration is not None:
         score_name = score_name or calibration["score"]
@@ -990,13 +1001,14 @@ def report(run, out, seed):
 @click.option("--out", type=click.Path(path_type=Path), default=None,
               help="JSON report to write (default: RUN/evaluation.json; text models also write a .md table).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
+@device_option
 def evaluate(run, data, split, resize, binarize, seed, text_column, encoding, iw_samples, precision, max_items,
-             variations, variation_items, n, similarity_model, min_similarity, out, quiet):
+             variations, variation_items, n, similarity_model, min_similarity, out, quiet, device):
     """Negative ELBO, reconstruction, KL, importance-weighted NLL, mutual information and active units,
     in nats per item (text: also perplexity, and the variation report)."""
     from .config import write_json
 
-    model = _load_model(run)
+    model = _load_model(run, device)
     out = out or run / "evaluation.json"
     if _is_text(model):
         from .texts import evaluate_texts, read_texts, variation_report, write_report_markdown
