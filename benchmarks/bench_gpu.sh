@@ -36,9 +36,9 @@ for s in $STAGES; do case $s in
     stage ddp 180 "$TORCHRUN benchmarks/ddp_check.py $WORK/ddp-gloo --backend gloo"
     stage ddp 120 "$TORCHRUN -m vaekit train image --data $VAEKIT_SHARED_DATA/mnist --out $WORK/ddp-cli --preset seed --epochs 1 --quiet; echo exit \$?"
     [ "$gpus" -ge 2 ] && stage ddp 180 "$TORCHRUN -m vaekit train image --data $VAEKIT_SHARED_DATA/mnist --out $WORK/ddp-cli2 --preset seed --epochs 2 --quiet && $TORCHRUN -m vaekit train image --out $WORK/ddp-cli2 --resume --epochs 3 --quiet" ;;
-  vary)  # a headline model trained on the GPU for VARY_MINUTES (default 2), then vary's latency (on the CPU,
-        # where vaekit's generation runs)
-    stage vary 400 "$PY -c \"import gzip, sys; d = sys.argv[1]; print('\\n'.join(' '.join(l.split()) for n in ('clickbait_data.gz', 'non_clickbait_data.gz') for l in gzip.open(d + '/' + n, 'rt') if l.strip()))\" $VAEKIT_SHARED_DATA/clickbait-headlines > $WORK/headlines.txt && $PY -m vaekit train text --data $WORK/headlines.txt --out $WORK/headlines --max-tokens 40 --vocab-size 20000 --max-minutes ${VARY_MINUTES:-2} --quiet && $PY benchmarks/bench_speed.py vary --run $WORK/headlines" ;;
+  vary)  # a headline model trained on the GPU for VARY_MINUTES (default 2), then vary's latency on the CPU (where
+        # the vary command runs) and with the model on the GPU (vaekit.load(run, map_location="cuda"))
+    stage vary 400 "$PY -c \"import gzip, sys; d = sys.argv[1]; print('\\n'.join(' '.join(l.split()) for n in ('clickbait_data.gz', 'non_clickbait_data.gz') for l in gzip.open(d + '/' + n, 'rt') if l.strip()))\" $VAEKIT_SHARED_DATA/clickbait-headlines > $WORK/headlines.txt && $PY -m vaekit train text --data $WORK/headlines.txt --out $WORK/headlines --max-tokens 40 --vocab-size 20000 --max-minutes ${VARY_MINUTES:-2} --quiet && $PY benchmarks/bench_speed.py vary --run $WORK/headlines && $PY benchmarks/bench_speed.py vary --run $WORK/headlines --vary-device cuda" ;;
   precision)  # bf16 against fp32 test NLL on MNIST and PTB, trained on the GPU
     stage precision 540 "$PY benchmarks/bench_speed.py precision --ptb-epochs 2" ;;
   tests)  # the suite, with device auto meaning this GPU

@@ -194,8 +194,7 @@ def vary(args) -> None:
 
     if args.run is None:
         sys.exit("error: vary needs --run RUN (a trained text run, e.g. from bench_text.py clickbait)")
-    model = vaekit.load(args.run)
-    torch.set_num_threads(torch.get_num_threads())
+    model = vaekit.load(args.run, map_location=args.vary_device)
     texts = ["Scientists discover a new species of frog in the Amazon",
              "This is what happens when you leave your dog alone for a day",
              "Stocks fall as oil prices rise"]
@@ -204,12 +203,12 @@ def vary(args) -> None:
     times = []
     for i in range(args.calls):
         start = time.perf_counter()
-        model.vary(texts[i % len(texts)], n=10, seed=i, temperature=args.temperature)
+        model.vary(texts[i % len(texts)], n=10, seed=i, temperature=args.temperature)  # returns strings: synchronised
         times.append((time.perf_counter() - start) * 1000)
     times.sort()
     emit({"bench": "vary_latency_ms", "run": str(args.run), "n": 10, "calls": args.calls,
           "median": round(statistics.median(times), 1), "p95": round(times[int(0.95 * len(times)) - 1], 1),
-          "threads": torch.get_num_threads()})
+          "device": args.vary_device, "threads": torch.get_num_threads()})
 
 
 def memory(args) -> None:
@@ -295,6 +294,7 @@ def main() -> None:
     parser.add_argument("--compile", action="store_true")
     parser.add_argument("--run", type=Path, default=None, help="text run for the vary latency")
     parser.add_argument("--calls", type=int, default=100)
+    parser.add_argument("--vary-device", default="cpu", help="vary: where the model runs (cpu, cuda, mps)")
     parser.add_argument("--temperature", type=float, default=0.5)
     parser.add_argument("--encode-items", type=int, default=1_000_000)
     parser.add_argument("--rounds", type=int, default=5, help="text-parts: passes over its ten batches per part")
