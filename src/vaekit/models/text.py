@@ -210,7 +210,7 @@ class TextVAE(VAE):
         if not names:
             raise VaekitError("--tags: this model was trained without tags; train it with --conditional and "
                               "--tags-column")
-        vector = torch.zeros(len(names), device=self.device)
+        vector = torch.zeros(len(names), device="cpu")  # built element by element: on the CPU, moved with its batch
         for tag in tags:
             if tag not in names:
                 shown = ", ".join(names[:30]) + (" ..." if len(names) > 30 else "")
@@ -219,10 +219,13 @@ class TextVAE(VAE):
         return vector
 
     def condition(self, labels: torch.Tensor | None, tags: torch.Tensor | None, n: int,
-                  cond: torch.Tensor | None = None) -> torch.Tensor:
-        """c (n, C): the one-hot label (labelled models) then the multi-hot tags (tagged models; none: zeros)."""
+                  cond: torch.Tensor | None = None, device: torch.device | None = None) -> torch.Tensor:
+        """c (n, C) on ``device`` (default: the model's): the one-hot label (labelled models) then the multi-hot
+        tags (tagged models; none: zeros) and the condition embedding. Parts made elsewhere (label names, tag
+        lists and condition embedders give CPU tensors) are moved there."""
+        device = self.device if device is None else device
+        labels, tags, cond = (None if t is None else t.to(device) for t in (labels, tags, cond))
         parts = []
-        device = next((t.device for t in (labels, tags, cond) if t is not None), torch.device("cpu"))
         if self.labelled:
             if labels is None:
                 raise VaekitError("this conditional model needs a label (--label)")
@@ -278,12 +281,10 @@ class TextVAE(VAE):
         """What the decoder reads: z (b, d), with the condition c beside it for a conditional model."""
         if not self.conditional:
             return z
-        # the parts may come from the CPU (label names, tag lists, condition embedders) to codes elsewhere
-        labels, tags, cond = (None if t is None else t.to(z.device) for t in (labels, tags, cond))
-        return torch.cat([z, self.condition(labels, tags, len(z), cond).to(z.dtype)], dim=-1)
+        return torch.cat([z, self.condition(labels, tags, len(z), cond, z.device).to(z.dtype)], dim=-1)
 
     def _condition_of(self, x: TextBatch) -> torch.Tensor:
-        return self.condition(self._labels_of(x) if self.labelled else None, x.tags, len(x), x.cond)
+        return self.condition(self._labels_of(x) if self.labelled else None, x.tags, len(x), x.cond, x.ids.device)
 
     def _labels_of(self, x: TextBatch) -> torch.Tensor:
         if x.labels is None:
@@ -312,7 +313,7 @@ class TextVAE(VAE):
 
     def encode(self, x: TextBatch) -> DiagonalGaussian:
         self._check(x)
-        cond = self._condition_of(x).to(x.ids.device) if self.conditional else None
+        cond = self._condition_of(x) if self.conditional else None
         mean, logvar = self.encoder(self.embedding(x.ids), x.lengths, cond)
         return DiagonalGaussian(mean, logvar)
 
