@@ -142,6 +142,74 @@ def test_conditional_images_follow_the_model(device):
     same(calls(model), on(device, model, calls))
 
 
+class Recorder:
+    """What a model's log_examples writes to during training: pictures and texts, and run_dir/samples.txt."""
+
+    def __init__(self, run_dir):
+        self.run_dir, self.logged = run_dir, []
+        run_dir.mkdir()
+
+    def image(self, tag, picture, step, save_as=None):
+        self.logged.append((tag, torch.from_numpy(picture), step, save_as))
+
+    def text(self, tag, text, step):
+        self.logged.append((tag, text, step))
+
+    def written(self):
+        samples = self.run_dir / "samples.txt"
+        return self.logged, samples.read_text() if samples.exists() else None
+
+
+def example_inputs(kind: str):
+    x = torch.from_numpy(blobs(8)).float()[:, None] / 255
+    if kind == "image":
+        return tiny_model(), x
+    if kind == "conditional_image":
+        return tiny_model(label_names=("a", "b", "c")), ImageBatch(x, torch.tensor([0, 1, 2, 0, 1, 2, 0, 1]))
+    model = text_model(**({"label_names": ("a", "b"), "tag_names": ("x",)} if kind == "conditional_text" else {}))
+    if kind == "conditional_text":
+        return model, model.batch(two_topic_sentences()[:8], labels=["a", "b"] * 4, tags=[["x"], []] * 4)
+    return model, model.batch(two_topic_sentences()[:8])
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("kind", ["text", "conditional_text", "image", "conditional_image"])
+def test_training_examples_follow_the_model(device, kind, tmp_path):
+    """The Trainer draws each epoch's examples with the model where it trains (no CPU copy of a GPU model),
+    from a CPU batch of the evaluation data."""
+    model, batch = example_inputs(kind)
+    runs = iter(["plain", "moved"])
+
+    def examples(m):
+        recorder = Recorder(tmp_path / next(runs))
+        m.log_examples(recorder, batch, 3, gen())
+        return recorder.written()
+
+    same(examples(model), on(device, model, examples))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_image_pictures_follow_the_model(device, tmp_path, tiny_npz):
+    """What vaekit sample, reconstruct, interpolate and latent-plot draw for an image model."""
+    import numpy as np
+
+    from vaekit.data.images import load_images
+    from vaekit.images import interpolate_grid, manifold_picture, reconstruct_grid, sample_grid
+
+    data = load_images(tiny_npz)
+    model = tiny_model(latent_dim=2).eval()
+    runs = iter(["plain", "moved"])
+
+    def pictures(m):
+        out = tmp_path / next(runs)
+        out.mkdir()
+        written = [sample_grid(m, 4, out / "s.npy", seed=1), reconstruct_grid(m, data, out / "r.npy", n=4),
+                   interpolate_grid(m, data, [0, 1, 2], out / "i.npy", steps=3)]
+        return [torch.from_numpy(np.load(path)) for path in written] + [torch.from_numpy(manifold_picture(m, size=3))]
+
+    same(pictures(model), on(device, model, pictures))
+
+
 def training_step(model, batch) -> float:
     """One bf16 training step as the Trainer takes it: loss, backward, clipping, fused Adam."""
     from vaekit.config import TrainConfig
@@ -209,4 +277,58 @@ def test_data_commands_take_a_device(tmp_path, tiny_npz):
         np.testing.assert_allclose(reports["cuda"][1], reports["cpu"][1], atol=1e-4)
     else:  # without a GPU, asking for one is a one-line error
         result = run_cli("evaluate", run, "--data", tiny_npz, "--device", "cuda")
+        assert result.exit_code == 2 and "--device cuda" in result.output
+
+
+def test_generation_commands_take_a_device(tmp_path, tiny_npz, monkeypatch):
+    """vary, sample, reconstruct, interpolate, traverse and latent-plot run where --device says (the CPU unless
+    asked), with the same output on any device. Under the meta default device the commands get models loaded
+    beforehand, so that a tensor any command makes without naming a device fails there."""
+    import contextlib
+
+    import numpy as np
+
+    import vaekit
+    import vaekit.cli
+    from conftest import run_cli
+
+    text_run, image_run = tmp_path / "text", tmp_path / "image"
+    text_model().save_pretrained(text_run)
+    tiny_model(latent_dim=2).save_pretrained(image_run)
+    loaded = {run: vaekit.load(run) for run in (text_run, image_run)}
+    cat = "the lazy cat sat on the warm mat."
+    outputs = {}
+    for device in ["cpu", "meta-default"] + (["cuda"] if torch.cuda.is_available() else []):
+        out = tmp_path / device
+        out.mkdir()
+        printed = []
+        context = contextlib.nullcontext()
+        if device == "meta-default":
+            monkeypatch.setattr(vaekit.cli, "_load_model", lambda run, device: loaded[run])
+            context, device = torch.device("meta"), "cpu"
+        for args in (("vary", text_run, cat, "-n", 3, "--seed", 1),
+                     ("sample", text_run, "-n", 3, "--strategy", "sample"),
+                     ("reconstruct", text_run, cat),
+                     ("interpolate", text_run, cat, "shares of banks fell today.", "--steps", 3),
+                     ("traverse", text_run, cat, "--steps", 3),
+                     ("sample", image_run, "-n", 4, "--out", out / "sample.npy"),
+                     ("reconstruct", image_run, "--data", tiny_npz, "-n", 4, "--out", out / "reconstruct.npy"),
+                     ("interpolate", image_run, "--data", tiny_npz, "--index", 0, "--index", 5, "--steps", 3,
+                      "--out", out / "interpolate.npy"),
+                     ("traverse", image_run, "--steps", 3, "--out", out / "traverse.npy"),
+                     ("latent-plot", image_run, "--data", tiny_npz, "--out", out / "latent.png", "--no-html")):
+            with context:
+                result = run_cli(*args, "--device", device)
+            assert result.exit_code == 0, (args, result.output)
+            printed.append(result.output.replace(str(out), "OUT"))
+        monkeypatch.undo()
+        arrays = {name: np.load(out / f"{name}.npy") for name in ("sample", "reconstruct", "interpolate", "traverse")}
+        assert (out / "latent.png").stat().st_size > 0
+        outputs[out.name] = printed, arrays
+    for device in set(outputs) - {"cpu"}:
+        assert outputs[device][0] == outputs["cpu"][0]
+        for name, array in outputs["cpu"][1].items():
+            np.testing.assert_allclose(outputs[device][1][name], array, atol=1e-4)
+    if "cuda" not in outputs:  # without a GPU, asking for one is a one-line error
+        result = run_cli("vary", text_run, cat, "--device", "cuda")
         assert result.exit_code == 2 and "--device cuda" in result.output

@@ -80,11 +80,22 @@ def _load_model(run: Path, device: str = "cpu"):
 
 
 def device_option(f):
-    """--device for the commands that push whole data sets through a model (evaluate, encode, calibrate, score)."""
+    """--device for the commands that push whole data sets through a model (evaluate, encode, calibrate, score,
+    latent-plot)."""
     return click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="auto",
                         show_default=True,
                         help="Where the model runs: auto takes a CUDA GPU, then Apple MPS, then the CPU. "
                              "The seed gives the same draws on any device.")(f)
+
+
+def generation_device_option(f):
+    """--device for the commands that generate from a few items (vary, sample, reconstruct, interpolate,
+    traverse): the CPU unless asked, as starting a GPU takes longer than decoding a handful of codes."""
+    return click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="cpu",
+                        show_default=True,
+                        help="Where the model runs. The CPU by default: starting a GPU takes longer than "
+                             "decoding a few codes; ask for cuda or auto for large -n. The seed gives the same "
+                             "draws on any device.")(f)
 
 
 def _load_data(data: Path, resize: str | None, split: str):
@@ -555,9 +566,10 @@ def _constraint_line(drawn: int, passed: int, rejected: dict, shown: int) -> str
 @click.option("--similarity-model", default=None,
               help="Sentence-transformers model for --min-similarity (default: bundled all-MiniLM-L6-v2).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (text and score of each variation).")
+@generation_device_option
 def vary(run, text, n, temperature, strategy, top_p, seed, keep_copies, source_label, source_tags, label, tags,
          condition_text, keywords, require, ban, min_similarity, min_length, max_length, avoid, radius, max_draws,
-         similarity_model, as_json):
+         similarity_model, as_json, device):
     """Generate N variations of TEXT that keep its meaning and change its wording.
 
     The text is encoded, codes are drawn around its posterior, decoded, de-duplicated (copies of the input
@@ -567,7 +579,7 @@ def vary(run, text, n, temperature, strategy, top_p, seed, keep_copies, source_l
     """
     if n == 0:
         raise VaekitError("-n 0: ask for at least one variation")
-    model = _load_model(run)
+    model = _load_model(run, device)
     if not _is_text(model):
         raise VaekitError(f"{run}: vary needs a text model; this run is an image model")
     options = dict(temperature=temperature, strategy=strategy, top_p=top_p, keep_copies=keep_copies, label=label,
@@ -616,13 +628,14 @@ def vary(run, text, n, temperature, strategy, top_p, seed, keep_copies, source_l
 @constraint_options
 @click.option("--similarity-model", default=None,
               help="Sentence-transformers model for --min-similarity (default: bundled all-MiniLM-L6-v2).")
+@generation_device_option
 def sample(run, n, out, seed, temperature, strategy, near, between, label, tags, condition_text, keywords, require,
-           ban, min_similarity, min_length, max_length, avoid, radius, max_draws, similarity_model):
+           ban, min_similarity, min_length, max_length, avoid, radius, max_draws, similarity_model, device):
     """Decode draws from the prior N(0, I), or from a region of the latent space (--near, --avoid,
     --between); text outputs can be filtered like vary's."""
     import torch
 
-    model = _load_model(run)
+    model = _load_model(run, device)
     regions = near is not None or avoid is not None or between is not None
     filters = any([require, ban, min_similarity is not None, min_length, max_length])
     if not _is_text(model):
@@ -666,14 +679,16 @@ def sample(run, n, out, seed, temperature, strategy, near, between, label, tags,
 @click.option("--index", "indices", type=int, multiple=True, help="Image models: pick images by index (repeatable).")
 @click.option("--label", default=None,
               help="Conditional image models: redraw each image as this class, keeping its code (its style).")
-def reconstruct(run, texts, data, split, resize, binarize, seed, text_column, encoding, out, n, indices, label):
+@generation_device_option
+def reconstruct(run, texts, data, split, resize, binarize, seed, text_column, encoding, out, n, indices, label,
+                device):
     """Show items beside their reconstructions (decoded posterior means).
 
     \b
     vaekit reconstruct runs/mnist --data ../shared/data/mnist --out recon.png
     vaekit reconstruct runs/headlines "a text to reconstruct" "and another"
     """
-    model = _load_model(run)
+    model = _load_model(run, device)
     if _is_text(model):
         if label is not None:
             raise VaekitError("--label for texts: use vaekit vary RUN TEXT --label NAME")
@@ -700,14 +715,15 @@ def reconstruct(run, texts, data, split, resize, binarize, seed, text_column, en
 @click.option("--steps", type=click.IntRange(min=2), default=None, help="Points along each path (image: 10, text: 7).")
 @click.option("--out", type=click.Path(path_type=Path), default=None,
               help="Image models: .png grid or .npy/.npz (required). Text models: a .txt file (default: print).")
-def interpolate(run, texts, data, split, resize, binarize, seed, indices, steps, out):
+@generation_device_option
+def interpolate(run, texts, data, split, resize, binarize, seed, indices, steps, out, device):
     """Decode the straight line between the posterior means of two (or more) items.
 
     \b
     vaekit interpolate runs/mnist --data ../shared/data/mnist --index 3 --index 17 --out interp.png
     vaekit interpolate runs/headlines "text a" "text b" --steps 7
     """
-    model = _load_model(run)
+    model = _load_model(run, device)
     if _is_text(model):
         if len(texts) < 2:
             raise VaekitError("give two texts to interpolate between")
@@ -735,13 +751,14 @@ def interpolate(run, texts, data, split, resize, binarize, seed, indices, steps,
 @click.option("--max-items", type=click.IntRange(min=2), default=5000, show_default=True,
               help="Plot at most this many items (images: a random subset; texts: the first ones).")
 @click.option("--html/--no-html", default=True, show_default=True, help="Also write the interactive plotly page.")
+@device_option
 def latent_plot_command(run, data, split, resize, binarize, seed, text_column, encoding, label_column, out, method,
-                        max_items, html):
+                        max_items, html, device):
     """Scatter the posterior means coloured by label (projected for latents above 2-D), with an
     interactive HTML version; for a 2-D image latent, also the decoded manifold."""
     from .latent import encode_items, latent_figure
 
-    model = _load_model(run)
+    model = _load_model(run, device)
     manifold = None
     if _is_text(model):
         items = _items(run, model, data, split, resize, binarize, seed, text_column, encoding, label_column,
@@ -917,16 +934,17 @@ def score(run, data, split, resize, binarize, seed, text_column, encoding, score
 @click.option("--out", type=click.Path(path_type=Path), default=None,
               help="Image models: grid to write (.png, .npy, .npz; default RUN/plots/traverse.png). "
                    "Text models: a .txt file (default: print).")
-def traverse(run, text, dims, value_range, steps, data, split, resize, binarize, seed, index, label, out):
+@generation_device_option
+def traverse(run, text, dims, value_range, steps, data, split, resize, binarize, seed, index, label, out, device):
     """Decode along one latent dimension at a time, the others held at the origin (or at TEXT's / an
     image's posterior mean), to see what each dimension does: one row per dimension."""
     import torch
 
     from .latent import check_dims, traversal_codes
 
-    model = _load_model(run)
+    model = _load_model(run, device)
     dims = check_dims(model, dims or range(min(8, model.latent_dim)))
-    base = torch.zeros(1, model.latent_dim)
+    base = torch.zeros(1, model.latent_dim, device=model.device)
     if _is_text(model):
         if label is not None:
             raise VaekitError("--label is for conditional image models")
@@ -934,7 +952,7 @@ def traverse(run, text, dims, value_range, steps, data, split, resize, binarize,
             base = model.encode(model.batch([text])).mean
         z = traversal_codes(base, dims, *value_range, steps)
         decoded = model.decode(z)
-        values = torch.linspace(*value_range, steps).tolist()
+        values = torch.linspace(*value_range, steps, device="cpu").tolist()  # the labels of the rows
         lines = []
         for row, k in enumerate(dims):
             lines.append(f"dimension {k}:")

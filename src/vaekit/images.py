@@ -168,6 +168,7 @@ def sample_grid(model: ImageVAE, n: int, out: str | Path, seed: int = 0, tempera
 
 def _write_images(images: torch.Tensor, out: str | Path, nrow: int, scale: int) -> Path:
     out = Path(out)
+    images = images.detach().float().cpu()  # from wherever the model decoded them
     if out.suffix == ".npy":
         np.save(out, images.numpy())
         return out
@@ -194,7 +195,7 @@ def reconstruct_grid(model: ImageVAE, data: ImageDataset, out: str | Path, n: in
     batches = _inputs(model, data, binarize, seed)
     chosen = _pick(data, indices) if indices else list(range(min(n, len(data))))
     x = batches.fixed()[chosen]
-    pairs = torch.stack([pixels(x), model.reconstruct(x, label=label)], dim=1).flatten(0, 1)
+    pairs = torch.stack([pixels(x).float(), model.reconstruct(x, label=label).cpu()], dim=1).flatten(0, 1)
     return _write_images(pairs, out, nrow=min(16, len(pairs)), scale=viz.auto_scale(model.config.height))
 
 
@@ -215,7 +216,7 @@ def interpolate_grid(model: ImageVAE, data: ImageDataset, indices: Sequence[int]
 def manifold_picture(model: ImageVAE, size: int = 15, label: str | None = None) -> np.ndarray:
     """For a 2-D latent: decode a size x size grid at the Gaussian's quantiles (Kingma & Welling 2014, fig. 4);
     a conditional model draws it as ``label`` (default: its first label)."""
-    q = torch.distributions.Normal(0.0, 1.0).icdf(torch.linspace(0.05, 0.95, size))
+    q = torch.special.ndtri(torch.linspace(0.05, 0.95, size, device=model.device))  # N(0, 1) quantiles
     z = torch.stack(torch.meshgrid(q, q.flip(0), indexing="xy"), dim=-1).reshape(-1, 2)  # rows: z2 high to low
     with torch.no_grad():
         images = model.decode_as(z, label)

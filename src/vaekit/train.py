@@ -11,7 +11,6 @@ Every file is written to a temporary name and renamed, so a crash or Ctrl-C leav
 """
 from __future__ import annotations
 
-import copy
 import dataclasses
 import logging
 import math
@@ -469,11 +468,10 @@ class Trainer:
         if self.main and getattr(self.model, "log_examples", None) is not None:
             data = self.val_data if self.val_data is not None else self.train_data
             first = next(iter(data.eval_batches(64)))
-            # generation utilities run on the CPU; a model trained elsewhere lends a CPU copy
-            shown = self.model if self.device.type == "cpu" else copy.deepcopy(self.model).to("cpu")
-            shown.eval()
+            # on the training device: generation follows the model's device (a CPU seed, the same draws anywhere)
+            self.model.eval()
             with torch.no_grad():
-                shown.log_examples(monitor, first, self.step, torch.Generator().manual_seed(cfg.seed))
+                self.model.log_examples(monitor, first, self.step, torch.Generator().manual_seed(cfg.seed))
             self.model.train()
         monitor.plot_curves()
         monitor.flush()

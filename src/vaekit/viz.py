@@ -31,7 +31,7 @@ def image_grid(images: torch.Tensor, nrow: int | None = None, padding: int = 2, 
         images = images.expand(n, 3, h, w)
     nrow = nrow or max(1, math.ceil(math.sqrt(n)))
     rows = math.ceil(n / nrow)
-    grid = torch.ones(3, rows * (h + padding) + padding, nrow * (w + padding) + padding)
+    grid = torch.ones(3, rows * (h + padding) + padding, nrow * (w + padding) + padding, device="cpu")
     for i in range(n):
         r, col = divmod(i, nrow)
         top, left = padding + r * (h + padding), padding + col * (w + padding)
