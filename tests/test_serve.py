@@ -9,6 +9,7 @@ import time
 
 import numpy as np
 import pytest
+import torch
 from click.testing import CliRunner
 from fastapi.testclient import TestClient
 from PIL import Image
@@ -171,6 +172,9 @@ def test_serve_command_errors(runs):
     assert result.exit_code == 2 and "give a run folder" in result.output
     result = CliRunner().invoke(cli, ["serve", "--model", "nonsense"])
     assert result.exit_code == 2 and "NAME=RUN" in result.output
+    if not torch.cuda.is_available():
+        result = CliRunner().invoke(cli, ["serve", str(runs["cats"]), "--device", "cuda"])
+        assert result.exit_code == 2 and "--device cuda" in result.output
 
 
 def _free_port() -> int:
@@ -225,3 +229,47 @@ def test_web_page_in_headless_chromium(runs):
 def _centre(page, selector):
     box = page.locator(selector).bounding_box()
     return box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+
+
+def test_endpoints_follow_the_model_device(runs, monkeypatch):
+    """Every endpoint makes its tensors where the model is (issue 6), checked without a GPU as tests/test_devices.py
+    does: under the meta default device a tensor made without naming a device lands on "meta" and fails against
+    the model's CPU weights. The requests run in this thread (the work too, not in a worker thread), once plainly
+    and once under meta, and must answer the same."""
+    import anyio
+    import httpx
+
+    from vaekit.serve import load_models
+
+    # no similarity model: loading one under the meta device is not what this checks
+    app = create_app(load_models(runs), similarity_model=str(runs["cats"] / "no-such-model"))
+
+    async def inline(fn, *args, abandon_on_cancel=False, limiter=None):
+        return fn(*args)
+
+    monkeypatch.setattr(anyio.to_thread, "run_sync", inline)
+    cat, market = "the old cat sat on the red mat.", "shares of banks fell in late trading today."
+    requests = [("/v1/vary", {"model": "cats", "text": cat, "n": 3, "seed": 1}),
+                ("/v1/vary", {"model": "cats", "text": cat, "n": 2, "seed": 1, "ban": ["mat"], "strategy": "beam"}),
+                ("/v1/sample", {"model": "cats", "n": 3, "seed": 0, "strategy": "sample"}),
+                ("/v1/sample", {"model": "cats", "n": 2, "seed": 0, "near": cat, "radius": 1.0}),
+                ("/v1/sample", {"model": "cats", "n": 2, "seed": 0, "between": [cat, market]}),
+                ("/v1/sample", {"model": "digits", "n": 4, "seed": 0}),
+                ("/v1/interpolate", {"model": "cats", "a": cat, "b": market, "steps": 3}),
+                ("/v1/interpolate", {"model": "digits", "a": [-2, 0], "b": [2, 0], "steps": 3}),
+                ("/v1/decode", {"model": "cats", "z": [0.5, -1, 0, 1]}),
+                ("/v1/decode", {"model": "digits", "z": [0.5, -1]}),
+                ("/v1/encode", {"model": "cats", "texts": [cat, market]}),
+                ("/v1/encode", {"model": "digits", "images": [png(), png()]}),
+                ("/v1/score", {"model": "cats", "texts": [cat], "score": "iw_nll", "iw_samples": 5}),
+                ("/v1/score", {"model": "digits", "images": [png()], "iw_samples": 5})]
+
+    async def ask():
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://vaekit") as client:
+            return [((r := await client.post(path, json=body)).status_code, r.json()) for path, body in requests]
+
+    plain = anyio.run(ask)
+    with torch.device("meta"):
+        moved = anyio.run(ask)
+    assert [code for code, _ in plain] == [200] * len(requests), plain
+    assert moved == plain

@@ -211,14 +211,15 @@ class _TooLarge(Exception):
     pass
 
 
-def load_models(specs: dict[str, str | Path]) -> dict[str, Served]:
+def load_models(specs: dict[str, str | Path], device: str | torch.device = "cpu") -> dict[str, Served]:
+    """Each run folder's model on ``device`` (generation and evaluation follow the model's device)."""
     from .anomaly import read_calibration
     from .models.text import TextVAE
     from .runs import load
 
     served = {}
     for name, path in specs.items():
-        model = load(path)
+        model = load(path, map_location=str(device))
         calibration = read_calibration(path) if Path(path).is_dir() else None
         served[name] = Served(name, model, "text" if isinstance(model, TextVAE) else "image", threading.Lock(),
                               calibration)
@@ -241,14 +242,16 @@ def _summary(s: Served, limits: Limits) -> dict:
 
 # --- the app --------------------------------------------------------------------------------------
 def create_app(models: dict[str, str | Path] | dict[str, Served], limits: Limits | None = None,
-               api_key: str | None = None, similarity_model: str | None = None) -> "FastAPI":
-    """The FastAPI app serving ``models`` ({name: run folder}); see the module docstring."""
+               api_key: str | None = None, similarity_model: str | None = None,
+               device: str | torch.device = "cpu") -> "FastAPI":
+    """The FastAPI app serving ``models`` ({name: run folder}, loaded on ``device``, or loaded Served
+    models); see the module docstring."""
     if FastAPI is None:
         raise VaekitError(f"vaekit serve needs FastAPI and uvicorn: {EXTRA_HINT}")
     if not models:
         raise VaekitError("give at least one run folder to serve")
     limits = limits or Limits()
-    served = models if all(isinstance(v, Served) for v in models.values()) else load_models(models)
+    served = models if all(isinstance(v, Served) for v in models.values()) else load_models(models, device)
     default = next(iter(served))
     similarity_lock = threading.Lock()
     from .web import PAGE
@@ -433,7 +436,7 @@ def create_app(models: dict[str, str | Path] | dict[str, Served], limits: Limits
                 return {"model": s.name, "texts": s.model.interpolate(check_text(body.a, "a"), check_text(body.b, "b"),
                                                                       steps=body.steps)}
             za, zb = (_latent(p, s.model, name) for p, name in ((body.a, "a"), (body.b, "b")))
-            t = torch.linspace(0, 1, body.steps)[:, None]
+            t = torch.linspace(0, 1, body.steps, device=za.device)[:, None]
             images = s.model.decode_as((1 - t) * za + t * zb, body.label)
             return {"model": s.name, "grid": _png_data_url(images, nrow=body.steps)}
 
@@ -497,10 +500,10 @@ def create_app(models: dict[str, str | Path] | dict[str, Served], limits: Limits
 def _latent(point, model, name: str) -> torch.Tensor:
     if isinstance(point, str) or len(point) != model.latent_dim:
         raise ApiError(400, f"{name}: a latent point of {model.latent_dim} numbers")
-    z = torch.tensor(point, dtype=torch.float32)[None]
+    z = torch.tensor(point, dtype=torch.float32, device="cpu")[None]
     if not torch.isfinite(z).all():
         raise ApiError(400, f"{name}: numbers must be finite")
-    return z
+    return z.to(model.device)
 
 
 def _version() -> str:
