@@ -62,6 +62,33 @@ def test_cli_under_torchrun_writes_one_run_and_resumes(tmp_path):
     assert result.returncode != 0 and "error: " in result.stderr
 
 
+def test_two_nodes_meet_through_the_c10d_rendezvous(tmp_path):
+    """The README's multi-node command, as two single-process "machines" on this one: each torchrun joins the
+    c10d rendezvous at an endpoint, the rendezvous assigns the global ranks, and whichever node got rank 0 alone
+    reports and writes the (shared) run folder."""
+    import os
+    import socket
+
+    data = tmp_path / "tiny.npz"
+    np.savez(data, x=blobs(80), y=np.arange(80) % 3)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    command = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc-per-node", "1",
+               "--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{port}", "--rdzv-id", "vaekit-test",
+               "-m", "vaekit", "train", "image", "--data", str(data), "--out", str(tmp_path / "run"), "--epochs", "2",
+               "--batch-size", "8", "--latent-dim", "2", "--quiet", "--precision", "fp32", "--device", "cpu"]
+    nodes = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              env={**os.environ, **ENV_THREADS}) for _ in range(2)]
+    results = [node.communicate(timeout=300) for node in nodes]
+    for node, (_, err) in zip(nodes, results):
+        assert node.returncode == 0, err[-3000:]
+    assert sum(out.count("finished after 2 epochs") for out, _ in results) == 1
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["distributed"]["world_size"] == 2 and config["distributed"]["global_batch_size"] == 16
+    assert (tmp_path / "run" / "model.safetensors").is_file() and (tmp_path / "run" / "resume.pt").is_file()
+
+
 @pytest.mark.parametrize("output", [[], ["--output", "adaptive", "--adaptive-cutoffs", "8,38"]], ids=["softmax", "adaptive"])
 def test_text_training_under_torchrun(tmp_path, output):
     """Adaptive: small batches leave a cluster without targets in some steps, which DDP must not see as unused."""
