@@ -8,8 +8,10 @@ Multi-node runs use torchrun's own rendezvous options (--nnodes, --node-rank, --
 """
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import os
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -39,6 +41,19 @@ def resolve_device(name: str = "auto") -> torch.device:
             raise VaekitError("--device mps: Apple's Metal backend is not available here (use --device cpu or auto)")
         return torch.device("mps")
     return torch.device("cpu")
+
+
+def to_device(batch: Any, device: torch.device) -> Any:
+    """A batch (a tensor, or a dataclass of tensors such as TextBatch) on ``device``."""
+    if device.type == "cpu":
+        return batch
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device, non_blocking=True)
+    if dataclasses.is_dataclass(batch):
+        return dataclasses.replace(batch, **{f.name: getattr(batch, f.name).to(device, non_blocking=True)
+                                             for f in dataclasses.fields(batch)
+                                             if isinstance(getattr(batch, f.name), torch.Tensor)})
+    return batch
 
 
 def launched_by_torchrun() -> bool:

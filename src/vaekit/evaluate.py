@@ -11,6 +11,7 @@ from tqdm.auto import tqdm
 
 from .models.base import VAE
 from .objectives import mutual_information
+from .distributed import to_device
 from .distributions import DiagonalGaussian
 from .precision import autocast
 
@@ -30,8 +31,6 @@ def evaluate(model: VAE, batches: Iterable[Any], iw_samples: int = 100, seed: in
     Items are chunked so that each decoder pass holds about 512 latent samples: larger passes are slower
     on CPU (allocation of big activations costs more than it saves).
     """
-    from .train import to_device
-
     model.eval()
     device = model.device  # batches go where the weights are; the seed gives the same draws on any device
     generator = torch.Generator().manual_seed(seed)

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from .config import atomic_write_text
+from .distributed import to_device
 from .errors import VaekitError
 
 FORMATS = ("npz", "csv", "parquet")
@@ -185,8 +186,6 @@ def traversal_codes(base: torch.Tensor, dims: Sequence[int], low: float, high: f
 def encode_items(model, items, progress: bool = False) -> dict:
     """Posterior means and log-variances (n, d) of ``items`` (vaekit.items.Items), with ids and labels."""
     from tqdm.auto import tqdm
-
-    from .train import to_device
 
     model.eval()
     means, logvars = [], []

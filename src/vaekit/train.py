@@ -25,6 +25,7 @@ import torch
 from tqdm.auto import tqdm
 
 from . import distributed
+from .distributed import to_device
 from .config import TrainConfig, read_json, to_dict, write_json
 from .errors import NonFiniteLossError, VaekitError
 from .models.base import CONFIG_NAME, VAE, WEIGHTS_NAME
@@ -119,19 +120,6 @@ def _atomic_torch_save(obj: dict, path: Path) -> None:
 
 def batch_size_of(batch: Any) -> int:
     return batch.shape[0] if isinstance(batch, torch.Tensor) else len(batch)
-
-
-def to_device(batch: Any, device: torch.device) -> Any:
-    """A batch (a tensor, or a dataclass of tensors such as TextBatch) on ``device``."""
-    if device.type == "cpu":
-        return batch
-    if isinstance(batch, torch.Tensor):
-        return batch.to(device, non_blocking=True)
-    if dataclasses.is_dataclass(batch):
-        return dataclasses.replace(batch, **{f.name: getattr(batch, f.name).to(device, non_blocking=True)
-                                             for f in dataclasses.fields(batch)
-                                             if isinstance(getattr(batch, f.name), torch.Tensor)})
-    return batch
 
 
 class _LossForward(torch.nn.Module):

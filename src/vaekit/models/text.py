@@ -17,6 +17,7 @@ from torch import nn
 from ..config import from_dict, to_dict
 from ..data.text import TextBatch, collate, split_units
 from ..data.tokenizer import BOS_ID, EOS_ID, PAD_ID, TOKENIZER_NAME, UNK_ID, TextTokenizer, TokenizerConfig
+from ..distributed import to_device
 from ..distributions import DiagonalGaussian, draw
 from ..errors import VaekitError
 from ..nn.text import BiRNNEncoder, RNNDecoder, word_dropout
@@ -167,9 +168,7 @@ class TextVAE(VAE):
             # a text-embedding model conditions each constraint text on its own embedding, as for any text
             conditions = texts if self.config.condition_dim else None
             batch = self._constraint_cache = self.batch(texts, labels, infer=False, conditions=conditions)
-        from ..train import to_device  # every tensor field moves: ids, lengths, labels, tags, cond
-
-        return to_device(batch, x.ids.device)
+        return to_device(batch, x.ids.device)  # every tensor field moves: ids, lengths, labels, tags, cond
 
     # --- conditions (a conditional VAE when config.label_names is set) ---------------------------
     @property
@@ -380,8 +379,6 @@ class TextVAE(VAE):
               tags: list | None = None, conditions: list[str] | None = None) -> TextBatch:
         """Tokenize and pad strings into a TextBatch on the model's device, truncating each to ``max_tokens``. A
         conditional model's texts carry their labels; without ``labels`` they are inferred (see infer_labels)."""
-        from ..train import to_device
-
         tokenizer = self._need_tokenizer()
         batch = collate([np.asarray(ids[:self.config.max_tokens], dtype=np.int64)
                          for ids in tokenizer.encode_batch(list(texts))])
