@@ -170,8 +170,7 @@ class ImageVAE(VAE):
         (an unconditional model refuses a label, naming the problem)."""
         if self.conditional and label is None:
             label = self.config.label_names[0]
-        labels = self.labels_for(label, len(z))
-        return self.decode(z, None if labels is None else labels.to(z.device))
+        return self.decode(z, self.labels_for(label, len(z)))  # decoder_input moves c to z's device
 
     def log_likelihood(self, x, z: torch.Tensor) -> torch.Tensor:
         """log p(x|z) (p(x|z, c) when conditional): x (b, c, h, w), z (..., b, d) -> (..., b), in fp32."""
@@ -191,7 +190,7 @@ class ImageVAE(VAE):
         or, without one, the labels in equal consecutive blocks."""
         labels = self.labels_for(label, n)
         z = temperature * draw((n, self.latent_dim), generator, self.device)
-        return self.decode(z, None if labels is None else labels.to(self.device))
+        return self.decode(z, labels)  # both on the model's device
 
     @torch.no_grad()
     def reconstruct(self, x, label: str | None = None) -> torch.Tensor:
