@@ -14,6 +14,7 @@ import numpy as np
 from click.core import ParameterSource
 
 from .anomaly import SCORES
+from .distributed import DEVICES
 from .errors import NonFiniteLossError, VaekitError
 from .semantic import similarity_function
 
@@ -79,23 +80,18 @@ def _load_model(run: Path, device: str = "cpu"):
     return load(run, map_location=str(resolve_device(device)))
 
 
-def device_option(f):
-    """--device for the commands that push whole data sets through a model (evaluate, encode, calibrate, score,
-    latent-plot)."""
-    return click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="auto",
-                        show_default=True,
-                        help="Where the model runs: auto takes a CUDA GPU, then Apple MPS, then the CPU. "
-                             "The seed gives the same draws on any device.")(f)
+def device_option(default: str, help: str):
+    """--device (auto, cpu, cuda, mps; see distributed.resolve_device) with a command's own default and help."""
+    return click.option("--device", type=click.Choice(DEVICES), default=default, show_default=True, help=help)
 
 
-def generation_device_option(f):
-    """--device for the commands that generate from a few items (vary, sample, reconstruct, interpolate,
-    traverse): the CPU unless asked, as starting a GPU takes longer than decoding a handful of codes."""
-    return click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="cpu",
-                        show_default=True,
-                        help="Where the model runs. The CPU by default: starting a GPU takes longer than "
-                             "decoding a few codes; ask for cuda or auto for large -n. The seed gives the same "
-                             "draws on any device.")(f)
+# the commands that push whole data sets through a model (evaluate, encode, calibrate, score, latent-plot)
+data_device_option = device_option("auto", "Where the model runs: auto takes a CUDA GPU, then Apple MPS, then the "
+                                           "CPU. The seed gives the same draws on any device.")
+# the commands that generate from a few items (vary, sample, reconstruct, interpolate, traverse)
+generation_device_option = device_option("cpu", "Where the model runs. The CPU by default: starting a GPU takes "
+                                                "longer than decoding a few codes; ask for cuda or auto for large -n. "
+                                                "The seed gives the same draws on any device.")
 
 
 def _load_data(data: Path, resize: str | None, split: str):
@@ -145,9 +141,8 @@ def run_control_options(f):
                      help="Stop after N epochs without a better validation loss (0: never).")(f)
     f = click.option("--compile", "compile_model", is_flag=True,
                      help="torch.compile the networks (pays a compile time up front; helps most on GPUs).")(f)
-    f = click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="auto", show_default=True,
-                     help="Where to train: auto takes a CUDA GPU (this process's LOCAL_RANK under torchrun), then "
-                          "Apple MPS, then the CPU.")(f)
+    f = device_option("auto", "Where to train: auto takes a CUDA GPU (this process's LOCAL_RANK under torchrun), "
+                              "then Apple MPS, then the CPU.")(f)
     return click.option("--precision", type=click.Choice(["auto", "bf16", "fp16", "fp32"]), default="auto",
                         show_default=True,
                         help="auto: bf16 autocast where the CPU or GPU computes bf16 natively, else fp32; fp16 (GPUs "
@@ -751,7 +746,7 @@ def interpolate(run, texts, data, split, resize, binarize, seed, indices, steps,
 @click.option("--max-items", type=click.IntRange(min=2), default=5000, show_default=True,
               help="Plot at most this many items (images: a random subset; texts: the first ones).")
 @click.option("--html/--no-html", default=True, show_default=True, help="Also write the interactive plotly page.")
-@device_option
+@data_device_option
 def latent_plot_command(run, data, split, resize, binarize, seed, text_column, encoding, label_column, out, method,
                         max_items, html, device):
     """Scatter the posterior means coloured by label (projected for latents above 2-D), with an
@@ -797,7 +792,7 @@ def latent_plot_command(run, data, split, resize, binarize, seed, text_column, e
 @click.option("--format", "fmt", type=click.Choice(["npz", "csv", "parquet"]), default=None,
               help="Output format (default: from the --out suffix). Parquet needs pyarrow.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-@device_option
+@data_device_option
 def encode(run, data, split, resize, binarize, seed, text_column, encoding, label_column, out, fmt, quiet, device):
     """Write each item's posterior mean and log-variance with its id (file name, CSV id or line number)
     and label: the latent codes as features for dimensionality reduction or other models."""
@@ -811,7 +806,7 @@ def encode(run, data, split, resize, binarize, seed, text_column, encoding, labe
 
 
 def score_options(f):
-    f = device_option(f)
+    f = data_device_option(f)
     f = click.option("--quiet", is_flag=True, help="No progress bar.")(f)
     f = click.option("--precision", type=click.Choice(["fp32", "bf16"]), default="fp32", show_default=True,
                      help="Arithmetic for scoring.")(f)
@@ -1019,7 +1014,7 @@ def report(run, out, seed):
 @click.option("--out", type=click.Path(path_type=Path), default=None,
               help="JSON report to write (default: RUN/evaluation.json; text models also write a .md table).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-@device_option
+@data_device_option
 def evaluate(run, data, split, resize, binarize, seed, text_column, encoding, iw_samples, precision, max_items,
              variations, variation_items, n, similarity_model, min_similarity, out, quiet, device):
     """Negative ELBO, reconstruction, KL, importance-weighted NLL, mutual information and active units,
@@ -1078,9 +1073,8 @@ def evaluate(run, data, split, resize, binarize, seed, text_column, encoding, iw
               help="Seconds a request may compute before it gets 504.")
 @click.option("--similarity-model", default=None,
               help="Sentence-transformers model for similarity to the input (default: bundled all-MiniLM-L6-v2).")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="cpu", show_default=True,
-              help="Where the models run: the CPU unless asked (the latencies measured for vaekit are the CPU's); "
-                   "auto takes a CUDA GPU, then Apple MPS, then the CPU.")
+@device_option("cpu", "Where the models run: the CPU unless asked (the latencies measured for vaekit are the "
+                      "CPU's); auto takes a CUDA GPU, then Apple MPS, then the CPU.")
 def serve(runs, named, host, port, api_key, max_text_chars, max_n, max_body_kb, timeout, similarity_model, device):
     """Serve trained models over HTTP (FastAPI): POST /v1/vary, /v1/sample, /v1/interpolate, /v1/encode,
     /v1/score, /v1/decode; GET /v1/models, /healthz; API docs at /docs; a web page at /.
