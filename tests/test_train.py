@@ -228,3 +228,31 @@ def test_clip_gradients_matches_clip_grad_norm(optimizer):
         opt_ref.step()
     for a, b in zip(ours.parameters(), ref.parameters()):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+
+def test_the_same_seed_trains_the_same_model(tiny_npz, corpus_txt, tmp_path):
+    """--seed fixes the whole run, the initial weights included, whatever the process's random state was
+    before (PyTorch seeds its default generator at random in each process); another seed gives another model."""
+    from safetensors.torch import load_file
+
+    from vaekit.images import train_image
+    from vaekit.texts import train_text
+
+    from conftest import tiny_text_overrides
+
+    image = dict(model_overrides=dict(channels=(4, 8), hidden_dims=(16,), latent_dim=3), binarize="threshold")
+    text = dict(model_overrides=tiny_text_overrides())
+
+    def weights(train, data, name, state, seed=0, **kwargs):
+        torch.manual_seed(state)  # a fresh process's random state
+        train(data, tmp_path / name, training=TrainConfig(epochs=2, batch_size=16, precision="fp32", seed=seed),
+              **kwargs)
+        return load_file(tmp_path / name / "model.safetensors")
+
+    for train, data, kwargs in ((train_image, tiny_npz, image), (train_text, corpus_txt, text)):
+        first = weights(train, data, f"{train.__name__}-a", state=1, **kwargs)
+        again = weights(train, data, f"{train.__name__}-b", state=2, **kwargs)
+        other = weights(train, data, f"{train.__name__}-c", state=1, seed=1, **kwargs)
+        assert first.keys() == again.keys()
+        assert all(torch.equal(first[k], again[k]) for k in first), train.__name__
+        assert not all(torch.equal(first[k], other[k]) for k in first), train.__name__

@@ -81,6 +81,9 @@ def train_image(data: str | Path | ImageDataset, out: str | Path, *, preset: str
     elif (model_config.in_channels, model_config.height, model_config.width) != (c, h, w):
         raise VaekitError(f"{dataset.source}: images are {c}x{h}x{w} (c, h, w) but the run was trained on "
                           f"{model_config.in_channels}x{model_config.height}x{model_config.width}")
+    # the initial weights come from the seed too: PyTorch seeds its default generator at random in each
+    # process, so two runs with the same --seed started from different weights (the text path seeds likewise)
+    torch.manual_seed(training.seed)
     model = ImageVAE(model_config)
     train_batches = _inputs(model, train_set, binarize, training.seed)
     val_batches = _inputs(model, val_set, binarize, training.seed) if val_set is not None else None
