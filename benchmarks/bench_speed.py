@@ -5,6 +5,7 @@
                                                # one-directional encoder, as that implementation's default) and ours
     python benchmarks/bench_speed.py text --text-rnn lstm   # the same with LSTMs (oneDNN's fused kernel on CPUs)
     python benchmarks/bench_speed.py text-parts  # where a Sentence-VAE training step's time goes, part by part
+                                               # (--parts-config sentence_vae_uni: its one-directional encoder)
     python benchmarks/bench_speed.py vary --run RUN   # vary latency, one text, 10 variations, 100 calls
     python benchmarks/bench_speed.py memory    # peak RSS: PTB training, encoding 1M short texts
     python benchmarks/bench_speed.py all
@@ -102,9 +103,11 @@ def text(args) -> None:
 def text_parts(args) -> None:
     """Milliseconds per part of one bf16 training step of the Sentence-VAE configuration on real PTB batches
     (32 sentences of about the median length, little padding, as the Trainer's length buckets make them),
-    each part forward and backward on its own: encoder (embedding, bidirectional GRU, posterior head), decoder
+    each part forward and backward on its own: encoder (embedding, GRU, posterior head), decoder
     GRU, output layer with the cross-entropy, gradient clipping with Adam, and the whole step; beside them the
-    output layer's three matrix products alone, which no implementation of this model avoids."""
+    output layer's three matrix products alone, which no implementation of this model avoids. Then whole steps
+    at the 10th, 50th and 90th percentile of length, and the part of a step's time that does not grow with its
+    tokens: why a training epoch, with its many short batches, runs fewer tokens/s than the median batch."""
     import torch.nn.functional as F
     from vaekit import TextVAE, TextVAEConfig
     from vaekit.data.text import collate
@@ -117,12 +120,13 @@ def text_parts(args) -> None:
     sentences = (SHARED / "ptb" / "ptb.train.txt").read_text().splitlines()
     tokenizer = TextTokenizer.train(sentences, TokenizerConfig(**PTB_WORDS))
     torch.manual_seed(0)
-    config = TextVAEConfig(vocab_size=tokenizer.vocab_size, max_tokens=100, output=args.text_output, **SENTENCE_VAE)
+    sizes = SENTENCE_VAE_UNI if args.parts_config == "sentence_vae_uni" else SENTENCE_VAE
+    config = TextVAEConfig(vocab_size=tokenizer.vocab_size, max_tokens=100, output=args.text_output, **sizes)
     model = TextVAE(config, tokenizer).train()
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, fused=True)
     ids = sorted((np.asarray(s) for s in tokenizer.encode_batch(sentences[:6400])), key=len)  # as if bucketed
-    batches = [collate(ids[i:i + 32]) for i in range(0, len(ids), 32)]
-    batches = batches[len(batches) // 2 - 5:len(batches) // 2 + 5]  # the ten around the median length
+    every = [collate(ids[i:i + 32]) for i in range(0, len(ids), 32)]
+    batches = every[len(every) // 2 - 5:len(every) // 2 + 5]  # the ten around the median length
     tokens = statistics.median(int(b.lengths.sum()) + len(b) for b in batches)
 
     def median_ms(part) -> float:
@@ -184,9 +188,20 @@ def text_parts(args) -> None:
     if full is not None:  # the full softmax's products; the adaptive softmax's depend on how many rare words
         parts["output_layer_products_alone"] = products
     ms = {name: median_ms(part) for name, part in parts.items()}
-    emit({"bench": "ptb_step_parts_ms", "config": "sentence_vae", "output": args.text_output, "batch_size": 32,
+    emit({"bench": "ptb_step_parts_ms", "config": args.parts_config, "output": args.text_output, "batch_size": 32,
           "precision": "bf16",
           "tokens_per_batch": tokens, "ms": ms, "tokens_per_s_whole_step": round(tokens / ms["whole_step"] * 1000)})
+    # whole steps at the 10th, 50th and 90th percentile of length, and the line through them: a step's cost that
+    # does not grow with its tokens (optimizer, clipping, the embedding's dense gradient) weighs on short batches
+    by_length = []
+    for q in (0.1, 0.5, 0.9):
+        batches = every[int(q * len(every)) - 5:int(q * len(every)) + 5]
+        n = statistics.median(int(b.lengths.sum()) + len(b) for b in batches)
+        by_length.append({"tokens": n, "ms": median_ms(step)})
+    (n0, t0), (n1, t1) = [(r["tokens"], r["ms"]) for r in (by_length[0], by_length[-1])]
+    slope = (t1 - t0) / (n1 - n0)
+    emit({"bench": "ptb_step_by_length_ms", "config": args.parts_config, "output": args.text_output,
+          "steps": by_length, "fixed_ms": round(t0 - slope * n0, 1), "ms_per_100_tokens": round(100 * slope, 2)})
 
 
 def vary(args) -> None:
@@ -288,6 +303,9 @@ def main() -> None:
     parser.add_argument("--precision", default="bf16")
     parser.add_argument("--text-output", choices=["softmax", "adaptive"], default="softmax",
                         help="text, text-parts: the decoder's output layer (adaptive: Grave et al. 2017)")
+    parser.add_argument("--parts-config", choices=["sentence_vae", "sentence_vae_uni"], default="sentence_vae",
+                        help="text-parts: the Sentence-VAE sizes with vaekit's bidirectional encoder or its own "
+                             "one-directional one")
     parser.add_argument("--text-rnn", choices=["gru", "lstm"], default="gru",
                         help="text: the encoder's and decoder's RNN (on CPUs PyTorch runs LSTMs on oneDNN's fused "
                              "kernel, GRUs step by step)")
