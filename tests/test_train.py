@@ -8,7 +8,7 @@ from vaekit import NonFiniteLossError, TrainConfig, Trainer, VaekitError
 from vaekit.data.images import ImageBatches, load_images
 from vaekit.models.image import ImageVAE
 
-from conftest import tiny_model
+from conftest import tiny_model, tiny_text_overrides
 
 
 def make_trainer(tiny_npz, run_dir, **cfg):
@@ -237,8 +237,6 @@ def test_the_same_seed_trains_the_same_model(tiny_npz, corpus_txt, tmp_path):
 
     from vaekit.images import train_image
     from vaekit.texts import train_text
-
-    from conftest import tiny_text_overrides
 
     image = dict(model_overrides=dict(channels=(4, 8), hidden_dims=(16,), latent_dim=3), binarize="threshold")
     text = dict(model_overrides=tiny_text_overrides())
