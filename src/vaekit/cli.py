@@ -14,7 +14,8 @@ import numpy as np
 from click.core import ParameterSource
 
 from .anomaly import SCORES
-from .distributed import DEVICES
+from . import distributed
+from .distributed import DEVICES, resolve_device
 from .errors import NonFiniteLossError, VaekitError
 from .semantic import similarity_function
 
@@ -74,7 +75,6 @@ def use_data_options(f):
 
 
 def _load_model(run: Path, device: str = "cpu"):
-    from .distributed import resolve_device
     from .runs import load
 
     return load(run, map_location=str(resolve_device(device)))
@@ -208,8 +208,6 @@ def train_image_command(ctx, data, out, preset, latent_dim, epochs, batch_size, 
 
 def _report_run(run, kind: str) -> None:
     """Where a training run went; an interrupted run exits 130 with the command that resumes it."""
-    from . import distributed
-
     if not distributed.is_main():  # under torchrun, rank 0 speaks for the run
         return
     result = run.result
@@ -1101,8 +1099,6 @@ def serve(runs, named, host, port, api_key, max_text_chars, max_n, max_body_kb, 
     except ImportError:
         raise VaekitError("vaekit serve needs FastAPI and uvicorn: pip install 'vaekit[serve]'") from None
     limits = Limits(max_text_chars=max_text_chars, max_n=max_n, max_body_bytes=max_body_kb * 1000, timeout_s=timeout)
-    from .distributed import resolve_device
-
     app = create_app(specs, limits, api_key=api_key, similarity_model=similarity_model, device=resolve_device(device))
     if host not in ("127.0.0.1", "localhost", "::1"):
         click.echo(f"warning: listening on {host}: anyone who can reach this machine can use the models"
@@ -1116,8 +1112,6 @@ def main(argv: list[str] | None = None) -> None:
     try:
         _run(argv)
     finally:
-        from . import distributed
-
         distributed.shutdown()
 
 

@@ -9,10 +9,10 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .models.base import VAE
-from .objectives import mutual_information
 from .distributed import to_device
 from .distributions import DiagonalGaussian
+from .models.base import VAE
+from .objectives import mutual_information
 from .precision import autocast
 
 ACTIVE_UNIT_THRESHOLD = 0.01
