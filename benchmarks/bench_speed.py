@@ -39,6 +39,8 @@ VAEKIT = [sys.executable, "-m", "vaekit"]
 SENTENCE_VAE = dict(embedding_dim=300, encoder_hidden=(256,), decoder_hidden=256, latent_dim=16, dropout=0.5)
 # ... with its default one-directional encoder (its --bidirectional is off unless asked for); vaekit's is bidirectional
 SENTENCE_VAE_UNI = {**SENTENCE_VAE, "bidirectional": False}
+# the text benchmarks' model sizes by name (vaekit_default: the default preset)
+TEXT_CONFIGS = {"sentence_vae": SENTENCE_VAE, "sentence_vae_uni": SENTENCE_VAE_UNI, "vaekit_default": {}}
 PTB_WORDS = dict(vocab_size=10004, lowercase=False, pretokenized=True)  # TokenizerConfig of PTB's own words
 
 
@@ -82,8 +84,7 @@ def text(args) -> None:
     from vaekit.data.tokenizer import TokenizerConfig
     from vaekit.texts import train_text
 
-    configs = {"sentence_vae": SENTENCE_VAE, "sentence_vae_uni": SENTENCE_VAE_UNI, "vaekit_default": {}}
-    configs = {name: {**sizes, "output": args.text_output, "rnn": args.text_rnn} for name, sizes in configs.items()}
+    configs = {name: {**sizes, "output": args.text_output, "rnn": args.text_rnn} for name, sizes in TEXT_CONFIGS.items()}
     for name in args.text_configs.split(","):
         with tempfile.TemporaryDirectory() as tmp:
             run = train_text(SHARED / "ptb" / "ptb.train.txt", Path(tmp) / "run",
@@ -120,16 +121,20 @@ def text_parts(args) -> None:
     sentences = (SHARED / "ptb" / "ptb.train.txt").read_text().splitlines()
     tokenizer = TextTokenizer.train(sentences, TokenizerConfig(**PTB_WORDS))
     torch.manual_seed(0)
-    sizes = SENTENCE_VAE_UNI if args.parts_config == "sentence_vae_uni" else SENTENCE_VAE
-    config = TextVAEConfig(vocab_size=tokenizer.vocab_size, max_tokens=100, output=args.text_output, **sizes)
+    config = TextVAEConfig(vocab_size=tokenizer.vocab_size, max_tokens=100, output=args.text_output,
+                           **TEXT_CONFIGS[args.parts_config])
     model = TextVAE(config, tokenizer).train()
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, fused=True)
     ids = sorted((np.asarray(s) for s in tokenizer.encode_batch(sentences[:6400])), key=len)  # as if bucketed
     every = [collate(ids[i:i + 32]) for i in range(0, len(ids), 32)]
     batches = every[len(every) // 2 - 5:len(every) // 2 + 5]  # the ten around the median length
-    tokens = statistics.median(int(b.lengths.sum()) + len(b) for b in batches)
 
-    def median_ms(part) -> float:
+    def tokens_of(group) -> float:
+        return statistics.median(int(b.lengths.sum()) + len(b) for b in group)
+
+    tokens = tokens_of(batches)
+
+    def median_ms(part, batches=batches) -> float:
         for b in batches[:3]:
             part(b)
         times = []
@@ -195,9 +200,10 @@ def text_parts(args) -> None:
     # does not grow with its tokens (optimizer, clipping, the embedding's dense gradient) weighs on short batches
     by_length = []
     for q in (0.1, 0.5, 0.9):
-        batches = every[int(q * len(every)) - 5:int(q * len(every)) + 5]
-        n = statistics.median(int(b.lengths.sum()) + len(b) for b in batches)
-        by_length.append({"tokens": n, "ms": median_ms(step)})
+        group = every[int(q * len(every)) - 5:int(q * len(every)) + 5]
+        # the median ten are ``batches``, whose whole step was just timed
+        ms_q = ms["whole_step"] if q == 0.5 else median_ms(step, group)
+        by_length.append({"tokens": tokens_of(group), "ms": ms_q})
     (n0, t0), (n1, t1) = [(r["tokens"], r["ms"]) for r in (by_length[0], by_length[-1])]
     slope = (t1 - t0) / (n1 - n0)
     emit({"bench": "ptb_step_by_length_ms", "config": args.parts_config, "output": args.text_output,
