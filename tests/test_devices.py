@@ -7,6 +7,10 @@ naming a device lands on "meta", and mixing it with the model's CPU tensors is a
 for tokenization and random draws, deliberately on the CPU). On a machine with a GPU the same calls run with
 the model on CUDA too.
 """
+import contextlib
+import json
+
+import numpy as np
 import pytest
 import torch
 
@@ -17,7 +21,7 @@ from vaekit.evaluate import evaluate
 from vaekit.generate import region_codes, vary
 from vaekit.latent import encode_items, traversal_codes
 
-from conftest import blobs, tiny_model, tiny_text_overrides, two_topic_sentences
+from conftest import blobs, run_cli, tiny_model, tiny_text_overrides, two_topic_sentences
 
 DEVICES = ["meta-default"] + (["cuda"] if torch.cuda.is_available() else [])
 
@@ -191,8 +195,6 @@ def test_training_examples_follow_the_model(device, kind, tmp_path):
 @pytest.mark.parametrize("device", DEVICES)
 def test_image_pictures_follow_the_model(device, tmp_path, tiny_npz):
     """What vaekit sample, reconstruct, interpolate and latent-plot draw for an image model."""
-    import numpy as np
-
     from vaekit.data.images import load_images
     from vaekit.images import interpolate_grid, manifold_picture, reconstruct_grid, sample_grid
 
@@ -252,12 +254,6 @@ def test_image_training_step_makes_its_tensors_on_the_model_device():
 
 def test_data_commands_take_a_device(tmp_path, tiny_npz):
     """evaluate, encode, calibrate and score run where --device says; the figures do not depend on where."""
-    import json
-
-    import numpy as np
-
-    from conftest import run_cli
-
     run = tmp_path / "run"
     assert run_cli("train", "image", "--data", tiny_npz, "--out", run, "--epochs", 1, "--batch-size", 16, "--quiet",
                    "--precision", "fp32", "--device", "cpu").exit_code == 0
@@ -284,13 +280,8 @@ def test_generation_commands_take_a_device(tmp_path, tiny_npz, monkeypatch):
     """vary, sample, reconstruct, interpolate, traverse and latent-plot run where --device says (the CPU unless
     asked), with the same output on any device. Under the meta default device the commands get models loaded
     beforehand, so that a tensor any command makes without naming a device fails there."""
-    import contextlib
-
-    import numpy as np
-
     import vaekit
     import vaekit.cli
-    from conftest import run_cli
 
     text_run, image_run = tmp_path / "text", tmp_path / "image"
     text_model().save_pretrained(text_run)
