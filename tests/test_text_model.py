@@ -135,6 +135,8 @@ def test_variations_vary_that_text(trained_two_topics):
             assert len(words & own) > len(words & other), v.text
         scores = [v.score for v in variations]
         assert scores == sorted(scores, reverse=True)
+        # the design documents' name: the same variations, as strings
+        assert model.generate_variations(text, 5, seed=0, temperature=1.0) == [v.text for v in variations]
 
 
 def test_vary_input_checks(trained_two_topics, caplog):

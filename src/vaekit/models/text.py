@@ -411,6 +411,12 @@ class TextVAE(VAE):
 
         return vary(self, text, n=n, **options)
 
+    def generate_variations(self, text: str, n: int = 5, **options) -> list[str]:
+        """The design documents' ``generate_variations(text, n)``: the texts of ``vary(text, n, ...)``, best first.
+        They are drawn around ``text``'s own posterior, where the documents' recipe decoded draws from the prior
+        and ignored the text."""
+        return [variation.text for variation in self.vary(text, n=n, **options)]
+
     def generate(self, z: torch.Tensor, **options) -> list[str]:
         from ..generate import decode_texts
 
