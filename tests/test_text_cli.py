@@ -108,6 +108,16 @@ def test_vary_bad_input_exits_2(text_run, tmp_path):
     out, _ = text_run
     assert "cannot vary an empty text" in vaekit_cmd("vary", out, "  ").stderr
     assert "-n 0" in vaekit_cmd("vary", out, "the cat", "-n", "0").stderr
+    for command in (("reconstruct", "the cat", " "), ("interpolate", "the cat", "")):
+        result = vaekit_cmd(command[0], out, *command[1:])
+        assert result.returncode == 2 and result.stderr == f"error: TEXT 2 of 2 is empty: cannot {command[0]}" + \
+            (" between" if command[0] == "interpolate" else "") + " an empty text\n", result.stderr
+    # a missing or empty file: the one-line error alone, no progress bar drawn before it
+    (tmp_path / "empty.txt").write_text("")
+    for data, message in (("missing.txt", "missing.txt: no such file or folder"), ("empty.txt", "empty.txt: holds no text")):
+        result = vaekit_cmd("encode", out, "--data", tmp_path / data, "--out", tmp_path / "c.npz")
+        assert result.returncode == 2 and result.stderr.startswith("error: ") and result.stderr.count("\n") == 1
+        assert message in result.stderr and not (tmp_path / "c.npz").exists()
     result = vaekit_cmd("vary", out, "the cat sat", "-n", "1000", "--seed", "0")
     assert result.returncode == 0 and "capped at 100" in result.stderr
     import shutil

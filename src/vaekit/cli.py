@@ -477,6 +477,14 @@ def _items(run: Path, model, data: Path, split, resize, binarize, seed, text_col
                        keep_texts=keep_texts, limit=limit, anomaly_key=anomaly_key)
 
 
+def _nonempty(texts, verb: str) -> list[str]:
+    """The TEXT arguments as a list; an empty or blank one is an error that says which (as for vary)."""
+    for i, text in enumerate(texts, start=1):
+        if not text.strip():
+            raise VaekitError(f"TEXT {i} of {len(texts)} is empty: cannot {verb} an empty text")
+    return list(texts)
+
+
 def _echo_texts(texts, out: Path | None, what: str) -> None:
     if out is not None:
         from .config import atomic_write_text
@@ -687,7 +695,7 @@ def reconstruct(run, texts, data, split, resize, binarize, seed, text_column, en
             raise VaekitError("--label for texts: use vaekit vary RUN TEXT --label NAME")
         from .texts import read_texts
 
-        inputs = list(texts) or read_texts(_need(data, "--data or TEXT", "text"), _source(text_column, encoding), limit=n)
+        inputs = _nonempty(texts, "reconstruct") or read_texts(_need(data, "--data or TEXT", "text"), _source(text_column, encoding), limit=n)
         outputs = model.reconstruct(inputs)
         _echo_texts([f"{a}\n  => {b}" for a, b in zip(inputs, outputs)], out, "reconstructions")
         return
@@ -721,6 +729,7 @@ def interpolate(run, texts, data, split, resize, binarize, seed, indices, steps,
         if len(texts) < 2:
             raise VaekitError("give two texts to interpolate between")
         lines = []
+        texts = _nonempty(texts, "interpolate between")
         for a, b in zip(texts[:-1], texts[1:]):
             lines += model.interpolate(a, b, steps=steps or 7)
         _echo_texts(lines, out, "interpolation")
