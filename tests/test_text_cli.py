@@ -115,9 +115,13 @@ def test_vary_bad_input_exits_2(text_run, tmp_path):
     # a missing or empty file: the one-line error alone, no progress bar drawn before it
     (tmp_path / "empty.txt").write_text("")
     for data, message in (("missing.txt", "missing.txt: no such file or folder"), ("empty.txt", "empty.txt: holds no text")):
-        result = vaekit_cmd("encode", out, "--data", tmp_path / data, "--out", tmp_path / "c.npz")
-        assert result.returncode == 2 and result.stderr.startswith("error: ") and result.stderr.count("\n") == 1
-        assert message in result.stderr and not (tmp_path / "c.npz").exists()
+        for command in (("encode", "--out", tmp_path / "c.npz"), ("evaluate", "--out", tmp_path / "e.json"),
+                        ("score", "--out", tmp_path / "s.csv"), ("calibrate",)):
+            result = vaekit_cmd(command[0], out, "--data", tmp_path / data, *command[1:])
+            assert result.returncode == 2 and result.stderr.startswith("error: ") and result.stderr.count("\n") == 1, \
+                (command, result.stderr)
+            assert message in result.stderr
+    assert not any((tmp_path / name).exists() for name in ("c.npz", "e.json", "s.csv")) and not (out / "anomaly.json").exists()
     result = vaekit_cmd("vary", out, "the cat sat", "-n", "1000", "--seed", "0")
     assert result.returncode == 0 and "capped at 100" in result.stderr
     import shutil

@@ -7,10 +7,10 @@ from typing import Any, Iterable
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from .distributed import to_device
 from .distributions import DiagonalGaussian
+from .items import with_progress
 from .models.base import VAE
 from .objectives import mutual_information
 from .precision import autocast
@@ -39,10 +39,10 @@ def evaluate(model: VAE, batches: Iterable[Any], iw_samples: int = 100, seed: in
     parts: dict[str, list] = {k: [] for k in ("iw_nll", "neg_elbo", "rec", "kl", "mean", "logvar")}
     mi_values, mi_weights = [], []
     chunk = max(1, 512 // max(1, iw_samples))
-    bar = tqdm(total=total, desc="evaluating", unit="item", disable=not progress)
     from .memory import trim
 
-    for number, batch in enumerate(batches, start=1):
+    progress_batches = with_progress(batches, total=total, desc="evaluating", unit="item", disable=not progress)
+    for number, (bar, batch) in enumerate(progress_batches, start=1):
         if number % 5 == 0:
             trim()  # see vaekit.memory
         before = len(parts["mean"])
@@ -58,7 +58,6 @@ def evaluate(model: VAE, batches: Iterable[Any], iw_samples: int = 100, seed: in
                                          torch.tensor(parts["logvar"][before:], device="cpu"))
             mi_values.append(mutual_information(posterior, generator))
             mi_weights.append(len(batch))
-    bar.close()
     arrays = {k: np.asarray(v, dtype=np.float64 if v and not isinstance(v[0], list) else np.float32) for k, v in parts.items()}
     n = len(arrays["iw_nll"])
     summary = {

@@ -15,6 +15,23 @@ from .errors import VaekitError
 UNKNOWN_LIMIT = 0.5  # more unknown tokens than this means the data do not fit the model's vocabulary
 
 
+def with_progress(batches, **bar_options) -> Iterator[tuple[Any, Any]]:
+    """(bar, batch) for each of ``batches``, with a tqdm bar (``bar_options``) drawn only once the first batch
+    has been read: a source that fails on its first read (a missing or empty text file, streamed) prints its
+    one-line error alone."""
+    from tqdm.auto import tqdm
+
+    bar = None
+    try:
+        for batch in batches:
+            if bar is None:
+                bar = tqdm(**bar_options)
+            yield bar, batch
+    finally:
+        if bar is not None:
+            bar.close()
+
+
 @dataclasses.dataclass
 class Items:
     """One pass over the items of ``source`` as model inputs. After the pass, ``ids``, ``labels`` (a label

@@ -185,24 +185,19 @@ def traversal_codes(base: torch.Tensor, dims: Sequence[int], low: float, high: f
 @torch.no_grad()
 def encode_items(model, items, progress: bool = False) -> dict:
     """Posterior means and log-variances (n, d) of ``items`` (vaekit.items.Items), with ids and labels."""
-    from tqdm.auto import tqdm
+    from .items import with_progress
+    from .memory import trim
 
     model.eval()
     means, logvars = [], []
-    bar = None
-    from .memory import trim
-
-    for i, batch in enumerate(items.batches(), start=1):
-        if bar is None:  # texts stream: a missing or empty file fails on the first read, before any bar is drawn
-            bar = tqdm(total=items.count, desc="encoding", unit="item", disable=not progress)
+    batches = with_progress(items.batches(), total=items.count, desc="encoding", unit="item", disable=not progress)
+    for i, (bar, batch) in enumerate(batches, start=1):
         posterior = model.encode(to_device(batch, model.device))
         means.append(posterior.mean.float().cpu().numpy().copy())  # not a view that keeps the head's output alive
         logvars.append(posterior.logvar.float().cpu().numpy().copy())
         bar.update(len(batch))
         if i % 20 == 0:
             trim()  # see vaekit.memory: without it, resident memory grows with the number of batches
-    if bar is not None:
-        bar.close()
     codes = {"mean": np.concatenate(means), "logvar": np.concatenate(logvars), "ids": items.ids}
     if items.labels is not None:
         codes["labels"] = items.labels
