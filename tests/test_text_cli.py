@@ -108,12 +108,13 @@ def test_vary_bad_input_exits_2(text_run, tmp_path):
     out, _ = text_run
     assert "cannot vary an empty text" in vaekit_cmd("vary", out, "  ").stderr
     assert "-n 0" in vaekit_cmd("vary", out, "the cat", "-n", "0").stderr
-    for command in (("reconstruct", "the cat", " "), ("interpolate", "the cat", "")):
+    for command, verb in ((("reconstruct", "the cat", " "), "reconstruct"), (("interpolate", "the cat", ""), "interpolate between")):
         result = vaekit_cmd(command[0], out, *command[1:])
-        assert result.returncode == 2 and result.stderr == f"error: TEXT 2 of 2 is empty: cannot {command[0]}" + \
-            (" between" if command[0] == "interpolate" else "") + " an empty text\n", result.stderr
-    # a missing or empty file: the one-line error alone, no progress bar drawn before it
+        assert result.returncode == 2, result.stderr
+        assert result.stderr == f"error: TEXT 2 of 2 is empty: cannot {verb} an empty text\n"
+    # a missing or empty file: the one-line error alone, no progress bar drawn before it, and nothing written
     (tmp_path / "empty.txt").write_text("")
+    calibrated = (out / "anomaly.json").exists()
     for data, message in (("missing.txt", "missing.txt: no such file or folder"), ("empty.txt", "empty.txt: holds no text")):
         for command in (("encode", "--out", tmp_path / "c.npz"), ("evaluate", "--out", tmp_path / "e.json"),
                         ("score", "--out", tmp_path / "s.csv"), ("calibrate",)):
@@ -121,7 +122,8 @@ def test_vary_bad_input_exits_2(text_run, tmp_path):
             assert result.returncode == 2 and result.stderr.startswith("error: ") and result.stderr.count("\n") == 1, \
                 (command, result.stderr)
             assert message in result.stderr
-    assert not any((tmp_path / name).exists() for name in ("c.npz", "e.json", "s.csv")) and not (out / "anomaly.json").exists()
+    assert not any((tmp_path / name).exists() for name in ("c.npz", "e.json", "s.csv"))
+    assert (out / "anomaly.json").exists() == calibrated
     result = vaekit_cmd("vary", out, "the cat sat", "-n", "1000", "--seed", "0")
     assert result.returncode == 0 and "capped at 100" in result.stderr
     import shutil

@@ -695,7 +695,8 @@ def reconstruct(run, texts, data, split, resize, binarize, seed, text_column, en
             raise VaekitError("--label for texts: use vaekit vary RUN TEXT --label NAME")
         from .texts import read_texts
 
-        inputs = _nonempty(texts, "reconstruct") or read_texts(_need(data, "--data or TEXT", "text"), _source(text_column, encoding), limit=n)
+        inputs = _nonempty(texts, "reconstruct") or read_texts(_need(data, "--data or TEXT", "text"),
+                                                               _source(text_column, encoding), limit=n)
         outputs = model.reconstruct(inputs)
         _echo_texts([f"{a}\n  => {b}" for a, b in zip(inputs, outputs)], out, "reconstructions")
         return
@@ -728,8 +729,8 @@ def interpolate(run, texts, data, split, resize, binarize, seed, indices, steps,
     if _is_text(model):
         if len(texts) < 2:
             raise VaekitError("give two texts to interpolate between")
-        lines = []
         texts = _nonempty(texts, "interpolate between")
+        lines = []
         for a, b in zip(texts[:-1], texts[1:]):
             lines += model.interpolate(a, b, steps=steps or 7)
         _echo_texts(lines, out, "interpolation")
