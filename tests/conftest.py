@@ -86,3 +86,14 @@ def run_cli(*args):
     from vaekit.cli import cli
 
     return CliRunner().invoke(cli, list(map(str, args)), catch_exceptions=False)
+
+
+def assert_plain_modes(folder: Path) -> None:
+    """Every file and folder under ``folder`` has the mode open() and mkdir() give under the umask (atomic writes
+    once made files 0600 and the text tokens folder 0700, which others sharing a run folder could not read), and
+    no temporary file is left behind."""
+    from vaekit.config import FILE_MODE, FOLDER_MODE
+
+    modes = {p.relative_to(folder).as_posix(): p.stat().st_mode & 0o777 for p in folder.rglob("*")}
+    assert {p: oct(m) for p, m in modes.items() if m != (FOLDER_MODE if (folder / p).is_dir() else FILE_MODE)} == {}
+    assert [p for p in modes if p.split("/")[-1].startswith(".")] == []

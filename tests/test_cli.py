@@ -11,7 +11,7 @@ from click.testing import CliRunner
 import vaekit
 from vaekit.cli import cli
 
-from conftest import blobs
+from conftest import assert_plain_modes, blobs
 
 
 def vaekit_cmd(*args, cwd=None):
@@ -37,6 +37,7 @@ def test_train_writes_a_loadable_run(trained):
         assert (trained / name).is_file()
     for name in ("curves.png", "samples.png", "reconstructions.png", "latent.png"):
         assert (trained / "plots" / name).is_file()
+    assert_plain_modes(trained)
     config = json.loads((trained / "config.json").read_text())
     assert config["model_type"] == "image_vae" and config["model"]["latent_dim"] == 2
     assert config["data"]["shape"] == [1, 12, 10] and config["training"]["epochs"] == 2

@@ -6,7 +6,7 @@ import sys
 import pytest
 
 
-from conftest import run_cli as run, two_topic_sentences
+from conftest import assert_plain_modes, run_cli as run, two_topic_sentences
 
 TINY = ["--embedding-dim", "16", "--hidden", "16", "--latent-dim", "4", "--dropout", "0", "--batch-size", "16",
         "--precision", "fp32", "--quiet"]
@@ -35,6 +35,7 @@ def test_run_folder(text_run):
     assert config["tokenizer"]["kind"] == "word" and config["data"]["stats"]["train"]["items"] > 0
     for name in ("model.safetensors", "tokenizer.json", "resume.pt", "metrics.jsonl", "samples.txt", "plots/curves.png"):
         assert (out / name).exists(), name
+    assert_plain_modes(out)
 
 
 def test_use_commands(text_run, tmp_path):

@@ -14,7 +14,7 @@ from typing import Iterable
 
 import numpy as np
 
-from .config import atomic_write_text, read_json
+from .config import atomic_path, atomic_write_text, read_json
 from .errors import VaekitError
 
 WORD_VECTORS = "word-vectors"
@@ -93,9 +93,8 @@ class WordVectors:
     def save(self, directory: Path) -> None:
         from safetensors.numpy import save_file
 
-        tmp = directory / f".{VECTORS_NAME}.tmp"
-        save_file({"vectors": self.matrix}, str(tmp))
-        tmp.replace(directory / VECTORS_NAME)
+        with atomic_path(directory / VECTORS_NAME) as tmp:
+            save_file({"vectors": self.matrix}, tmp)
         import json
 
         atomic_write_text(directory / WORDS_NAME, json.dumps({"words": self.words}))

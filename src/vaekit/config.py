@@ -6,6 +6,7 @@ Unknown or ill-typed fields are errors that name the field, so an edited config 
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -72,20 +73,42 @@ def to_dict(cfg) -> dict:
     return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(cfg).items()}
 
 
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Write via a temporary file in the same folder and rename: a crash never leaves half a file."""
+def _read_umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+UMASK = _read_umask()  # read once, at import: os.umask can only be read by setting it
+FILE_MODE = 0o666 & ~UMASK  # what open() gives a new file
+FOLDER_MODE = 0o777 & ~UMASK  # ... and mkdir a new folder
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike, suffix: str = ".tmp"):
+    """A temporary file's path in ``path``'s folder, renamed onto ``path`` when the block ends without an error
+    and removed when it raises: a crash or Ctrl-C never leaves half a file. The file has the permissions that
+    open() would give it (mkstemp makes 0600, which other users of a shared run folder could not read).
+    ``suffix`` is for writers that infer a format from the name or append their own (numpy's .npz)."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
+    os.close(fd)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
+        yield tmp
+        os.chmod(tmp, FILE_MODE)  # after the writer: some (safetensors) replace the file they are given
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Write via a temporary file in the same folder and rename (see atomic_path)."""
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as fh:
+        fh.write(text)
+        fh.flush()
+        os.fsync(fh.fileno())
 
 
 def write_json(path: str | os.PathLike, data: dict) -> None:

@@ -11,7 +11,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from .config import atomic_write_text
+from .config import atomic_path, atomic_write_text
 from .distributed import to_device
 from .errors import VaekitError
 
@@ -44,9 +44,8 @@ def write_codes(codes: dict, out: str | Path, fmt: str | None = None) -> Path:
         arrays = {"mean": mean, "logvar": logvar, "ids": np.array(ids)}
         if labels is not None:
             arrays["labels"] = np.array([str(v) for v in labels])
-        tmp = out.with_name(f".{out.name}.tmp.npz")
-        np.savez_compressed(tmp, **arrays)
-        tmp.replace(out)
+        with atomic_path(out, suffix=".npz") as tmp:  # numpy appends .npz to a name without it
+            np.savez_compressed(tmp, **arrays)
         return out
     columns = {"id": ids}
     if labels is not None:
@@ -70,9 +69,8 @@ def write_codes(codes: dict, out: str | Path, fmt: str | None = None) -> Path:
         import pyarrow.parquet as pq
     except ImportError as exc:
         raise VaekitError("--format parquet needs pyarrow: pip install 'vaekit[parquet]'") from exc
-    tmp = out.with_name(f".{out.name}.tmp")
-    pq.write_table(pa.table(columns), tmp)
-    tmp.replace(out)
+    with atomic_path(out) as tmp:
+        pq.write_table(pa.table(columns), tmp)
     return out
 
 
@@ -126,9 +124,8 @@ def interactive_plot(points: np.ndarray, labels: Sequence[str] | None, hover: Se
     fig.update_layout(title=title, xaxis_title=axis[0], yaxis_title=axis[1], template="plotly_white",
                       legend={"itemsizing": "constant"}, width=900, height=700)
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    fig.write_html(tmp, include_plotlyjs=True, full_html=True)
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        fig.write_html(tmp, include_plotlyjs=True, full_html=True)
     return path
 
 

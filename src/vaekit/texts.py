@@ -13,7 +13,7 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from .config import TrainConfig, from_dict, read_json, write_json
+from .config import FOLDER_MODE, TrainConfig, from_dict, read_json, write_json
 from . import distributed
 from .data.text import TextBatches, TextSource, TokenFile, TokenFileWriter, Unit, corpus_units, read_records
 from .data.tokenizer import TOKENIZER_NAME, TextTokenizer, TokenizerConfig
@@ -213,6 +213,7 @@ def train_text(data: str | Path | None, out: str | Path, *, source: dict | None 
             parent = out.resolve().parent
             parent.mkdir(parents=True, exist_ok=True)
             work = Path(tempfile.mkdtemp(dir=parent, prefix=f".{out.name}.tokens."))
+            os.chmod(work, FOLDER_MODE)  # it becomes the run's data folder: mkdtemp's 0700 would hide it from others
             try:
                 tokenizer, stats = prepare_corpus(src, work, tokenizer_config, unit, max_tokens, training.val_fraction,
                                                   training.seed, val_src, condition=condition)

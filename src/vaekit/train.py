@@ -15,7 +15,6 @@ import dataclasses
 import logging
 import math
 import os
-import tempfile
 import time
 from pathlib import Path
 from typing import Any, Iterable, Protocol
@@ -26,7 +25,7 @@ from tqdm.auto import tqdm
 
 from . import distributed
 from .distributed import to_device
-from .config import TrainConfig, read_json, to_dict, write_json
+from .config import TrainConfig, atomic_path, read_json, to_dict, write_json
 from .errors import NonFiniteLossError, VaekitError
 from .models.base import CONFIG_NAME, VAE, WEIGHTS_NAME
 from .memory import reuse_freed_memory, trim
@@ -107,15 +106,8 @@ def lr_factor(schedule: str, progress: float) -> float:
 
 
 def _atomic_torch_save(obj: dict, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         torch.save(obj, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def batch_size_of(batch: Any) -> int:

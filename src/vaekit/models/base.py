@@ -9,7 +9,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -18,7 +17,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from ..config import from_dict, read_json, to_dict, write_json
+from ..config import atomic_path, from_dict, read_json, to_dict, write_json
 from ..distributions import DiagonalGaussian, draw
 from ..errors import VaekitError
 from ..objectives import iw_log_likelihood, kl_term
@@ -47,15 +46,8 @@ def save_weights(module: nn.Module, path: str | os.PathLike, metadata: dict[str,
     """Write a safetensors file atomically (temporary file, then rename)."""
     path = Path(path)
     tensors = {k: v.detach().contiguous().cpu() for k, v in module.state_dict().items()}
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         save_file(tensors, tmp, metadata=metadata)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 class VAE(nn.Module):
