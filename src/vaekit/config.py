@@ -95,7 +95,10 @@ def atomic_path(path: str | os.PathLike, suffix: str = ".tmp"):
     os.close(fd)
     try:
         yield tmp
-        os.chmod(tmp, FILE_MODE)  # after the writer: some (safetensors) replace the file they are given
+        # after the writer, since some (safetensors) replace the file they are given; best effort, as some mounts
+        # (SMB, some FUSE file systems) refuse chmod, and a file there is still worth writing
+        with contextlib.suppress(OSError):
+            os.chmod(tmp, FILE_MODE)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

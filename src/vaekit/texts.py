@@ -2,6 +2,7 @@
 interpolate, encode, evaluate). The ``vaekit`` CLI calls exactly these functions."""
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
@@ -213,7 +214,8 @@ def train_text(data: str | Path | None, out: str | Path, *, source: dict | None 
             parent = out.resolve().parent
             parent.mkdir(parents=True, exist_ok=True)
             work = Path(tempfile.mkdtemp(dir=parent, prefix=f".{out.name}.tokens."))
-            os.chmod(work, FOLDER_MODE)  # it becomes the run's data folder: mkdtemp's 0700 would hide it from others
+            with contextlib.suppress(OSError):  # it becomes the run's data folder: mkdtemp's 0700 hides it from others
+                os.chmod(work, FOLDER_MODE)
             try:
                 tokenizer, stats = prepare_corpus(src, work, tokenizer_config, unit, max_tokens, training.val_fraction,
                                                   training.seed, val_src, condition=condition)
