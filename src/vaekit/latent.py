@@ -14,6 +14,7 @@ import torch
 from .config import atomic_path, atomic_write_text
 from .distributed import to_device
 from .errors import VaekitError
+from .items import with_progress
 
 FORMATS = ("npz", "csv", "parquet")
 METHODS = ("auto", "pca", "umap")
@@ -182,7 +183,6 @@ def traversal_codes(base: torch.Tensor, dims: Sequence[int], low: float, high: f
 @torch.no_grad()
 def encode_items(model, items, progress: bool = False) -> dict:
     """Posterior means and log-variances (n, d) of ``items`` (vaekit.items.Items), with ids and labels."""
-    from .items import with_progress
     from .memory import trim
 
     model.eval()
