@@ -10,6 +10,10 @@
     python benchmarks/bench_speed.py memory    # peak RSS: PTB training, encoding 1M short texts
     python benchmarks/bench_speed.py all
 
+The baselines these figures are compared with run in environments of their own, in the same hour:
+benchmarks/baseline_keras_vae.py (the design documents' Keras image VAE) and benchmarks/baseline_sentence_vae.py
+(one PTB epoch of the popular PyTorch Sentence-VAE).
+
 Image figures are whole commands as a user runs them: images trained (epochs x training images) divided by
 the command's wall time, start-up, data loading, validation, checkpoints and plots included; the Trainer's own
 count (optimisation time only) is printed beside it. Text tokens/s counts words + <eos> per second of
