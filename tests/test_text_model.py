@@ -143,6 +143,11 @@ def test_vary_input_checks(trained_two_topics, caplog):
     model = trained_two_topics.model
     with pytest.raises(VaekitError, match="cannot vary an empty text"):
         model.vary("   ")
+    # reconstruct and interpolate refuse an empty text too, rather than decoding padding
+    with pytest.raises(VaekitError, match=r"texts\[1\] is empty: cannot reconstruct"):
+        model.reconstruct(["the cat", " "])
+    with pytest.raises(VaekitError, match="b is empty: cannot interpolate"):
+        model.interpolate("the cat", "")
     with pytest.raises(VaekitError, match="-n 0"):
         model.vary("the cat", n=0)
     model.vary("zebras juggle quantum marmalade", n=1, seed=0)
