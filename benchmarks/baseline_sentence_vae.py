@@ -7,14 +7,13 @@ torch vaekit is tested with, and point this script at the clone:
     python -m venv /tmp/svenv && /tmp/svenv/bin/pip install torch==2.13.0 nltk tensorboardX numpy
     /tmp/svenv/bin/python benchmarks/baseline_sentence_vae.py --checkout /tmp/Sentence-VAE --ptb ../shared/data/ptb
 
-The script runs its ``train.py`` unchanged, with its defaults (GRU, embedding 300, hidden 256, latent 16,
-batch 32, one-directional encoder, a DataLoader with one worker per core), for one epoch in a scratch folder,
-and stops it once its TRAIN split ends.
-Building its vocabulary and JSON files is done first and not timed. Its TRAIN split is timed from its own
-printed lines: from the line it prints after the first batch to the epoch's summary line, i.e. all batches but
-the first, so the rate is its token count (``<sos>`` plus words, capped at 60, as its ``ptb.py`` counts them)
-times (batches - 1) / batches over that time. Compare with vaekit's ``bench_speed.py text`` run in the same
-hour: the machine's speed varies by 10-20% from day to day.
+The script runs its ``train.py`` unchanged, with its defaults (GRU, embedding 300, hidden 256, latent 16, batch 32,
+one-directional encoder, a DataLoader with one worker per core), for one epoch in a scratch folder, and stops it
+once its TRAIN split ends. Building its vocabulary and JSON files is done first and not timed. Its TRAIN split is
+timed from its own printed lines: from the line it prints after the first batch to the epoch's summary line, i.e.
+all batches but the first, so the rate is its token count (``<sos>`` plus words, capped at 60, as its ``ptb.py``
+counts them) times (batches - 1) / batches over that time. Compare with vaekit's ``bench_speed.py text`` run in the
+same hour: the machine's speed varies by 10-20% from day to day.
 """
 from __future__ import annotations
 
@@ -27,6 +26,11 @@ import time
 from pathlib import Path
 
 
+def fail(message: str) -> None:
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkout", type=Path, required=True, help="a clone of timbmg/Sentence-VAE")
@@ -36,18 +40,21 @@ def main() -> None:
     args = parser.parse_args()
     train_py = (args.checkout / "train.py").resolve()
     if not train_py.is_file():
-        sys.exit(f"error: {train_py} not found: --checkout takes a clone of timbmg/Sentence-VAE")
+        fail(f"{train_py} not found: --checkout takes a clone of timbmg/Sentence-VAE")
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "data"
         data.mkdir()
         for split in ("train", "valid"):
             source = args.ptb / f"ptb.{split}.txt"
             if not source.is_file():
-                sys.exit(f"error: {source} not found")
+                fail(f"{source} not found")
             (data / source.name).write_bytes(source.read_bytes())
         base = [sys.executable, "-u", str(train_py), "--data_dir", str(data), "-bs", str(args.batch_size), *args.extra]
         # --create_data with 0 epochs builds the vocabulary and the JSON files, then stops: not timed
-        subprocess.run([*base, "--create_data", "-ep", "0"], cwd=tmp, check=True, capture_output=True)
+        made = subprocess.run([*base, "--create_data", "-ep", "0"], cwd=tmp, capture_output=True, text=True)
+        if made.returncode != 0:
+            last = (made.stderr.strip().splitlines() or ["no message"])[-1]
+            fail(f"the Sentence-VAE's train.py failed while building its data: {last}")
         start, marks = time.perf_counter(), {}
         proc = subprocess.Popen([*base, "-ep", "1"], cwd=tmp, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                                 text=True)
@@ -63,7 +70,8 @@ def main() -> None:
                 break
         proc.wait()
         if len(marks) != 2:
-            sys.exit("error: the Sentence-VAE's train.py stopped before its TRAIN epoch ended; run it by hand to see why")
+            fail("the Sentence-VAE's train.py stopped before its TRAIN epoch ended; "
+                     "run it by hand to see why")
         items = json.loads((data / "ptb.train.json").read_text())
     tokens = sum(item["length"] for item in items.values())
     batches = -(-len(items) // args.batch_size)
