@@ -16,7 +16,7 @@ from click.core import ParameterSource
 from .anomaly import SCORES
 from . import distributed
 from .distributed import DEVICES, resolve_device
-from .errors import NonFiniteLossError, VaekitError
+from .errors import NonFiniteLossError, VaekitError, require_text
 from .semantic import similarity_function
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
@@ -478,11 +478,9 @@ def _items(run: Path, model, data: Path, split, resize, binarize, seed, text_col
 
 
 def _nonempty(texts, verb: str) -> list[str]:
-    """The TEXT arguments as a list; an empty or blank one is an error that says which (as for vary)."""
-    for i, text in enumerate(texts, start=1):
-        if not text.strip():
-            raise VaekitError(f"TEXT {i} of {len(texts)} is empty: cannot {verb} an empty text")
-    return list(texts)
+    """The TEXT arguments as a list; an empty or blank one is an error that says which, by its place among them
+    (interpolate chains them in pairs, so the model's own check could not say which TEXT)."""
+    return [require_text(text, f"TEXT {i} of {len(texts)}", verb) for i, text in enumerate(texts, start=1)]
 
 
 def _echo_texts(texts, out: Path | None, what: str) -> None:

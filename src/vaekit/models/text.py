@@ -19,15 +19,9 @@ from ..data.text import TextBatch, collate, split_units
 from ..data.tokenizer import BOS_ID, EOS_ID, PAD_ID, TOKENIZER_NAME, UNK_ID, TextTokenizer, TokenizerConfig
 from ..distributed import to_device
 from ..distributions import DiagonalGaussian, draw
-from ..errors import VaekitError
+from ..errors import VaekitError, require_text
 from ..nn.text import BiRNNEncoder, RNNDecoder, word_dropout
 from .base import VAE
-
-
-def _nonempty(text: str, name: str, verb: str) -> None:
-    """An empty or blank text would be decoded from padding alone: refuse it, naming the argument (as vary does)."""
-    if not text or not text.strip():
-        raise VaekitError(f"{name} is empty: cannot {verb} an empty text")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -440,7 +434,7 @@ class TextVAE(VAE):
     @torch.no_grad()
     def reconstruct(self, texts: list[str], strategy: str = "greedy", labels: list[str] | None = None) -> list[str]:
         for i, text in enumerate(texts):
-            _nonempty(text, f"texts[{i}]", "reconstruct")
+            require_text(text, f"texts[{i}]", "reconstruct")
         batch = self.batch(texts, labels)
         return self.generate(self.decoder_code(self.encode(batch).mean, batch.labels, batch.tags, batch.cond),
                              strategy=strategy)
@@ -449,8 +443,8 @@ class TextVAE(VAE):
     def interpolate(self, a: str, b: str, steps: int = 7, strategy: str = "greedy", label: str | None = None) -> list[str]:
         """Texts along the straight line between the posterior means of a and b; a conditional model decodes
         with ``label``, else with a's label."""
-        _nonempty(a, "a", "interpolate from")
-        _nonempty(b, "b", "interpolate to")
+        require_text(a, "a", "interpolate from")
+        require_text(b, "b", "interpolate to")
         batch = self.batch([a, b])
         za, zb = self.encode(batch).mean  # (d,) each
         t = torch.linspace(0, 1, steps, device=za.device)[:, None]
