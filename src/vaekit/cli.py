@@ -17,7 +17,7 @@ from .anomaly import SCORES
 from . import distributed
 from .distributed import DEVICES, resolve_device
 from .errors import NonFiniteLossError, VaekitError, require_text
-from .semantic import similarity_function
+from .models import modality_of
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
@@ -277,6 +277,22 @@ TEXT_RESUMABLE = RESUMABLE | {"text_column", "title_column", "label_column", "ta
 @click.option("--preset", type=click.Choice(["seed", "default"]), default="default", show_default=True,
               help="seed: the design documents' sizes (Embedding 64, BiGRU 32 -> BiGRU 16 -> Dense 16, latent 32); "
                    "default: embedding 256, BiGRU 256, GRU decoder 512, latent 32.")
+@click.option("--backbone", type=click.Choice(["rnn", "pretrained"]), default="rnn", show_default=True,
+              help="rnn: a GRU/LSTM VAE that learns the language from your corpus alone (--preset sizes it); "
+                   "pretrained: a VAE between a pretrained sentence encoder and a pretrained causal LM (Optimus, "
+                   "Li et al. 2020), whose English does not depend on the corpus size. Offline on bundled models.")
+@click.option("--decoder", "decoder_name", default=None,
+              help="--backbone pretrained: a Hugging Face causal LM by hub name or local folder "
+                   "[default: the bundled SmolLM2-135M-Instruct].")
+@click.option("--encoder", "encoder_name", default=None,
+              help="--backbone pretrained: a sentence-transformers or BERT-style encoder by name or folder "
+                   "[default: the bundled all-MiniLM-L6-v2].")
+@click.option("--finetune", type=click.Choice(["lora", "full", "none"]), default="lora", show_default=True,
+              help="--backbone pretrained: train LoRA adapters on the frozen LM, the whole LM, or only z's injections.")
+@click.option("--lora-rank", type=click.IntRange(min=1), default=8, show_default=True,
+              help="--backbone pretrained: rank of the LoRA adapters (on the attention's q and v projections).")
+@click.option("--encoder-finetune/--encoder-frozen", default=False, show_default=True,
+              help="--backbone pretrained: fine-tune the sentence encoder too, or keep it frozen.")
 @click.option("--rnn", type=click.Choice(["gru", "lstm"]), default=None, help="Recurrent cell for encoder and decoder.")
 @click.option("--bidirectional/--unidirectional", default=True, show_default=True,
               help="Encoder reads each text both ways, or forward only (Bowman et al. 2016's encoder; training steps "
@@ -302,6 +318,8 @@ TEXT_RESUMABLE = RESUMABLE | {"text_column", "title_column", "label_column", "ta
 @click.option("--kl-warmup-steps", type=click.IntRange(min=0), default=0, show_default=True,
               help="Steps for linear/logistic annealing to reach --beta (0: a third of training).")
 @click.option("--kl-cycles", type=click.IntRange(min=1), default=4, show_default=True, help="Cycles for --kl-schedule cyclical.")
+@click.option("--ae-warmup-steps", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Steps at KL weight 0 before the KL schedule starts: an autoencoder warm start (Li et al. 2019).")
 @click.option("--free-bits", type=click.FloatRange(min=0), default=0.0, show_default=True,
               help="Nats per latent dimension below which KL is not penalised (Kingma et al. 2016).")
 @click.option("--beta", type=click.FloatRange(min=0), default=1.0, show_default=True, help="Final weight on the KL term.")
@@ -319,11 +337,13 @@ def train_text_command(ctx, data, out, text_column, title_column, label_column, 
                        condition_embedding, condition_column, sentence_encoder, word_vectors_file, train_word_vectors,
                        constraints,
                        constraint_weight, constraint_threshold, encoding, val_data, unit, max_tokens,
-                       tokenizer_kind, vocab_size, lowercase, pretokenized, preset, rnn, bidirectional, layers, hidden,
+                       tokenizer_kind, vocab_size, lowercase, pretokenized, preset, backbone, decoder_name, encoder_name,
+                       finetune, lora_rank, encoder_finetune, rnn, bidirectional, layers, hidden,
                        decoder_hidden,
                        embedding_dim, latent_dim, tie_embeddings, output_layer, adaptive_cutoffs, dropout, word_dropout,
                        kl_schedule, kl_warmup_steps,
-                       kl_cycles, free_bits, beta, epochs, batch_size, lr, optimizer, grad_clip, val_fraction, seed,
+                       kl_cycles, ae_warmup_steps, free_bits, beta, epochs, batch_size, lr, optimizer, grad_clip,
+                       val_fraction, seed,
                        precision, device, compile_model, early_stop, max_minutes, lr_decay, lr_patience, lr_schedule, resume,
                        overwrite, quiet):
     """Train a text VAE on your texts, to generate variations of a given text.
@@ -343,8 +363,8 @@ def train_text_command(ctx, data, out, text_column, title_column, label_column, 
     training = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer, grad_clip=grad_clip,
                            val_fraction=val_fraction, seed=seed, precision=precision, early_stop=early_stop, beta=beta,
                            kl_schedule=kl_schedule, kl_warmup_steps=kl_warmup_steps, kl_cycles=kl_cycles,
-                           free_bits=free_bits, max_minutes=max_minutes, lr_decay=lr_decay, lr_patience=lr_patience,
-                           lr_schedule=lr_schedule,
+                           ae_warmup_steps=ae_warmup_steps, free_bits=free_bits, max_minutes=max_minutes,
+                           lr_decay=lr_decay, lr_patience=lr_patience, lr_schedule=lr_schedule,
                            device=device, compile=compile_model)
     overrides = {"word_dropout": word_dropout, "tie_embeddings": tie_embeddings, "output": output_layer}
     if adaptive_cutoffs:
@@ -393,7 +413,24 @@ def train_text_command(ctx, data, out, text_column, title_column, label_column, 
         condition = {"kind": "word-vectors", "word_vectors": str(word_vectors_file) if word_vectors_file else None}
     elif condition_column or word_vectors_file or train_word_vectors or sentence_encoder:
         raise VaekitError("--condition-column, --sentence-encoder and the word-vector options need --condition-embedding")
-    run = train_text(data, out, source=source, val_data=val_data,
+    pretrained = None
+    if backbone == "pretrained":
+        rnn_only = [name for name in ("rnn", "layers", "hidden", "decoder_hidden", "embedding_dim", "dropout",
+                                      "tokenizer_kind", "vocab_size", "output_layer", "adaptive_cutoffs", "preset",
+                                      "tie_embeddings", "word_dropout")
+                    if ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE]
+        if rnn_only:
+            raise VaekitError(f"--{rnn_only[0].replace('_layer', '').replace('_kind', '').replace('_', '-')} is an "
+                              "option of --backbone rnn; the pretrained backbone has its own network and tokenizer")
+        pretrained = {"decoder": decoder_name, "encoder": encoder_name, "finetune": finetune, "lora_rank": lora_rank,
+                      "lora_alpha": 2 * lora_rank, "encoder_finetune": encoder_finetune,
+                      **({"latent_dim": latent_dim} if latent_dim else {})}
+    else:
+        given = [name for name in ("decoder_name", "encoder_name", "finetune", "lora_rank", "encoder_finetune")
+                 if ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE]
+        if given:
+            raise VaekitError(f"--{given[0].replace('_name', '').replace('_', '-')} needs --backbone pretrained")
+    run = train_text(data, out, source=source, val_data=val_data, backbone=pretrained,
                      tokenizer_config=TokenizerConfig(kind=tokenizer_kind, vocab_size=vocab_size, lowercase=lowercase,
                                                       pretokenized=pretokenized),
                      preset=preset, model_overrides=overrides, training=training, unit=unit, max_tokens=max_tokens,
@@ -442,9 +479,7 @@ def quickstart(out, only, epochs, quiet):
 
 # --- using a trained model ----------------------------------------------------------------
 def _is_text(model) -> bool:
-    from .models.text import TextVAE
-
-    return isinstance(model, TextVAE)
+    return modality_of(model) == "text"
 
 
 def _need(value, option: str, kind: str):
@@ -581,26 +616,16 @@ def vary(run, text, n, temperature, strategy, top_p, seed, keep_copies, source_l
     model = _load_model(run, device)
     if not _is_text(model):
         raise VaekitError(f"{run}: vary needs a text model; this run is an image model")
-    options = dict(temperature=temperature, strategy=strategy, top_p=top_p, keep_copies=keep_copies, label=label,
-                   source_label=source_label, tags=_tags(tags), source_tags=_tags(source_tags),
-                   condition_text=_condition_text(condition_text, keywords))
-    if avoid is not None:
-        from .generate import code_of, near_mask
-
-        centre = code_of(model, avoid)
-        options["reject"] = lambda z: near_mask(z, centre, radius)
-    constrained = any([require, ban, min_similarity is not None, min_length, max_length, avoid])
+    variations = model.vary(text, n=n, seed=seed, temperature=temperature, strategy=strategy, top_p=top_p,
+                            keep_copies=keep_copies, label=label, source_label=source_label, tags=_tags(tags),
+                            source_tags=_tags(source_tags), condition_text=_condition_text(condition_text, keywords),
+                            require=require, ban=ban, min_similarity=min_similarity, similarity_model=similarity_model,
+                            min_length=min_length, max_length=max_length, avoid=avoid, radius=radius,
+                            max_draws=max_draws)
+    constrained = variations.drawn is not None
     if constrained:
-        from .generate import vary_constrained
-
-        result = vary_constrained(model, text, n=n, require=require, ban=ban, min_similarity=min_similarity,
-                                  similarity=similarity_function(similarity_model) if min_similarity is not None else None,
-                                  min_length=min_length, max_length=max_length, max_draws=max_draws, seed=seed,
-                                  **options)
-        variations = result.variations
-        click.echo(_constraint_line(result.drawn, result.passed, result.rejected, len(variations)), err=True)
-    else:
-        variations = model.vary(text, n=n, seed=seed, **options)
+        click.echo(_constraint_line(variations.drawn, variations.passed, variations.rejected, len(variations)),
+                   err=True)
     if as_json:
         click.echo(json.dumps([{"text": v.text, "score": round(v.score, 4)} for v in variations], indent=2))
         return
@@ -632,8 +657,6 @@ def sample(run, n, out, seed, temperature, strategy, near, between, label, tags,
            ban, min_similarity, min_length, max_length, avoid, radius, max_draws, similarity_model, device):
     """Decode draws from the prior N(0, I), or from a region of the latent space (--near, --avoid,
     --between); text outputs can be filtered like vary's."""
-    import torch
-
     model = _load_model(run, device)
     regions = near is not None or avoid is not None or between is not None
     filters = any([require, ban, min_similarity is not None, min_length, max_length])
@@ -646,24 +669,14 @@ def sample(run, n, out, seed, temperature, strategy, near, between, label, tags,
         _done(f"{n or 64} samples", sample_grid(model, n or 64, _need(out, "--out", "image"), seed=seed,
                                                 temperature=temperature, label=label))
         return
-    n = n or 10
-    generator = torch.Generator().manual_seed(seed)
-    condition_text = _condition_text(condition_text, keywords)
-    if not regions and not filters:
-        _echo_texts(model.sample(n, generator=generator, temperature=temperature, strategy=strategy, label=label,
-                                 tags=_tags(tags), condition_text=condition_text), out, f"{n} samples")
-        return
-    from .generate import sample_constrained
-
-    result = sample_constrained(model, n, generator, temperature=temperature, strategy=strategy, near=near,
-                                avoid=avoid, radius=radius, between=tuple(between) if between else None, label=label,
-                                tags=_tags(tags), condition_text=condition_text, require=require, ban=ban,
-                                min_length=min_length, max_length=max_length, min_similarity=min_similarity,
-                                similarity=similarity_function(similarity_model) if min_similarity is not None else None,
-                                max_draws=max_draws)
-    texts = [v.text for v in result.variations]
-    click.echo(_constraint_line(result.drawn, result.passed, result.rejected, len(texts)), err=True)
-    _echo_texts(texts, out, f"{len(texts)} samples")
+    texts = model.sample(n or 10, seed=seed, temperature=temperature, strategy=strategy, near=near, avoid=avoid,
+                         radius=radius, between=tuple(between) if between else None, label=label, tags=_tags(tags),
+                         condition_text=_condition_text(condition_text, keywords), require=require, ban=ban,
+                         min_length=min_length, max_length=max_length, min_similarity=min_similarity,
+                         similarity_model=similarity_model, max_draws=max_draws)
+    if texts.drawn is not None:
+        click.echo(_constraint_line(texts.drawn, texts.passed, texts.rejected, len(texts)), err=True)
+    _echo_texts(list(texts), out, f"{len(texts)} samples")
 
 
 @cli.command(context_settings=CONTEXT)

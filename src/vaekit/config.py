@@ -156,6 +156,7 @@ class TrainConfig:
     beta: float = 1.0
     kl_schedule: typing.Literal["constant", "linear", "logistic", "cyclical"] = "constant"
     kl_warmup_steps: int = 0
+    ae_warmup_steps: int = 0  # steps at KL weight 0 before the schedule (Li et al. 2019's autoencoder warm start)
     kl_cycles: int = 4
     free_bits: float = 0.0
 
@@ -167,6 +168,7 @@ class TrainConfig:
             (0 <= self.val_fraction < 1, "val_fraction must be in [0, 1)"),
             (self.beta >= 0, "beta must be non-negative"),
             (self.free_bits >= 0, "free_bits must be non-negative"),
+            (self.ae_warmup_steps >= 0, "ae_warmup_steps must be non-negative"),
             (self.early_stop >= 0, "early_stop must be non-negative"),
             (self.max_minutes >= 0, "max_minutes must be non-negative"),
             (0 < self.lr_decay <= 1, "lr_decay must be in (0, 1]"),

@@ -24,12 +24,6 @@ Strategy = Literal["sample", "beam", "greedy"]
 MAX_VARIATIONS = 100
 
 
-def _select_state(state, index: torch.Tensor):
-    if isinstance(state, tuple):
-        return tuple(s[:, index] for s in state)
-    return state[:, index]
-
-
 def _step_logits(model, tokens: torch.Tensor, z: torch.Tensor, state, banned: torch.Tensor | None, scored: int = 0):
     """One decoding step for the rows of z: (fp32 logits with <pad>, <bos> and banned ids masked, state, and the
     last ``scored`` rows' logits apart, unmasked and in the output layer's dtype; those rows are not sampled)."""
@@ -162,11 +156,11 @@ def _decode(model, z: torch.Tensor, strategy: Strategy = "greedy", max_tokens: i
                     keep = going.nonzero()[:, 0]
                     live, tokens = live[keep], tokens[keep]
                     rows = torch.cat([keep, keep + m]) if scoring else keep
-                    codes, state = codes[rows], _select_state(state, rows)
+                    codes, state = codes[rows], model.decoder.select_state(state, rows)
             else:  # texts cut at max_tokens: their scores end with log p(<eos>), as a scored text's do
                 if scoring and len(live):
                     m = len(live)
-                    copy_state = _select_state(state, torch.arange(m, 2 * m, device=device))
+                    copy_state = model.decoder.select_state(state, torch.arange(m, 2 * m, device=device))
                     _, _, copies = _step_logits(model, tokens, codes[m:], copy_state, None, m)
                     under[live] += _log_p(copies, torch.full((m,), EOS_ID, dtype=torch.long, device=device))
             return [_strip(row) for row in out.tolist()], scores.tolist(), under.tolist() if scoring else None
@@ -204,7 +198,7 @@ def _beam(model, z, max_tokens, width, banned) -> tuple[list[list[int]], list[fl
         tokens = (index % v).reshape(-1)
         rows = beam_index.reshape(-1)
         history = torch.cat([history[rows], tokens[:, None]], dim=1)
-        state = _select_state(state, rows)
+        state = model.decoder.select_state(state, rows)
         scores = top.clone()
         ended = tokens == EOS_ID
         for r in ended.nonzero()[:, 0].tolist():
@@ -360,9 +354,10 @@ def ban_ids(tokenizer, words: Iterable[str]) -> list[int]:
     subword tokens are left to the post-filter, which rejects any text containing them."""
     ids = []
     for word in words:
-        pieces = [i for i in tokenizer.encode(word) if i != UNK_ID]
-        if len(pieces) == 1:
-            ids += pieces
+        for form in tokenizer.word_forms(word):  # a subword vocabulary's "word", " word", " Word", ...
+            pieces = [i for i in tokenizer.encode(form) if i != UNK_ID]
+            if len(pieces) == 1:
+                ids += pieces
     return sorted(set(ids))
 
 

@@ -11,6 +11,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from .errors import VaekitError
+from .models import modality_of
 
 UNKNOWN_LIMIT = 0.5  # more unknown tokens than this means the data do not fit the model's vocabulary
 
@@ -139,9 +140,7 @@ def model_items(model, data: Path, *, binarize: str | None = None, resize: str |
                 seed: int = 0, source: dict | None = None, keep_texts: bool = False, limit: int | None = None,
                 anomaly_key: str | None = None) -> Items:
     """Images or texts of ``data``, whichever ``model`` reads."""
-    from .models.text import TextVAE
-
-    if isinstance(model, TextVAE):
+    if modality_of(model) == "text":
         return text_items(model, data, source, keep_texts=keep_texts, limit=limit)
     from .data.images import load_images
 

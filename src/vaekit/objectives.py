@@ -17,7 +17,12 @@ def kl_weight(step: int, cfg: TrainConfig, total_steps: int) -> float:
     - logistic: beta / (1 + exp(-k (step - warmup/2))) with k = 10 / warmup (Bowman et al. 2016).
     - cyclical: total steps split into ``kl_cycles`` cycles; in each, the weight rises linearly for the first
       half and stays at beta for the second (Fu et al. 2019, R = 0.5).
+    With ``ae_warmup_steps`` the weight is 0 for those first steps (an autoencoder warm start, Li et al. 2019:
+    the decoder learns to read z before the KL pulls q(z|x) to the prior) and the schedule starts after them.
     """
+    if step < cfg.ae_warmup_steps:
+        return 0.0
+    step, total_steps = step - cfg.ae_warmup_steps, max(1, total_steps - cfg.ae_warmup_steps)
     beta = cfg.beta
     if cfg.kl_schedule == "constant":
         return beta

@@ -13,6 +13,7 @@ import torch
 
 from .config import atomic_write_text, read_json
 from .errors import VaekitError
+from .models import modality_of
 
 STYLE = """
 body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
@@ -195,7 +196,7 @@ def write_report(run: str | Path, out: str | Path, seed: int = 0) -> Path:
         raise VaekitError(f"{run}: not a run folder (config.json is missing)")
     model = load(run)
     raw = read_json(run / "config.json")
-    text = model.model_type == "text_vae"
+    text = modality_of(model) == "text"
     config_rows = []
     for section in ("model", "training", "data"):
         if section in raw:

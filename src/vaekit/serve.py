@@ -25,6 +25,7 @@ import torch
 
 from .anomaly import SCORES
 from .errors import VaekitError
+from .models import modality_of
 
 log = logging.getLogger(__name__)
 
@@ -214,14 +215,13 @@ class _TooLarge(Exception):
 def load_models(specs: dict[str, str | Path], device: str | torch.device = "cpu") -> dict[str, Served]:
     """Each run folder's model on ``device`` (generation and evaluation follow the model's device)."""
     from .anomaly import read_calibration
-    from .models.text import TextVAE
     from .runs import load
 
     served = {}
     for name, path in specs.items():
         model = load(path, map_location=str(device))
         calibration = read_calibration(path) if Path(path).is_dir() else None
-        served[name] = Served(name, model, "text" if isinstance(model, TextVAE) else "image", threading.Lock(),
+        served[name] = Served(name, model, modality_of(model), threading.Lock(),
                               calibration)
     return served
 
@@ -366,21 +366,21 @@ def create_app(models: dict[str, str | Path] | dict[str, Served], limits: Limits
         no_conditions(body, s)
 
         def work():
-            from .generate import vary_constrained
-
             wants_similarity = body.min_similarity is not None
-            result = vary_constrained(s.model, body.text, n=body.n, require=body.require, ban=body.ban,
-                                      min_similarity=body.min_similarity,
-                                      similarity=similarity if wants_similarity else None,
-                                      max_draws=limits.max_draws, seed=body.seed, temperature=body.temperature,
-                                      strategy=body.strategy, top_p=body.top_p, label=body.label, tags=body.tags)
+            result = s.model.vary(body.text, n=body.n, require=body.require, ban=body.ban,
+                                  min_similarity=body.min_similarity, similarity=similarity if wants_similarity else None,
+                                  max_draws=limits.max_draws, seed=body.seed, temperature=body.temperature,
+                                  strategy=body.strategy, top_p=body.top_p, label=body.label, tags=body.tags)
+            if result.drawn is None:  # nothing constrained: every distinct candidate drawn passed
+                result.drawn = result.passed = len(result)
+                result.rejected = {"require": 0, "ban": 0, "length": 0, "similarity": 0}
             sims = result.similarities
-            if not wants_similarity and result.variations:
-                sims = similarity(body.text, [v.text for v in result.variations]) or [None] * len(result.variations)
+            if not wants_similarity and result:
+                sims = similarity(body.text, result.texts) or [None] * len(result)
             return {"model": s.name, "input": body.text,
                     "variations": [{"text": v.text, "score": round(v.score, 4),
                                     "similarity": None if sim is None else round(sim, 4)}
-                                   for v, sim in zip(result.variations, sims)],
+                                   for v, sim in zip(result, sims)],
                     "requested": body.n, "drawn": result.drawn, "passed": result.passed, "rejected": result.rejected}
 
         return await run(s, work)
@@ -394,27 +394,23 @@ def create_app(models: dict[str, str | Path] | dict[str, Served], limits: Limits
         no_conditions(body, s)
 
         def work():
-            if s.kind == "text" and body.constrained():
-                from .generate import sample_constrained
-
+            if s.kind == "text":
                 for field in ("near", "avoid"):
                     if getattr(body, field) is not None:
                         check_text(getattr(body, field), field)
                 for i, text in enumerate(body.between or []):
                     check_text(text, f"between[{i}]")
                 wants_similarity = body.min_similarity is not None
-                result = sample_constrained(
-                    s.model, body.n, generator, temperature=body.temperature, strategy=body.strategy, near=body.near,
+                texts = s.model.sample(
+                    body.n, generator=generator, temperature=body.temperature, strategy=body.strategy, near=body.near,
                     avoid=body.avoid, radius=body.radius, between=tuple(body.between) if body.between else None,
                     label=body.label, tags=body.tags, require=body.require, ban=body.ban,
                     min_similarity=body.min_similarity, similarity=similarity if wants_similarity else None,
                     max_draws=limits.max_draws)
-                return {"model": s.name, "texts": [v.text for v in result.variations], "requested": body.n,
-                        "drawn": result.drawn, "passed": result.passed, "rejected": result.rejected}
-            if s.kind == "text":
-                return {"model": s.name, "texts": s.model.sample(body.n, generator=generator, label=body.label,
-                                                                 tags=body.tags,
-                                                                 temperature=body.temperature, strategy=body.strategy)}
+                if texts.drawn is None:
+                    return {"model": s.name, "texts": list(texts)}
+                return {"model": s.name, "texts": list(texts), "requested": body.n, "drawn": texts.drawn,
+                        "passed": texts.passed, "rejected": texts.rejected}
             if body.constrained():
                 raise ApiError(400, "near, avoid, between, require, ban and min_similarity are for text models")
             images = s.model.sample(body.n, generator=generator, temperature=body.temperature, label=body.label)

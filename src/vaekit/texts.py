@@ -153,7 +153,7 @@ def train_text(data: str | Path | None, out: str | Path, *, source: dict | None 
                tokenizer_config: TokenizerConfig | None = None, preset: str = "default", model_overrides: dict | None = None,
                training: TrainConfig | None = None, unit: Unit = "sentence", max_tokens: int = 64,
                resume: bool = False, overwrite: bool = False, progress: bool = False, epochs: int | None = None,
-               conditional: bool = False, condition: dict | None = None) -> TextRun:
+               conditional: bool = False, condition: dict | None = None, backbone: dict | None = None) -> TextRun:
     """Train a TextVAE on a corpus into run folder ``out``.
 
     ``source`` holds the reading options (text_column, title_column, label_column, encoding). Everything is
@@ -161,7 +161,9 @@ def train_text(data: str | Path | None, out: str | Path, *, source: dict | None 
     With ``conditional`` the model is a conditional VAE on the label and/or tags columns (every text needs a
     label). ``condition`` adds a dense condition: {"kind": "sentence", "encoder": name or None} or
     {"kind": "word-vectors", "word_vectors": path or None (None: fit Word2Vec on the corpus)}, embedding
-    the source's condition_column (or each text itself).
+    the source's condition_column (or each text itself). ``backbone`` {"decoder": name, "encoder": name, and
+    LMTextVAEConfig fields} trains an LMTextVAE on those pretrained models (None: the bundled defaults) instead
+    of the RNN TextVAE of ``preset``; the decoder's tokenizer is used as it is (``tokenizer_config`` is not).
     """
     given = training or TrainConfig()
     distributed.init(distributed.resolve_device(given.device))
@@ -196,19 +198,41 @@ def train_text(data: str | Path | None, out: str | Path, *, source: dict | None 
         if condition is not None and condition.get("kind") not in ("sentence", "word-vectors"):
             raise VaekitError(f"--condition-embedding {condition.get('kind')!r}: choose sentence or word-vectors")
 
-        def model_for(tokenizer: TextTokenizer, stats: dict) -> TextVAE:
+        bases = None
+        if backbone is not None:
+            from .models.lm_text import load_bases
+
+            bases = load_bases(backbone.get("decoder"), backbone.get("encoder"))
+
+        def fields_for(stats: dict) -> dict:
             names = stats.get("label_names") or ()
             tags = stats.get("tag_names") or ()
+            return {"max_tokens": max_tokens, "unit": unit,
+                    "label_names": tuple(names) if conditional and src.label_column else (),
+                    "tag_names": tuple(tags) if conditional and src.tags_column else (),
+                    "condition_dim": int(stats.get("condition_dim") or 0) if condition else 0,
+                    "condition_encoder": (("word-vectors" if condition["kind"] == "word-vectors"
+                                           else condition.get("encoder") or "all-MiniLM-L6-v2") if condition else "")}
+
+        def model_for(tokenizer: TextTokenizer, stats: dict) -> TextVAE:
+            if bases is not None:
+                from .models.lm_text import LMTextVAE
+
+                torch.manual_seed(training.seed)
+                return LMTextVAE.from_bases(bases, **{k: v for k, v in backbone.items() if k not in ("decoder", "encoder")},
+                                            **{k: v for k, v in (model_overrides or {}).items() if k.startswith("constraint")},
+                                            **fields_for(stats))
             config = TextVAEConfig(**{**PRESETS[preset], **(model_overrides or {}), "vocab_size": tokenizer.vocab_size,
-                                      "max_tokens": max_tokens, "unit": unit,
-                                      "label_names": tuple(names) if conditional and src.label_column else (),
-                                      "tag_names": tuple(tags) if conditional and src.tags_column else (),
-                                      "condition_dim": int(stats.get("condition_dim") or 0) if condition else 0,
-                                      "condition_encoder": (("word-vectors" if condition["kind"] == "word-vectors"
-                                                             else condition.get("encoder") or "all-MiniLM-L6-v2")
-                                                            if condition else "")})
+                                      **fields_for(stats)})
             torch.manual_seed(training.seed)
             return TextVAE(config, tokenizer)
+
+        def check_model(tokenizer, stats: dict) -> None:
+            """A bad setting fails before the folder is touched (an LMTextVAE is built once: LoRA wraps in place)."""
+            if bases is not None:
+                bases.config(**{k: v for k, v in backbone.items() if k not in ("decoder", "encoder")}, **fields_for(stats))
+            else:
+                model_for(tokenizer, stats)
 
         def setup() -> None:  # rank 0 alone tokenizes and writes; the other ranks read what it wrote
             parent = out.resolve().parent
@@ -218,11 +242,12 @@ def train_text(data: str | Path | None, out: str | Path, *, source: dict | None 
                 os.chmod(work, FOLDER_MODE)
             try:
                 tokenizer, stats = prepare_corpus(src, work, tokenizer_config, unit, max_tokens, training.val_fraction,
-                                                  training.seed, val_src, condition=condition)
+                                                  training.seed, val_src, condition=condition,
+                                                  tokenizer=bases.tokenizer if bases is not None else None)
                 if conditional:
                     _check_labels(work, stats, src)
                 _check_constraints(model_overrides or {}, stats, src)
-                model_for(tokenizer, stats)  # a bad setting fails before the folder is touched
+                check_model(tokenizer, stats)
                 _check_batch(training, stats)
                 clear_run_dir(out)
                 shutil.rmtree(out / TOKENS_DIR, ignore_errors=True)
@@ -235,11 +260,16 @@ def train_text(data: str | Path | None, out: str | Path, *, source: dict | None 
             finally:
                 shutil.rmtree(work, ignore_errors=True)
             tokenizer.save(out / TOKENIZER_NAME)
+            if bases is not None:  # the encoder's tokenizer travels with the run too
+                from .config import atomic_write_text
+                from .models.lm_text import ENCODER_TOKENIZER_NAME
+
+                atomic_write_text(out / ENCODER_TOKENIZER_NAME, bases.encoder_tokenizer.backend_tokenizer.to_str())
             write_json(out / CONFIG_NAME, {"data": {**dataclasses.asdict(src),
                                                     "val_data": str(val_data) if val_data else None, "stats": stats}})
 
         distributed.on_main(setup)
-        tokenizer = TextTokenizer.load(out / TOKENIZER_NAME, tokenizer_config)
+        tokenizer = bases.tokenizer if bases is not None else TextTokenizer.load(out / TOKENIZER_NAME, tokenizer_config)
         stats = read_json(out / CONFIG_NAME)["data"]["stats"]
         model = model_for(tokenizer, stats)
         model.attach_conditions(out)
@@ -290,8 +320,11 @@ def _check_batch(training: TrainConfig, stats: dict) -> None:
 
 def load_for_resume(out: Path, saved: dict) -> TextVAE:
     """The model as the run built it, with its tokenizer; the last epoch's weights come later from resume.pt."""
-    model = TextVAE(from_dict(TextVAEConfig, saved.get("model"), where=f"{out / CONFIG_NAME} \"model\""))
-    TextVAE._attach(model, out, saved)
+    from .models import MODEL_TYPES
+
+    cls = MODEL_TYPES.get(saved.get("model_type"), TextVAE)
+    model = cls(from_dict(cls.config_class, saved.get("model"), where=f"{out / CONFIG_NAME} \"model\""))
+    cls._attach(model, out, saved)
     return model
 
 
@@ -385,17 +418,13 @@ def variation_report(model: TextVAE, texts: list[str], n: int = 5, temperature: 
     input kept, the most similar n returned. It ranks by the same sentence encoder that scores the report."""
     from tqdm.auto import tqdm
 
-    from .generate import vary_constrained
     from .semantic import similarity_function
 
     similarity = similarity_function(encoder_name)
 
     def variations(i: int, text: str) -> list[str]:
-        options = dict(n=n, temperature=temperature, strategy=strategy, top_p=top_p, seed=seed + i)
-        if min_similarity is None:
-            return [v.text for v in model.vary(text, **options)]
-        return [v.text for v in vary_constrained(model, text, min_similarity=min_similarity, similarity=similarity,
-                                                 **options).variations]
+        return model.vary(text, n=n, temperature=temperature, strategy=strategy, top_p=top_p, seed=seed + i,
+                          min_similarity=min_similarity, similarity=similarity).texts
 
     ours = [variations(i, text) for i, text in enumerate(tqdm(texts, desc="varying", unit="text", disable=not progress))]
     generator = torch.Generator().manual_seed(seed)

@@ -206,7 +206,7 @@ class Trainer:
         model.to(self.device)
         self.forward = None  # built by fit() around the model it then holds
         self.scaler = torch.amp.GradScaler(self.device.type) if self.precision == "fp16" else None
-        self.optimizer = make_optimizer(config, model.parameters(), self.device)
+        self.optimizer = make_optimizer(config, [p for p in model.parameters() if p.requires_grad], self.device)
         self.scheduler = (torch.optim.lr_scheduler.ReduceLROnPlateau(self.optimizer, factor=config.lr_decay,
                                                                      patience=config.lr_patience)
                           if config.lr_decay < 1 and val_data is not None else None)
@@ -237,7 +237,7 @@ class Trainer:
         if not self.main:
             return
         _atomic_torch_save({
-            "model": self.model.state_dict(),
+            "model": self.model.trained_state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
             "step": self.step,
@@ -257,7 +257,7 @@ class Trainer:
             raise VaekitError(f"{path}: no resume state to continue from (was the run stopped before its first epoch ended?)")
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
-            self.model.load_state_dict(state["model"])
+            self.model.load_state_dict(state["model"], strict=len(state["model"]) == len(self.model.state_dict()))
             self.optimizer.load_state_dict(state["optimizer"])
             if self.scheduler is not None and state.get("scheduler"):
                 self.scheduler.load_state_dict(state["scheduler"])

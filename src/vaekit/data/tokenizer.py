@@ -144,6 +144,10 @@ class TextTokenizer:
         ids = self.encode(text)
         return sum(i == UNK_ID for i in ids) / max(1, len(ids))
 
+    def word_forms(self, word: str) -> set[str]:
+        """The spellings of a word to mask when it is banned: the word itself (the normaliser lowercases)."""
+        return {word}
+
     def token_ids(self, words: Iterable[str]) -> list[int]:
         """Ids of the given words (for banning or requiring words), unknown ones skipped."""
         ids = []

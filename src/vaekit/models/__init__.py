@@ -1,8 +1,31 @@
-"""Model classes and the registry that ``vaekit.load`` dispatches on (config.json's ``model_type``)."""
+"""Model classes and their registry: ``vaekit.load`` finds a run's class by config.json's ``model_type``, and
+every caller (CLI, server, report, trainer) asks ``modality_of(model)`` rather than testing classes."""
 from .base import VAE, LossOutput
 from .image import ImageVAE, ImageVAEConfig
+from .lm_text import LMTextVAE, LMTextVAEConfig
 from .text import TextVAE, TextVAEConfig
 
-MODEL_TYPES: dict[str, type[VAE]] = {ImageVAE.model_type: ImageVAE, TextVAE.model_type: TextVAE}
+MODEL_TYPES: dict[str, type[VAE]] = {}
+MODALITIES = ("image", "text")
 
-__all__ = ["VAE", "LossOutput", "ImageVAE", "ImageVAEConfig", "TextVAE", "TextVAEConfig", "MODEL_TYPES"]
+
+def register(cls: type[VAE]) -> type[VAE]:
+    """Add a model class to the registry (usable as a class decorator); its contract tests then run on it."""
+    if cls.modality not in MODALITIES:
+        raise ValueError(f"{cls.__name__}.modality must be one of {MODALITIES}, got {cls.modality!r}")
+    MODEL_TYPES[cls.model_type] = cls
+    return cls
+
+
+def modality_of(model: VAE) -> str:
+    """"image" or "text": the one question callers ask about a model."""
+    return MODEL_TYPES[model.model_type].modality
+
+
+register(ImageVAE)
+register(TextVAE)
+register(LMTextVAE)
+
+__all__ = ["VAE", "LossOutput", "ImageVAE", "ImageVAEConfig", "LMTextVAE", "LMTextVAEConfig", "TextVAE",
+           "TextVAEConfig", "MODEL_TYPES",
+           "MODALITIES", "modality_of", "register"]

@@ -42,19 +42,39 @@ class LossOutput:
                 **{k: v.item() for k, v in self.extra.items()}}
 
 
-def save_weights(module: nn.Module, path: str | os.PathLike, metadata: dict[str, str]) -> None:
-    """Write a safetensors file atomically (temporary file, then rename)."""
+def save_weights(module: nn.Module, path: str | os.PathLike, metadata: dict[str, str],
+                 state: dict[str, torch.Tensor] | None = None) -> None:
+    """Write a safetensors file atomically (temporary file, then rename): ``state`` (default: the whole
+    state dict)."""
     path = Path(path)
-    tensors = {k: v.detach().contiguous().cpu() for k, v in module.state_dict().items()}
+    state = module.state_dict() if state is None else state
+    tensors = {k: v.detach().contiguous().cpu() for k, v in state.items()}
     with atomic_path(path) as tmp:
         save_file(tensors, tmp, metadata=metadata)
 
 
+def generator_for(seed: int | None = None, generator: torch.Generator | None = None) -> torch.Generator | None:
+    """The generator a draw uses: ``generator`` as given, else a CPU generator seeded with ``seed`` (CPU draws
+    are the same whatever device the model is on, see distributions.draw), else None (the global one)."""
+    if generator is not None:
+        if seed is not None:
+            raise VaekitError("give a seed or a generator, not both")
+        return generator
+    return None if seed is None else torch.Generator().manual_seed(int(seed))
+
+
 class VAE(nn.Module):
-    """Base class. A subclass sets ``model_type`` and ``config_class`` and implements
-    ``encode(x) -> DiagonalGaussian``, ``log_likelihood(x, z) -> log p(x|z)`` and ``decode(z)``."""
+    """The model contract. A subclass sets ``model_type``, ``modality`` ("image" or "text": which front end,
+    data readers and CLI options apply) and ``config_class``, registers itself in ``vaekit.models.MODEL_TYPES``
+    and implements ``encode(x) -> DiagonalGaussian``, ``log_likelihood(x, z) -> log p(x|z)`` and ``decode(z)``.
+
+    Every model answers the same calls with the same keyword names: ``loss(x, kl_weight, free_bits,
+    generator)``, ``iw_nll(x, k, generator)``, ``sample(n, seed=, generator=, temperature=)``,
+    ``reconstruct(x)``, ``interpolate(a, b, steps)``; wherever a draw happens ``seed=`` or ``generator=``
+    makes it repeatable."""
 
     model_type: ClassVar[str]
+    modality: ClassVar[str]
     config_class: ClassVar[type]
 
     def __init__(self, config):
@@ -117,9 +137,10 @@ class VAE(nn.Module):
         }
 
     @torch.no_grad()
-    def sample(self, n: int, generator: torch.Generator | None = None, temperature: float = 1.0):
+    def sample(self, n: int, *, seed: int | None = None, generator: torch.Generator | None = None,
+               temperature: float = 1.0):
         """Decode n draws from the prior N(0, I), scaled by ``temperature``."""
-        z = temperature * draw((n, self.latent_dim), generator, self.device)
+        z = temperature * draw((n, self.latent_dim), generator_for(seed, generator), self.device)
         return self.decode(z)
 
     @torch.no_grad()
@@ -143,8 +164,13 @@ class VAE(nn.Module):
         write_json(config_path, {**existing, **self.config_dict()})
         return directory
 
+    def trained_state_dict(self) -> dict[str, torch.Tensor]:
+        """The tensors a run folder's model.safetensors and resume.pt keep: all of them here; a model on frozen
+        pretrained weights keeps only what training changes."""
+        return self.state_dict()
+
     def save_weights(self, path: str | os.PathLike) -> None:
-        save_weights(self, path, {"vaekit_config": json.dumps(self.config_dict())})
+        save_weights(self, path, {"vaekit_config": json.dumps(self.config_dict())}, self.trained_state_dict())
 
     @classmethod
     def from_pretrained(cls, directory: str | os.PathLike, map_location: str = "cpu") -> "VAE":
@@ -187,7 +213,7 @@ class VAE(nn.Module):
                         f"saved with {saved.get(key)!r}; the config was edited after saving"
                     )
         model = cls(config)
-        expected = model.state_dict()
+        expected = model.trained_state_dict()
         missing = sorted(set(expected) - set(state))
         unexpected = sorted(set(state) - set(expected))
         if missing or unexpected:
@@ -198,7 +224,7 @@ class VAE(nn.Module):
                     f"{weights_path}: tensor {key!r} has shape {tuple(tensor.shape)}, the config needs "
                     f"{tuple(expected[key].shape)}"
                 )
-        model.load_state_dict(state)
+        model.load_state_dict(state, strict=len(expected) == len(model.state_dict()))
         cls._attach(model, directory, raw)
         return model.to(map_location).eval()
 

@@ -18,7 +18,7 @@ from ..distributions import DiagonalGaussian, draw
 from ..errors import VaekitError
 from ..data.images import ImageBatch, pixels
 from ..nn.image import ConvDecoder, ConvEncoder
-from .base import VAE
+from .base import VAE, generator_for
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,6 +74,7 @@ class ImageVAE(VAE):
     """Shape letters: b batch, k importance samples, c channels, h height, w width, d latent."""
 
     model_type = "image_vae"
+    modality = "image"
     config_class = ImageVAEConfig
 
     def __init__(self, config: ImageVAEConfig):
@@ -184,12 +185,12 @@ class ImageVAE(VAE):
         return per_pixel.flatten(-3).sum(-1)
 
     @torch.no_grad()
-    def sample(self, n: int, generator: torch.Generator | None = None, temperature: float = 1.0,
-               label: str | None = None) -> torch.Tensor:
-        """Decode n prior draws, scaled by ``temperature``. A conditional model draws them all with ``label``,
-        or, without one, the labels in equal consecutive blocks."""
+    def sample(self, n: int, *, seed: int | None = None, generator: torch.Generator | None = None,
+               temperature: float = 1.0, label: str | None = None) -> torch.Tensor:
+        """Decode n prior draws, scaled by ``temperature``: images (n, c, h, w) in [0, 1]. A conditional model
+        draws them all with ``label``, or, without one, the labels in equal consecutive blocks."""
         labels = self.labels_for(label, n)
-        z = temperature * draw((n, self.latent_dim), generator, self.device)
+        z = temperature * draw((n, self.latent_dim), generator_for(seed, generator), self.device)
         return self.decode(z, labels)  # both on the model's device
 
     @torch.no_grad()

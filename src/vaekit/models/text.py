@@ -21,7 +21,7 @@ from ..distributed import to_device
 from ..distributions import DiagonalGaussian, draw
 from ..errors import VaekitError, require_text
 from ..nn.text import BiRNNEncoder, RNNDecoder, word_dropout
-from .base import VAE
+from .base import VAE, generator_for
 
 
 @dataclasses.dataclass(frozen=True)
@@ -104,11 +104,34 @@ PRESETS: dict[str, dict] = {
 }
 
 
+class Variations(list):
+    """What ``TextVAE.vary`` returns: a list of ``generate.Variation`` (text, score), best first, with the
+    constraint counts of the draw (None when nothing was constrained): ``drawn`` distinct candidates looked at,
+    ``passed`` the constraints, ``rejected`` by reason; ``similarities`` to the input when a minimum was asked."""
+
+    def __init__(self, items=(), similarities=None, drawn=None, passed=None, rejected=None):
+        super().__init__(items)
+        self.similarities, self.drawn, self.passed, self.rejected = similarities, drawn, passed, rejected
+
+    @property
+    def texts(self) -> list[str]:
+        return [v.text for v in self]
+
+
+class Samples(Variations):
+    """What ``TextVAE.sample`` returns: a list of strings, with the same counts as Variations."""
+
+    @property
+    def texts(self) -> list[str]:
+        return list(self)
+
+
 class TextVAE(VAE):
     """Inputs are TextBatch objects (ids without <bos>/<eos>, right-padded, with lengths); the tokenizer that
     turns strings into them travels with the model (``model.tokenizer``)."""
 
     model_type = "text_vae"
+    modality = "text"
     config_class = TextVAEConfig
 
     def __init__(self, config: TextVAEConfig, tokenizer: TextTokenizer | None = None):
@@ -405,11 +428,33 @@ class TextVAE(VAE):
             return [" ".join(text.split())]
         return split_units(text, self.config.unit)
 
-    def vary(self, text: str, n: int = 5, **options):
-        """``n`` variations of ``text`` drawn around its posterior; see vaekit.generate.vary."""
-        from ..generate import vary
+    def vary(self, text: str, n: int = 5, *, seed: int | None = None, require=(), ban=(),
+             min_similarity: float | None = None, similarity=None, similarity_model: str | None = None,
+             min_length: int | None = None, max_length: int | None = None, avoid: str | None = None,
+             radius: float = 1.0, max_draws: int = 200, **options) -> "Variations":
+        """Up to ``n`` variations of ``text`` drawn around its posterior, best first (see vaekit.generate.vary for
+        ``temperature``, ``strategy``, ``top_p``, ``keep_copies`` and the conditions ``label``, ``tags``,
+        ``source_label``, ``source_tags``, ``condition_text``). Every option of ``vaekit vary`` is here: ``ban``
+        masks the words in decoding, ``require``, ``min_length``/``max_length`` (words) and ``min_similarity``
+        (sentence-embedding cosine to the input, by ``similarity(text, texts)`` or the encoder
+        ``similarity_model``) filter, and ``avoid`` rejects codes within ``radius`` of that text's code; with
+        any of them candidates are drawn in rounds up to ``max_draws``. The result is a list of Variation with
+        the counts ``drawn``, ``passed`` and ``rejected`` (None when nothing was constrained)."""
+        from ..generate import code_of, near_mask, vary, vary_constrained
 
-        return vary(self, text, n=n, **options)
+        if avoid is not None:
+            centre = code_of(self, avoid)
+            options["reject"] = lambda z: near_mask(z, centre, radius)
+        if not any([require, ban, min_similarity is not None, min_length, max_length, avoid]):
+            return Variations(vary(self, text, n=n, seed=seed, **options))
+        if min_similarity is not None and similarity is None:
+            from ..semantic import similarity_function
+
+            similarity = similarity_function(similarity_model)
+        result = vary_constrained(self, text, n=n, require=require, ban=ban, min_similarity=min_similarity,
+                                  similarity=similarity, min_length=min_length, max_length=max_length,
+                                  max_draws=max_draws, seed=seed, **options)
+        return Variations(result.variations, result.similarities, result.drawn, result.passed, result.rejected)
 
     def generate_variations(self, text: str, n: int = 5, **options) -> list[str]:
         """The design documents' ``generate_variations(text, n)``: the texts of ``vary(text, n, ...)``, best first.
@@ -455,14 +500,39 @@ class TextVAE(VAE):
         return self.generate(self.decoder_code((1 - t) * za + t * zb, labels, tags, cond), strategy=strategy)
 
     @torch.no_grad()
-    def sample(self, n: int, generator: torch.Generator | None = None, temperature: float = 1.0,
-               strategy: str = "greedy", label: str | None = None, tags=None, condition_text: str | None = None,
-               **options) -> list[str]:
-        """Decode n draws from the prior; a conditional model decodes each with ``label`` (or a label drawn
-        uniformly), ``tags`` and the embedding of ``condition_text``."""
-        z = temperature * draw((n, self.latent_dim), generator, self.device)
-        return self.generate(self.condition_codes(z, label, tags, generator, condition_text), strategy=strategy,
-                             generator=generator, **options)
+    def sample(self, n: int, *, seed: int | None = None, generator: torch.Generator | None = None,
+               temperature: float = 1.0, strategy: str = "greedy", label: str | None = None, tags=None,
+               condition_text: str | None = None, near: str | None = None, avoid: str | None = None,
+               radius: float = 1.0, between: tuple[str, str] | None = None, require=(), ban=(),
+               min_similarity: float | None = None, similarity=None, similarity_model: str | None = None,
+               min_length: int | None = None, max_length: int | None = None, max_draws: int = 200,
+               **options) -> "Samples":
+        """Decode n draws from the prior (scaled by ``temperature``); a conditional model decodes each with
+        ``label`` (or a label drawn uniformly), ``tags`` and the embedding of ``condition_text``. Every option of
+        ``vaekit sample`` is here: the regions ``near``/``avoid`` (within ``radius``) and ``between`` (two texts),
+        and the word and similarity filters of ``vary`` (``min_similarity`` compares with ``near``). The result
+        is a list of strings with the counts ``drawn``, ``passed`` and ``rejected`` (None when unconstrained)."""
+        generator = generator_for(seed, generator)
+        regions = near is not None or avoid is not None or between is not None
+        if not regions and not any([require, ban, min_similarity is not None, min_length, max_length]):
+            z = temperature * draw((n, self.latent_dim), generator, self.device)
+            return Samples(self.generate(self.condition_codes(z, label, tags, generator, condition_text),
+                                         strategy=strategy, generator=generator, **options))
+        from ..generate import sample_constrained
+
+        if min_similarity is not None and similarity is None:
+            from ..semantic import similarity_function
+
+            similarity = similarity_function(similarity_model)
+        if generator is None:
+            generator = torch.Generator().manual_seed(torch.seed() % 2**63)
+        result = sample_constrained(self, n, generator, temperature=temperature, strategy=strategy, near=near,
+                                    avoid=avoid, radius=radius, between=tuple(between) if between else None,
+                                    label=label, tags=tags, condition_text=condition_text, require=require, ban=ban,
+                                    min_length=min_length, max_length=max_length, min_similarity=min_similarity,
+                                    similarity=similarity, max_draws=max_draws)
+        return Samples([v.text for v in result.variations], result.similarities, result.drawn, result.passed,
+                       result.rejected)
 
     # --- monitoring ---------------------------------------------------------------------------
     def log_examples(self, monitor, batch: TextBatch, step: int, generator: torch.Generator) -> None:

@@ -1,0 +1,375 @@
+"""LMTextVAE: a text VAE between pretrained networks (Optimus, Li et al. 2020; LangVAE, 2025).
+
+Encoder: a pretrained sentence encoder (default all-MiniLM-L6-v2) reads the text; its token states are pooled
+(mean over real tokens, or the first token) and, with the condition c of a conditional model, a linear head gives
+q(z|x) = N(mu, diag sigma^2). The encoder is frozen unless ``encoder_finetune``.
+
+Decoder: a pretrained causal LM (default SmolLM2-135M-Instruct) with z given to it in Optimus's two ways:
+- "memory": z -> one extra key/value per layer, in the attention cache before the first token, so every position
+  of every layer can attend to it (Li et al. 2020, sec. 3.2);
+- "embedding": z -> a vector added to every input embedding.
+The base weights are frozen and LoRA adapters (Hu et al. 2022, the ``peft`` library) are trained
+(``finetune="lora"``); ``"full"`` trains the whole LM, ``"none"`` only the injections.
+
+log p(x|z) = sum_t log p(x_t | x_<t, z) over the text's tokens and a closing end-of-text token, exactly as the RNN
+model; padding never counts. The objective is the same ELBO with the same KL schedules and free bits
+(``VAE.loss``). Shape letters: b batch, t tokens, h LM hidden, e encoder hidden, d latent, L layers, k key/value
+heads, a head dim, v vocabulary.
+
+The run folder keeps only what was trained (adapters, injections, the posterior head, a fine-tuned encoder) in
+``model.safetensors``; ``config.json`` names the base models and the fingerprints of their weights, and loading
+refuses base weights that differ.
+"""
+from __future__ import annotations
+
+import dataclasses
+import warnings
+from pathlib import Path
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..data.lm_tokenizer import OFFSET, LMTokenizer
+from ..data.text import TextBatch
+from ..data.tokenizer import BOS_ID, EOS_ID, PAD_ID, TOKENIZER_NAME
+from ..distributions import DiagonalGaussian
+from ..errors import VaekitError
+from ..nn.text import linear_nll, pad_rows
+from .base import VAE
+from .text import TextVAE
+
+# peft asks transformers a deprecated question on every train()/eval(); not the user's to act on
+warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+
+INJECTIONS = ("memory", "embedding")
+ENCODER_TOKENIZER_NAME = "encoder_tokenizer.json"
+INJECTION_INIT_STD = 0.002
+
+
+@dataclasses.dataclass(frozen=True)
+class LMTextVAEConfig:
+    vocab_size: int  # the decoder's vocabulary and vaekit's four special ids (data.lm_tokenizer)
+    decoder: str = "SmolLM2-135M-Instruct"
+    encoder: str = "all-MiniLM-L6-v2"
+    # sha256 prefixes of the base weights and of the decoder's tokenizer; a mismatch at load is refused
+    decoder_fingerprint: str = ""
+    encoder_fingerprint: str = ""
+    tokenizer_fingerprint: str = ""
+    latent_dim: int = 32
+    pooling: Literal["mean", "cls"] = "mean"
+    encoder_finetune: bool = False
+    finetune: Literal["lora", "full", "none"] = "lora"
+    lora_rank: int = 8
+    lora_alpha: int = 16
+    lora_targets: tuple[str, ...] = ("q_proj", "v_proj")
+    inject: tuple[str, ...] = INJECTIONS
+    max_tokens: int = 64
+    unit: Literal["sentence", "paragraph", "document"] = "sentence"
+    word_dropout: float = 0.0  # unused by this backbone; the RNN front end reads it
+    # conditions and the constraint loss, as TextVAEConfig
+    label_names: tuple[str, ...] = ()
+    tag_names: tuple[str, ...] = ()
+    condition_dim: int = 0
+    condition_encoder: str = ""
+    constraint_labels: tuple[str, ...] = ()
+    constraint_texts: tuple[str, ...] = ()
+    constraint_weight: float = 0.0
+    constraint_threshold: float = 0.0
+
+    @property
+    def num_labels(self) -> int:
+        return len(self.label_names)
+
+    @property
+    def num_tags(self) -> int:
+        return len(self.tag_names)
+
+    def __post_init__(self):
+        checks = [
+            (self.latent_dim > 0, f"latent dimension must be positive, got {self.latent_dim}"),
+            (self.max_tokens > 0, "max_tokens must be positive"),
+            (self.pooling in ("mean", "cls"), f"pooling must be mean or cls, got {self.pooling!r}"),
+            (self.finetune in ("lora", "full", "none"), f"--finetune {self.finetune!r}: choose lora, full or none"),
+            (self.finetune != "lora" or (self.lora_rank > 0 and self.lora_targets),
+             "--finetune lora needs a positive --lora-rank and at least one target module"),
+            (bool(self.inject) and set(self.inject) <= set(INJECTIONS),
+             f"inject must name one or both of {', '.join(INJECTIONS)}, got {list(self.inject)}"),
+            (len(set(self.label_names)) == len(self.label_names) and len(self.label_names) != 1,
+             "a conditional model needs at least two distinct labels"),
+            (len(self.constraint_labels) == len(self.constraint_texts), "one constraint text per constraint label"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise VaekitError(message)
+
+
+@dataclasses.dataclass
+class Bases:
+    """The loaded base models, their names and fingerprints, and the decoder's tokenizer in vaekit's id layout."""
+
+    decoder_name: str
+    lm: nn.Module
+    lm_tokenizer: object
+    encoder_name: str
+    encoder: nn.Module
+    encoder_tokenizer: object
+    tokenizer: LMTokenizer
+    fingerprints: tuple[str, str]
+
+    @property
+    def context(self) -> int:
+        """The decoder's context in tokens (its position table), or a large number where it has none."""
+        return int(getattr(self.lm.config, "max_position_embeddings", None) or 1 << 20)
+
+    def config(self, **fields) -> LMTextVAEConfig:
+        max_tokens = fields.get("max_tokens", 64)
+        if max_tokens + 2 > self.context:  # z's memory and the <bos> take a position each
+            raise VaekitError(f"--max-tokens {max_tokens}: the decoder {self.decoder_name!r} reads at most "
+                              f"{self.context} positions; give at most {self.context - 2}")
+        return LMTextVAEConfig(vocab_size=self.tokenizer.vocab_size, decoder=self.decoder_name,
+                               encoder=self.encoder_name, decoder_fingerprint=self.fingerprints[0],
+                               encoder_fingerprint=self.fingerprints[1],
+                               tokenizer_fingerprint=self.tokenizer.fingerprint(), **fields)
+
+
+def load_bases(decoder: str | None, encoder: str | None) -> Bases:
+    from ..backbones import fingerprint, load_decoder, load_encoder
+
+    decoder_name, lm, lm_tokenizer = load_decoder(decoder)
+    encoder_name, text_encoder, encoder_tokenizer = load_encoder(encoder)
+    return Bases(decoder_name, lm, lm_tokenizer, encoder_name, text_encoder, encoder_tokenizer,
+                 LMTokenizer.from_hf(lm_tokenizer), (fingerprint(lm), fingerprint(text_encoder)))
+
+
+class KVState:
+    """The decoder's attention cache, one (keys, values) pair per layer, each (b, k, t, a); the first position
+    holds z's memory. ``select`` keeps (or repeats) rows, as decoding drops finished texts or reorders beams."""
+
+    def __init__(self, layers: list[tuple[torch.Tensor, torch.Tensor]]):
+        self.layers = layers
+
+    def select(self, index: torch.Tensor) -> "KVState":
+        return KVState([(k.index_select(0, index), v.index_select(0, index)) for k, v in self.layers])
+
+    def cache(self):
+        from transformers import DynamicCache
+
+        return DynamicCache(ddp_cache_data=self.layers) if self.layers else DynamicCache()
+
+
+class LMDecoder(nn.Module):
+    """A causal LM that reads a code (b, d + C) through its memory and its input embeddings."""
+
+    def __init__(self, lm: nn.Module, code_dim: int, config: LMTextVAEConfig, bos_id: int, eos_id: int,
+                 special_ids: list[int]):
+        super().__init__()
+        self.lm = lm
+        lm_config = lm.config
+        self.layers = lm_config.num_hidden_layers
+        self.kv_heads = getattr(lm_config, "num_key_value_heads", None) or lm_config.num_attention_heads
+        self.head_dim = getattr(lm_config, "head_dim", None) or lm_config.hidden_size // lm_config.num_attention_heads
+        self.to_memory = (nn.Linear(code_dim, self.layers * 2 * self.kv_heads * self.head_dim)
+                          if "memory" in config.inject else None)
+        self.to_embedding = nn.Linear(code_dim, lm_config.hidden_size) if "embedding" in config.inject else None
+        for layer in (self.to_memory, self.to_embedding):
+            if layer is not None:  # the LM starts almost as it was trained: a small vector added, a small key and
+                nn.init.normal_(layer.weight, std=INJECTION_INIT_STD)  # value (PyTorch's default init: 173 nats a
+                nn.init.zeros_(layer.bias)  # headline after 32 steps; zero: 76 after 50, but no gradient reaches z)
+        self.bos_id, self.eos_id = bos_id, eos_id
+        self.register_buffer("special_ids", torch.tensor(sorted(set(special_ids) - {eos_id}), dtype=torch.long),
+                             persistent=False)
+
+    def _base(self) -> nn.Module:
+        """The LM without its output head (``model.model`` of a transformers causal LM, under peft's wrapper)."""
+        return self.lm.get_base_model().base_model if hasattr(self.lm, "get_base_model") else self.lm.base_model
+
+    @property
+    def output_weight(self) -> torch.Tensor:
+        return self.lm.get_output_embeddings().weight  # (v, h)
+
+    def initial_state(self, code: torch.Tensor) -> KVState:
+        """The memory of each code: z -> (b, L, 2, k, 1, a), a key and a value per layer."""
+        if self.to_memory is None:
+            return KVState([])
+        memory = self.to_memory(code).view(len(code), self.layers, 2, self.kv_heads, 1, self.head_dim)
+        return KVState([(memory[:, i, 0], memory[:, i, 1]) for i in range(self.layers)])
+
+    @staticmethod
+    def select_state(state: KVState, index: torch.Tensor) -> KVState:
+        return state.select(index)
+
+    def lm_ids(self, ids: torch.Tensor) -> torch.Tensor:
+        """vaekit ids -> the LM's: <bos> is the LM's start token, padding reads token 0 (its outputs are unused)."""
+        return torch.where(ids == BOS_ID, torch.full_like(ids, self.bos_id), (ids - OFFSET).clamp_min(0))
+
+    def step(self, ids: torch.Tensor, code: torch.Tensor, state: KVState) -> tuple[torch.Tensor, KVState]:
+        """Hidden states (b, t, h) for input ids (b, t) after the cached positions, and the grown cache."""
+        embedded = self.lm.get_input_embeddings()(self.lm_ids(ids))  # (b, t, h)
+        if self.to_embedding is not None:
+            embedded = embedded + self.to_embedding(code)[:, None].to(embedded.dtype)
+        cache = state.cache()
+        hidden = self._base()(inputs_embeds=embedded, past_key_values=cache, use_cache=True).last_hidden_state
+        return hidden, KVState([(layer.keys, layer.values) for layer in cache.layers])
+
+    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """(n, h) -> (n, v + 4) in vaekit's id layout: <pad>, <unk>, <bos> impossible, <eos> the LM's end token,
+        then the LM's tokens with its special tokens (and its end token, now at <eos>) masked."""
+        raw = F.linear(hidden, self.output_weight.to(hidden.dtype))  # (n, v)
+        out = raw.new_full((len(raw), OFFSET + raw.shape[-1]), float("-inf"))
+        out[:, OFFSET:] = raw
+        out[:, EOS_ID] = raw[:, self.eos_id]
+        out[:, OFFSET + self.eos_id] = float("-inf")
+        out[:, OFFSET + self.special_ids] = float("-inf")
+        return out
+
+    def target_ids(self, targets: torch.Tensor) -> torch.Tensor:
+        """vaekit target ids (real positions only) -> the LM's, <eos> -> its end token."""
+        return torch.where(targets == EOS_ID, torch.full_like(targets, self.eos_id), targets - OFFSET)
+
+
+class LMTextVAE(TextVAE):
+    """The RNN text VAE's front end (strings, conditions, vary, constraints) over pretrained networks."""
+
+    model_type = "lm_text_vae"
+    modality = "text"
+    config_class = LMTextVAEConfig
+    EVAL_CHUNK = 1024  # tokens per output-layer pass without gradients: (1024, 49k) fp32 logits are 200 MB
+
+    def __init__(self, config: LMTextVAEConfig, tokenizer: LMTokenizer | None = None, *, decoder=None,
+                 encoder=None):
+        """``decoder`` = (causal LM, its HF tokenizer) and ``encoder`` = (text encoder, its HF tokenizer) when the
+        caller loaded them already; otherwise they are loaded by name and their fingerprints checked."""
+        from ..backbones import fingerprint, load_decoder, load_encoder
+
+        VAE.__init__(self, config)
+        self.condition_embedder = None
+        lm, lm_tokenizer = decoder if decoder is not None else load_decoder(config.decoder)[1:]
+        text_encoder, self.encoder_tokenizer = encoder if encoder is not None else load_encoder(config.encoder)[1:]
+        for what, module, saved in (("--decoder", lm, config.decoder_fingerprint),
+                                    ("--encoder", text_encoder, config.encoder_fingerprint)):
+            if saved and fingerprint(module) != saved:
+                name = config.decoder if what == "--decoder" else config.encoder
+                raise VaekitError(f"{what} {name!r}: the base weights found have fingerprint {fingerprint(module)}, "
+                                  f"this model was trained on {saved}; give the same base model")
+        self.tokenizer = tokenizer or LMTokenizer.from_hf(lm_tokenizer)
+        if self.tokenizer.vocab_size != config.vocab_size:
+            raise VaekitError(f"the decoder's tokenizer has {self.tokenizer.vocab_size - OFFSET} tokens, the model "
+                              f"was built for {config.vocab_size - OFFSET}")
+        c = config.num_labels + config.num_tags + config.condition_dim
+        self.text_encoder = text_encoder.requires_grad_(config.encoder_finetune)
+        self.posterior_head = nn.Linear(text_encoder.config.hidden_size + c, 2 * config.latent_dim)
+        lm.requires_grad_(config.finetune == "full")
+        if config.finetune == "lora":
+            from peft import LoraConfig, get_peft_model
+
+            linear = sorted({name.rsplit(".", 1)[-1] for name, m in lm.named_modules() if isinstance(m, nn.Linear)})
+            if not set(config.lora_targets) & set(linear):
+                raise VaekitError(f"--finetune lora: the decoder {config.decoder!r} has no {', '.join(config.lora_targets)} "
+                                  f"layers to adapt; its linear layers are {', '.join(linear)}")
+            lm = get_peft_model(lm, LoraConfig(r=config.lora_rank, lora_alpha=config.lora_alpha, lora_dropout=0.0,
+                                               target_modules=list(config.lora_targets)))
+        bos = lm_tokenizer.bos_token_id if lm_tokenizer.bos_token_id is not None else lm_tokenizer.eos_token_id
+        self.decoder = LMDecoder(lm, config.latent_dim + c, config, bos, lm_tokenizer.eos_token_id,
+                                 self.tokenizer.lm_special_ids)
+
+    @classmethod
+    def build(cls, decoder: str | None, encoder: str | None, **fields) -> "LMTextVAE":
+        """A new model on the named base models (bundled defaults when None), fingerprints recorded."""
+        return cls.from_bases(load_bases(decoder, encoder), **fields)
+
+    @classmethod
+    def from_bases(cls, bases: "Bases", **fields) -> "LMTextVAE":
+        """A new model on loaded base models. Build one model per Bases: LoRA wraps the decoder in place."""
+        config = bases.config(**fields)
+        return cls(config, bases.tokenizer, decoder=(bases.lm, bases.lm_tokenizer),
+                   encoder=(bases.encoder, bases.encoder_tokenizer))
+
+    def train(self, mode: bool = True) -> "LMTextVAE":
+        super().train(mode)
+        if not self.config.encoder_finetune:
+            self.text_encoder.eval()  # a frozen encoder gives the same code for the same text
+        return self
+
+    # --- the VAE pieces -------------------------------------------------------------------------
+    def encode(self, x: TextBatch) -> DiagonalGaussian:
+        """q(z|x): the encoder re-reads each text in its own vocabulary (decoded from the batch's ids, which are
+        the decoder's), pools its states and maps them (with c) to mean and log-variance."""
+        self._check(x)
+        texts = [self.tokenizer.decode(row[:n]) for row, n in zip(x.ids.tolist(), x.lengths.tolist())]
+        device = x.ids.device
+        inputs = self.encoder_tokenizer(texts, padding=True, truncation=True, max_length=256,
+                                        return_tensors="pt").to(device)
+        with torch.set_grad_enabled(torch.is_grad_enabled() and self.config.encoder_finetune):
+            states = self.text_encoder(**inputs).last_hidden_state  # (b, t, e)
+            if self.config.pooling == "cls":
+                pooled = states[:, 0]
+            else:
+                mask = inputs["attention_mask"][..., None].to(states.dtype)  # (b, t, 1)
+                pooled = (states * mask).sum(1) / mask.sum(1).clamp_min(1)  # (b, e)
+        if self.conditional:
+            pooled = torch.cat([pooled, self._condition_of(x).to(pooled.dtype)], dim=-1)
+        mean, logvar = self.posterior_head(pooled).float().chunk(2, dim=-1)
+        return DiagonalGaussian(mean, logvar)
+
+    def log_likelihood(self, x: TextBatch, z: torch.Tensor) -> torch.Tensor:
+        """log p(x|z): z (..., b, d) -> (..., b), fp32, the output layer computed at real target positions only."""
+        lead = z.shape[:-2]
+        if self.conditional and z.shape[-1] == self.latent_dim:
+            cond = self._condition_of(x).to(z.device, z.dtype)  # (b, C)
+            z = torch.cat([z, cond.expand(*z.shape[:-1], cond.shape[-1])], dim=-1)
+        z_flat = z.reshape(-1, z.shape[-1])  # (k * b, d [+ C])
+        copies = z_flat.shape[0] // len(x)
+        batch = x.repeat(copies) if copies > 1 else x
+        inputs, targets = self.decoder_io(batch)  # (b', t + 1) each
+        hidden, _ = self.decoder.step(inputs, z_flat, self.decoder.initial_state(z_flat))  # (b', t + 1, h)
+        real = targets != PAD_ID
+        token_nll = self._token_nll(hidden[real], self.decoder.target_ids(targets[real]))  # (n,)
+        rows = real.nonzero()[:, 0]
+        nll = torch.zeros(len(batch), dtype=torch.float32, device=token_nll.device).index_add_(0, rows, token_nll)
+        return -nll.reshape(*lead, len(x))
+
+    def _token_nll(self, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """-log p(target) per token, (n,) fp32: the LM's output layer and its cross-entropy in one pass
+        (nn.text.linear_nll), rows padded for oneDNN; without gradients EVAL_CHUNK rows at a time."""
+        weight = self.decoder.output_weight
+        n = len(targets)
+        if torch.is_grad_enabled():
+            return linear_nll(pad_rows(hidden), weight, None, pad_rows(targets))[:n]
+        return torch.cat([linear_nll(hidden[i:i + self.EVAL_CHUNK], weight, None, targets[i:i + self.EVAL_CHUNK])
+                          for i in range(0, n, self.EVAL_CHUNK)]) if n else hidden.new_zeros(0, dtype=torch.float32)
+
+    def decoder_step(self, inputs: torch.Tensor, z: torch.Tensor, state):
+        return self.decoder.step(inputs, z, state)
+
+    def token_logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.decoder.logits(hidden)
+
+    # --- save and load: only what was trained -------------------------------------------------
+    def trained_state_dict(self) -> dict[str, torch.Tensor]:
+        """The tensors training changes: adapters, injections, the posterior head (and a fine-tuned encoder or a
+        fully fine-tuned LM); the frozen base weights come from the base models."""
+        trained = {name for name, p in self.named_parameters() if p.requires_grad}
+        return {k: v for k, v in self.state_dict().items() if k in trained}
+
+    def config_dict(self) -> dict:
+        return VAE.config_dict(self)  # TextVAE's adds the word-level tokenizer's settings, which this one has none of
+
+    def save_pretrained(self, directory) -> Path:
+        directory = super().save_pretrained(directory)
+        from ..config import atomic_write_text
+
+        atomic_write_text(directory / ENCODER_TOKENIZER_NAME, self.encoder_tokenizer.backend_tokenizer.to_str())
+        return directory
+
+    @classmethod
+    def _attach(cls, model: "LMTextVAE", directory: Path, raw: dict) -> None:
+        path = directory / TOKENIZER_NAME
+        tokenizer = LMTokenizer.load(path, model.tokenizer.lm_special_ids)
+        if model.config.tokenizer_fingerprint and tokenizer.fingerprint() != model.config.tokenizer_fingerprint:
+            raise VaekitError(f"{path}: tokenizer fingerprint {tokenizer.fingerprint()} differs from the "
+                              f"{model.config.tokenizer_fingerprint} this model was trained with; it belongs to "
+                              "another run")
+        model.tokenizer = tokenizer
+        model.attach_conditions(directory)

