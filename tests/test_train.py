@@ -75,6 +75,29 @@ def test_resume_continues_step_count_and_matches_an_uninterrupted_run(tiny_npz, 
     assert steps == sorted(steps) and steps[-1] == 18
 
 
+@pytest.mark.parametrize("content", ["pickle", "random", "no step", "bad step", "list"])
+def test_resume_state_that_is_not_vaekits_is_one_line_naming_the_file(tiny_npz, tmp_path, content):
+    import os
+    import pickle
+
+    make_trainer(tiny_npz, tmp_path, epochs=1).fit()
+    path = tmp_path / "resume.pt"
+    state = torch.load(path, weights_only=True)
+    if content == "pickle":
+        path.write_bytes(pickle.dumps({"step": 1, "callable": os.getcwd}))
+    elif content == "random":
+        path.write_bytes(os.urandom(256))
+    else:
+        if content == "no step":
+            del state["step"]
+        elif content == "bad step":
+            state["step"] = "twelve"
+        torch.save([1, 2] if content == "list" else state, path)
+    with pytest.raises(VaekitError, match="resume.pt: ") as error:
+        make_trainer(tiny_npz, tmp_path, epochs=2).fit(resume=True)
+    assert "\n" not in str(error.value)
+
+
 def test_resume_without_state_is_an_error(tiny_npz, tmp_path):
     with pytest.raises(VaekitError, match="no resume state"):
         make_trainer(tiny_npz, tmp_path).fit(resume=True)

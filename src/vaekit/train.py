@@ -15,6 +15,7 @@ import dataclasses
 import logging
 import math
 import os
+import pickle
 import time
 from pathlib import Path
 from typing import Any, Iterable, Protocol
@@ -257,13 +258,17 @@ class Trainer:
             raise VaekitError(f"{path}: no resume state to continue from (was the run stopped before its first epoch ended?)")
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
+            if not isinstance(state, dict):
+                raise ValueError(f"holds a {type(state).__name__}, not vaekit's resume state")
             self.model.load_state_dict(state["model"], strict=len(state["model"]) == len(self.model.state_dict()))
             self.optimizer.load_state_dict(state["optimizer"])
             if self.scheduler is not None and state.get("scheduler"):
                 self.scheduler.load_state_dict(state["scheduler"])
-        except (RuntimeError, KeyError, ValueError, OSError) as exc:
-            raise VaekitError(f"{path}: resume state does not fit this run ({str(exc).splitlines()[0]})") from None
-        self.step, self.epoch = int(state["step"]), int(state["epoch"])
+            self.step, self.epoch = int(state["step"]), int(state["epoch"])
+        except (RuntimeError, KeyError, ValueError, TypeError, OSError, EOFError, pickle.UnpicklingError) as exc:
+            reason = (f"missing {exc}" if isinstance(exc, KeyError) else str(exc).strip().splitlines()[0] if str(exc).strip()
+                      else type(exc).__name__)
+            raise VaekitError(f"{path}: not a resume state of this run ({reason[:200]})") from None
         self.generator.set_state(state["generator"])
         if "noise" in state and self.world_size == 1 and self.device.type == "cuda":
             self.noise.set_state(state["noise"])
