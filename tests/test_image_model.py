@@ -187,3 +187,15 @@ def test_flatten_hands_a_channels_last_gradient_back_channels_last(channels_last
     (got,), (want,) = torch.autograd.grad(y, [x], grad), torch.autograd.grad(y_ref, [x], grad)
     torch.testing.assert_close(got, want)
     assert got.is_contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+
+
+@pytest.mark.parametrize("metadata", ["not json", "[1]", '{"model": [1]}', '"text"'])
+def test_weights_whose_vaekit_config_is_not_a_json_object_are_named(tmp_path, metadata):
+    from safetensors.torch import save_file
+
+    model = tiny_model()
+    model.save_pretrained(tmp_path / "m")
+    path = tmp_path / "m" / "model.safetensors"
+    save_file(load_file(path), path, metadata={"vaekit_config": metadata})
+    with pytest.raises(VaekitError, match="model.safetensors: metadata 'vaekit_config' is not"):
+        vaekit.load(tmp_path / "m")

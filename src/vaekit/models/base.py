@@ -198,7 +198,14 @@ class VAE(nn.Module):
                 metadata = fh.metadata() or {}
         except (SafetensorError, OSError) as exc:
             raise VaekitError(f"{weights_path}: not a readable safetensors file ({exc})") from None
-        saved = json.loads(metadata.get("vaekit_config", "{}")).get("model")
+        try:
+            saved_config = json.loads(metadata.get("vaekit_config", "{}"))
+        except json.JSONDecodeError:
+            saved_config = None
+        saved = saved_config.get("model") if isinstance(saved_config, dict) else None
+        if not isinstance(saved_config, dict) or not isinstance(saved, (dict, type(None))):
+            raise VaekitError(f"{weights_path}: metadata 'vaekit_config' is not the JSON object vaekit writes; "
+                              "these weights were not saved by vaekit or were altered")
         if saved is not None:
             current = to_dict(config)
             # a field added in a later version is absent from older weights: fine while it keeps its default
