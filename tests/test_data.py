@@ -61,6 +61,23 @@ def test_float_arrays_in_unit_range_are_scaled(tmp_path):
     assert load_images(tmp_path / "f.npz").images.unique().tolist() == [128]
 
 
+def test_a_unit_range_float_array_with_a_value_out_of_range_is_named(tmp_path):
+    images = np.full((3, 4, 4), 0.5, dtype=np.float32)
+    images[1, 2, 3] = 3.0
+    np.savez(tmp_path / "f.npz", x=images)
+    with pytest.raises(VaekitError, match=r"f.npz \[x\]: .*\[0.5, 3\].* first value above 1 at index \(1, 2, 3\)"):
+        load_images(tmp_path / "f.npz")
+    whole = np.full((3, 4, 4), 32.0, dtype=np.float32)  # whole numbers up to 255: grey levels as floats
+    np.savez(tmp_path / "g.npz", x=whole)
+    assert load_images(tmp_path / "g.npz").images.unique().tolist() == [32]
+
+
+def test_an_object_array_is_one_line_not_unpickled(tmp_path):
+    np.savez(tmp_path / "o.npz", x=np.array([np.zeros((4, 4)), "text"], dtype=object))
+    with pytest.raises(VaekitError, match=r"o.npz: .*object"):
+        load_images(tmp_path / "o.npz")
+
+
 def test_bad_arrays_are_named(tmp_path):
     array = np.zeros((3, 4, 4), dtype=np.float32)
     array[1, 2, 3] = np.nan

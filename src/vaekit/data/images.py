@@ -117,6 +117,11 @@ def _to_uint8(array: np.ndarray, where: str) -> np.ndarray:
     lo, hi = values.min(), values.max()
     if lo < 0 or hi > 255:
         raise VaekitError(f"{where}: values span [{lo:g}, {hi:g}]; expected [0, 1] or [0, 255]")
+    if hi > 1.0 and not np.array_equal(values, np.rint(values)):
+        # fractions and values above 1: neither [0, 1] intensities nor 0-255 grey levels
+        bad = tuple(int(i) for i in np.argwhere(values > 1.0)[0])
+        raise VaekitError(f"{where}: float values span [{lo:g}, {hi:g}] with fractions, so neither [0, 1] nor "
+                          f"whole 0-255 grey levels; first value above 1 at index {bad}")
     scale = 255.0 if hi <= 1.0 else 1.0
     return np.clip(np.rint(values * scale), 0, 255).astype(np.uint8)
 
@@ -144,10 +149,14 @@ def _load_array(path: Path) -> ImageDataset:
         image_key = next((k for k in ("x", "images", "X", "arr_0") if k in keys), None)
         if image_key is None:
             raise VaekitError(f"{path}: no image array; expected a key named x or images (found {', '.join(keys) or 'none'})")
-        array = loaded[image_key]
-        label_key = next((k for k in ("y", "labels") if k in keys), None)
+        try:
+            array = loaded[image_key]
+            label_key = next((k for k in ("y", "labels") if k in keys), None)
+            label_array = loaded[label_key] if label_key is not None else None
+        except ValueError as exc:  # an object array: reading it would need pickle, which stays off
+            raise VaekitError(f"{path}: cannot be read without pickle ({exc}); save numbers, not objects") from None
         if label_key is not None:
-            labels = np.asarray(loaded[label_key])
+            labels = np.asarray(label_array)
             if labels.shape != (len(array),) or not np.issubdtype(labels.dtype, np.integer):
                 raise VaekitError(f"{path}: labels {label_key!r} must be {len(array)} integers, got shape {labels.shape} of {labels.dtype}")
             labels = labels.astype(np.int64)
