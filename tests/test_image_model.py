@@ -199,3 +199,21 @@ def test_weights_whose_vaekit_config_is_not_a_json_object_are_named(tmp_path, me
     save_file(load_file(path), path, metadata={"vaekit_config": metadata})
     with pytest.raises(VaekitError, match="model.safetensors: metadata 'vaekit_config' is not"):
         vaekit.load(tmp_path / "m")
+
+
+def test_weights_holding_nan_are_refused_at_load_naming_the_tensor(tmp_path):
+    from safetensors.torch import save_file
+
+    model = tiny_model()
+    model.save_pretrained(tmp_path / "m")
+    path = tmp_path / "m" / "model.safetensors"
+    from safetensors import safe_open
+
+    with safe_open(path, framework="pt") as fh:
+        metadata = fh.metadata()
+    state = load_file(path)
+    key = sorted(state)[0]
+    state[key].view(-1)[0] = float("nan")
+    save_file(state, path, metadata=metadata)
+    with pytest.raises(VaekitError, match=f"tensor {key!r} holds NaN or infinite values"):
+        vaekit.load(tmp_path / "m")

@@ -231,6 +231,9 @@ class VAE(nn.Module):
                     f"{weights_path}: tensor {key!r} has shape {tuple(tensor.shape)}, the config needs "
                     f"{tuple(expected[key].shape)}"
                 )
+            if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+                raise VaekitError(f"{weights_path}: tensor {key!r} holds NaN or infinite values; these weights are "
+                                  "broken (a diverged run?)")
         model.load_state_dict(state, strict=len(expected) == len(model.state_dict()))
         cls._attach(model, directory, raw)
         return model.to(map_location).eval()
