@@ -140,3 +140,19 @@ def test_help_explains_every_option():
     top = vaekit_cmd("--help").stdout
     for command in ("quickstart", "train", "sample", "reconstruct", "interpolate", "latent-plot", "encode", "evaluate"):
         assert command in top
+
+
+@pytest.mark.parametrize("args, message", [
+    (["latent-plot", "{run}", "--data", "{data}", "--out", "{tmp}/l.xyz"], "--out {tmp}/l.xyz: cannot write .xyz"),
+    (["report", "{run}", "--out", "{tmp}/somedir/"], "is a folder"),
+    (["train", "image", "--data", "{data}", "--out", "{tmp}/big", "--resize", "100000x100000"],
+     "at most 4096 pixels a side"),
+])
+def test_output_paths_and_sizes_that_cannot_work_are_one_line_before_any_work(trained, tiny_npz, tmp_path, args,
+                                                                               message):
+    (tmp_path / "somedir").mkdir()
+    fill = dict(run=trained, data=tiny_npz, tmp=tmp_path)
+    result = CliRunner().invoke(cli, [a.format(**fill) for a in args])
+    assert result.exit_code == 2, result.output
+    assert message.format(**fill) in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "big").exists() and list((tmp_path / "somedir").iterdir()) == []

@@ -106,6 +106,16 @@ def _binarize(run: Path, chosen: str | None) -> str:
     return chosen or run_binarize(run)
 
 
+def _output(out: Path, option: str, suffixes: tuple[str, ...]) -> Path:
+    """Check an output path before any work: not a folder, and one of the formats the command writes."""
+    if out.is_dir() or str(out).endswith(("/", "\\")):
+        raise VaekitError(f"{option} {out}: is a folder; give a file name ending in {' or '.join(suffixes)}")
+    if out.suffix.lower() not in suffixes:
+        raise VaekitError(f"{option} {out}: cannot write {out.suffix or 'a file without a suffix'}; give a file "
+                          f"ending in {' or '.join(suffixes)}")
+    return out
+
+
 def _done(what: str, path: Path) -> None:
     click.echo(f"{what}: {path}")
 
@@ -772,6 +782,7 @@ def latent_plot_command(run, data, split, resize, binarize, seed, text_column, e
     interactive HTML version; for a 2-D image latent, also the decoded manifold."""
     from .latent import encode_items, latent_figure
 
+    _output(out, "--out", (".png", ".pdf", ".svg", ".jpg", ".jpeg"))
     model = _load_model(run, device)
     manifold = None
     if _is_text(model):
@@ -1006,7 +1017,8 @@ def report(run, out, seed):
     be mailed or archived alone."""
     from .report import write_report
 
-    _done("report", write_report(run, out or run / "report.html", seed=seed))
+    _done("report", write_report(run, _output(out, "--out", (".html", ".htm")) if out else run / "report.html",
+                                 seed=seed))
 
 
 @cli.command(context_settings=CONTEXT)

@@ -175,7 +175,13 @@ def parse_size(text: str | None) -> tuple[int, int] | None:
     match = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*", text)
     if not match or int(match[1]) < 1 or int(match[2]) < 1:
         raise VaekitError(f"--resize {text!r}: expected HxW, such as 28x28")
+    if max(int(match[1]), int(match[2])) > MAX_SIDE:
+        raise VaekitError(f"--resize {text!r}: at most {MAX_SIDE} pixels a side (a VAE on larger images would not "
+                          "fit in memory)")
     return int(match[1]), int(match[2])
+
+
+MAX_SIDE = 4096
 
 
 GREY_MODES = ("1", "L", "I", "I;16", "F", "LA")
