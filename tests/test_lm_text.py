@@ -117,3 +117,12 @@ def test_bundled_smollm2_decoder_loads_and_writes_english():
 def test_lora_targets_the_decoder_lacks_are_refused_by_name():
     with pytest.raises(VaekitError, match="has no c_attn layers to adapt; its linear layers are"):
         tiny_lm_text_vae(lora_targets=("c_attn",))
+
+
+def test_vary_says_so_when_the_posterior_carries_almost_nothing(caplog):
+    model = tiny_lm_text_vae().eval()
+    with torch.no_grad():  # a collapsed encoder: q(z|x) = N(0, I) for every text
+        model.posterior_head.weight.zero_()
+        model.posterior_head.bias.zero_()
+    model.vary("the black cat sat on the red mat.", n=2, seed=0)
+    assert "carries almost nothing" in caplog.text

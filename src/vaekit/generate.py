@@ -22,6 +22,7 @@ log = logging.getLogger(__name__)
 
 Strategy = Literal["sample", "beam", "greedy"]
 MAX_VARIATIONS = 100
+COLLAPSED_KL = 0.5  # nats: below this a text's posterior is all but the prior
 
 
 def _step_logits(model, tokens: torch.Tensor, z: torch.Tensor, state, banned: torch.Tensor | None, scored: int = 0):
@@ -296,6 +297,10 @@ def _vary_unit(model, unit, n, temperature, strategy, top_p, generator, keep_cop
     source_tags, target_tags = tagging
     batch = model.batch([unit], source_label, tags=[source_tags] if source_tags else None)
     posterior = model.encode(batch)
+    kl = float(posterior.kl().sum())
+    if kl < COLLAPSED_KL:
+        log.warning("the posterior of this text carries almost nothing (KL %.2f nats): its variations cannot follow it; "
+                    "the model's z collapsed. Retrain with --free-bits 0.5 and --ae-warmup-steps", kl)
     conditional = getattr(model, "conditional", False)
     labels, tag_row, cond_row = None, None, None
     if conditional and model.config.condition_dim:

@@ -65,6 +65,7 @@ class LMTextVAEConfig:
     lora_alpha: int = 16
     lora_targets: tuple[str, ...] = ("q_proj", "v_proj")
     inject: tuple[str, ...] = INJECTIONS
+    memory_slots: int = 1  # memory positions z gives each layer (Optimus: 1)
     max_tokens: int = 64
     unit: Literal["sentence", "paragraph", "document"] = "sentence"
     word_dropout: float = 0.0  # unused by this backbone; the RNN front end reads it
@@ -99,6 +100,7 @@ class LMTextVAEConfig:
             (len(set(self.label_names)) == len(self.label_names) and len(self.label_names) != 1,
              "a conditional model needs at least two distinct labels"),
             (len(self.constraint_labels) == len(self.constraint_texts), "one constraint text per constraint label"),
+            (self.memory_slots >= 1, "memory_slots must be at least 1"),
         ]
         for ok, message in checks:
             if not ok:
@@ -125,9 +127,9 @@ class Bases:
 
     def config(self, **fields) -> LMTextVAEConfig:
         max_tokens = fields.get("max_tokens", 64)
-        if max_tokens + 2 > self.context:  # z's memory and the <bos> take a position each
+        if max_tokens + 1 + fields.get("memory_slots", 1) > self.context:  # z's memory and <bos> take positions
             raise VaekitError(f"--max-tokens {max_tokens}: the decoder {self.decoder_name!r} reads at most "
-                              f"{self.context} positions; give at most {self.context - 2}")
+                              f"{self.context} positions; give at most {self.context - 1 - fields.get('memory_slots', 1)}")
         return LMTextVAEConfig(vocab_size=self.tokenizer.vocab_size, decoder=self.decoder_name,
                                encoder=self.encoder_name, decoder_fingerprint=self.fingerprints[0],
                                encoder_fingerprint=self.fingerprints[1],
@@ -170,7 +172,8 @@ class LMDecoder(nn.Module):
         self.layers = lm_config.num_hidden_layers
         self.kv_heads = getattr(lm_config, "num_key_value_heads", None) or lm_config.num_attention_heads
         self.head_dim = getattr(lm_config, "head_dim", None) or lm_config.hidden_size // lm_config.num_attention_heads
-        self.to_memory = (nn.Linear(code_dim, self.layers * 2 * self.kv_heads * self.head_dim)
+        self.slots = config.memory_slots
+        self.to_memory = (nn.Linear(code_dim, self.layers * 2 * self.kv_heads * self.slots * self.head_dim)
                           if "memory" in config.inject else None)
         self.to_embedding = nn.Linear(code_dim, lm_config.hidden_size) if "embedding" in config.inject else None
         for layer in (self.to_memory, self.to_embedding):
@@ -190,10 +193,10 @@ class LMDecoder(nn.Module):
         return self.lm.get_output_embeddings().weight  # (v, h)
 
     def initial_state(self, code: torch.Tensor) -> KVState:
-        """The memory of each code: z -> (b, L, 2, k, 1, a), a key and a value per layer."""
+        """The memory of each code: z -> (b, L, 2, k, s, a), s keys and values per layer."""
         if self.to_memory is None:
             return KVState([])
-        memory = self.to_memory(code).view(len(code), self.layers, 2, self.kv_heads, 1, self.head_dim)
+        memory = self.to_memory(code).view(len(code), self.layers, 2, self.kv_heads, self.slots, self.head_dim)
         return KVState([(memory[:, i, 0], memory[:, i, 1]) for i in range(self.layers)])
 
     @staticmethod
