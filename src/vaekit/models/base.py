@@ -164,6 +164,10 @@ class VAE(nn.Module):
         write_json(config_path, {**existing, **self.config_dict()})
         return directory
 
+    def optimizer_groups(self) -> list[dict]:
+        """The trainable parameters as optimizer groups; ``lr_scale`` multiplies the run's learning rate."""
+        return [{"params": [p for p in self.parameters() if p.requires_grad], "lr_scale": 1.0}]
+
     def trained_state_dict(self) -> dict[str, torch.Tensor]:
         """The tensors a run folder's model.safetensors and resume.pt keep: all of them here; a model on frozen
         pretrained weights keeps only what training changes."""

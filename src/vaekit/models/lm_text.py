@@ -45,7 +45,7 @@ warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", categ
 
 INJECTIONS = ("memory", "embedding")
 ENCODER_TOKENIZER_NAME = "encoder_tokenizer.json"
-INJECTION_INIT_STD = 0.002
+INJECTION_INIT_STD = 0.02
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,8 +64,13 @@ class LMTextVAEConfig:
     lora_rank: int = 8
     lora_alpha: int = 16
     lora_targets: tuple[str, ...] = ("q_proj", "v_proj")
-    inject: tuple[str, ...] = INJECTIONS
+    # measured on 6,000 headlines (300 steps): the added embedding at this init took the LM's English apart
+    # (reconstruction similarity 0.11, word salad), the memory alone kept it (0.15, fluent); 8 slots did not help
+    inject: tuple[str, ...] = ("memory",)
     memory_slots: int = 1  # memory positions z gives each layer (Optimus: 1)
+    # the layers trained from scratch (posterior head, injections) learn at this multiple of the run's learning rate;
+    # the adapters and a fine-tuned encoder or LM at the rate itself
+    head_lr_scale: float = 10.0
     max_tokens: int = 64
     unit: Literal["sentence", "paragraph", "document"] = "sentence"
     word_dropout: float = 0.0  # unused by this backbone; the RNN front end reads it
@@ -350,6 +355,13 @@ class LMTextVAE(TextVAE):
         return self.decoder.logits(hidden)
 
     # --- save and load: only what was trained -------------------------------------------------
+    def optimizer_groups(self) -> list[dict]:
+        new = [p for m in (self.posterior_head, self.decoder.to_memory, self.decoder.to_embedding) if m is not None
+               for p in m.parameters()]
+        fresh = {id(p) for p in new}
+        pretrained = [p for p in self.parameters() if p.requires_grad and id(p) not in fresh]
+        return [{"params": pretrained, "lr_scale": 1.0}, {"params": new, "lr_scale": self.config.head_lr_scale}]
+
     def trained_state_dict(self) -> dict[str, torch.Tensor]:
         """The tensors training changes: adapters, injections, the posterior head (and a fine-tuned encoder or a
         fully fine-tuned LM); the frozen base weights come from the base models."""
