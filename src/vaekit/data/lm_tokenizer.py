@@ -14,7 +14,7 @@ from typing import Iterable
 
 from ..config import atomic_write_text
 from ..errors import VaekitError
-from .tokenizer import BOS_ID, EOS_ID, PAD_ID, SPECIALS
+from .tokenizer import SPECIALS, content_ids
 
 OFFSET = len(SPECIALS)
 
@@ -71,17 +71,9 @@ class LMTokenizer:
         return len(self.encode(text))
 
     def decode(self, ids: Iterable[int]) -> str:
-        """Ids up to the first <eos>, without special tokens, as text."""
-        kept = []
-        for i in ids:
-            i = int(i)
-            if i == EOS_ID:
-                break
-            if i >= OFFSET:
-                kept.append(i - OFFSET)
-            elif i not in (PAD_ID, BOS_ID):
-                continue
-        return self.tokenizer.decode(kept, skip_special_tokens=True).strip()
+        """Ids up to the first <eos>, without special tokens, as text (<unk> never occurs: no word is unknown)."""
+        kept = [i - OFFSET for i in content_ids(ids) if i >= OFFSET]
+        return self.tokenizer.decode(kept, skip_special_tokens=True).replace("\ufeff", "").strip()  # no stray BOM
 
     def unknown_fraction(self, text: str) -> float:
         return 0.0  # byte-level subwords: no word is unknown

@@ -56,6 +56,18 @@ def detokenize_words(tokens: list[str]) -> str:
     return _NO_SPACE_AFTER.sub(r"\1", text)
 
 
+def content_ids(ids: Iterable[int]) -> list[int]:
+    """The ids before the first <eos>, without <pad> and <bos>: what a decoded text is made of."""
+    kept = []
+    for i in ids:
+        i = int(i)
+        if i == EOS_ID:
+            break
+        if i not in (PAD_ID, BOS_ID):
+            kept.append(i)
+    return kept
+
+
 class TextTokenizer:
     """A ``tokenizers.Tokenizer`` with vaekit's special tokens and decoding rules."""
 
@@ -128,13 +140,7 @@ class TextTokenizer:
 
     def decode(self, ids: Iterable[int]) -> str:
         """Ids up to the first <eos>, without special tokens, as text."""
-        kept = []
-        for i in ids:
-            i = int(i)
-            if i == EOS_ID:
-                break
-            if i not in (PAD_ID, BOS_ID):
-                kept.append(i)
+        kept = content_ids(ids)
         if self.config.kind == "bpe":
             return self.tokenizer.decode(kept, skip_special_tokens=False).strip()
         tokens = [self.tokenizer.id_to_token(i) for i in kept]

@@ -38,7 +38,7 @@ from ..distributions import DiagonalGaussian
 from ..errors import VaekitError
 from ..nn.text import linear_nll, pad_rows
 from .base import VAE
-from .text import TextVAE
+from .text import TextConditions, TextVAE
 
 # peft asks transformers a deprecated question on every train()/eval(); not the user's to act on
 warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
@@ -49,7 +49,7 @@ INJECTION_INIT_STD = 0.02
 
 
 @dataclasses.dataclass(frozen=True)
-class LMTextVAEConfig:
+class LMTextVAEConfig(TextConditions):
     vocab_size: int  # the decoder's vocabulary and vaekit's four special ids (data.lm_tokenizer)
     decoder: str = "SmolLM2-135M-Instruct"
     encoder: str = "all-MiniLM-L6-v2"
@@ -74,23 +74,6 @@ class LMTextVAEConfig:
     max_tokens: int = 64
     unit: Literal["sentence", "paragraph", "document"] = "sentence"
     word_dropout: float = 0.0  # unused by this backbone; the RNN front end reads it
-    # conditions and the constraint loss, as TextVAEConfig
-    label_names: tuple[str, ...] = ()
-    tag_names: tuple[str, ...] = ()
-    condition_dim: int = 0
-    condition_encoder: str = ""
-    constraint_labels: tuple[str, ...] = ()
-    constraint_texts: tuple[str, ...] = ()
-    constraint_weight: float = 0.0
-    constraint_threshold: float = 0.0
-
-    @property
-    def num_labels(self) -> int:
-        return len(self.label_names)
-
-    @property
-    def num_tags(self) -> int:
-        return len(self.tag_names)
 
     def __post_init__(self):
         checks = [

@@ -24,27 +24,10 @@ from ..nn.text import BiRNNEncoder, RNNDecoder, word_dropout
 from .base import VAE, generator_for
 
 
-@dataclasses.dataclass(frozen=True)
-class TextVAEConfig:
-    vocab_size: int
-    embedding_dim: int = 256
-    rnn: Literal["gru", "lstm"] = "gru"
-    encoder_hidden: tuple[int, ...] = (256,)
-    encoder_dense: tuple[int, ...] = ()
-    # False: the encoder reads each text forward only (Bowman et al. 2016; the popular PyTorch Sentence-VAE's default)
-    bidirectional: bool = True
-    latent_dim: int = 32
-    decoder_hidden: int = 512
-    decoder_layers: int = 1
-    dropout: float = 0.3
-    word_dropout: float = 0.0
-    tie_embeddings: bool = False
-    # "softmax" scores every word from the decoder state; "adaptive" is the adaptive softmax (Grave et al. 2017)
-    # with clusters at adaptive_cutoffs (empty: 2,000 / 10,000 / 50,000 below the vocabulary size)
-    output: Literal["softmax", "adaptive"] = "softmax"
-    adaptive_cutoffs: tuple[int, ...] = ()
-    max_tokens: int = 64
-    unit: Literal["sentence", "paragraph", "document"] = "sentence"
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class TextConditions:
+    """The condition and constraint-loss fields every text model's config has (the text front end reads them)."""
+
     # a conditional VAE (Sohn et al. 2015) on these labels: one-hot c into the encoder and beside z for the decoder
     label_names: tuple[str, ...] = ()
     # ... and on tags: multi-hot c (several at once, or none)
@@ -67,6 +50,28 @@ class TextVAEConfig:
     def num_tags(self) -> int:
         return len(self.tag_names)
 
+
+@dataclasses.dataclass(frozen=True)
+class TextVAEConfig(TextConditions):
+    vocab_size: int
+    embedding_dim: int = 256
+    rnn: Literal["gru", "lstm"] = "gru"
+    encoder_hidden: tuple[int, ...] = (256,)
+    encoder_dense: tuple[int, ...] = ()
+    # False: the encoder reads each text forward only (Bowman et al. 2016; the popular PyTorch Sentence-VAE's default)
+    bidirectional: bool = True
+    latent_dim: int = 32
+    decoder_hidden: int = 512
+    decoder_layers: int = 1
+    dropout: float = 0.3
+    word_dropout: float = 0.0
+    tie_embeddings: bool = False
+    # "softmax" scores every word from the decoder state; "adaptive" is the adaptive softmax (Grave et al. 2017)
+    # with clusters at adaptive_cutoffs (empty: 2,000 / 10,000 / 50,000 below the vocabulary size)
+    output: Literal["softmax", "adaptive"] = "softmax"
+    adaptive_cutoffs: tuple[int, ...] = ()
+    max_tokens: int = 64
+    unit: Literal["sentence", "paragraph", "document"] = "sentence"
     def __post_init__(self):
         checks = [
             (self.latent_dim > 0, f"latent dimension must be positive, got {self.latent_dim}"),
