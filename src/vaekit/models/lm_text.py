@@ -236,10 +236,15 @@ class LMTextVAE(TextVAE):
 
         VAE.__init__(self, config)
         self.condition_embedder = None
-        lm, lm_tokenizer = decoder if decoder is not None else load_decoder(config.decoder)[1:]
-        text_encoder, self.encoder_tokenizer = encoder if encoder is not None else load_encoder(config.encoder)[1:]
-        for what, module, saved in (("--decoder", lm, config.decoder_fingerprint),
-                                    ("--encoder", text_encoder, config.encoder_fingerprint)):
+        checks = []  # base models loaded here by name are checked against the fingerprints the model was trained on
+        if decoder is None:
+            decoder = load_decoder(config.decoder)[1:]
+            checks.append(("--decoder", decoder[0], config.decoder_fingerprint))
+        if encoder is None:
+            encoder = load_encoder(config.encoder)[1:]
+            checks.append(("--encoder", encoder[0], config.encoder_fingerprint))
+        (lm, lm_tokenizer), (text_encoder, self.encoder_tokenizer) = decoder, encoder
+        for what, module, saved in checks:
             if saved and fingerprint(module) != saved:
                 name = config.decoder if what == "--decoder" else config.encoder
                 raise VaekitError(f"{what} {name!r}: the base weights found have fingerprint {fingerprint(module)}, "
