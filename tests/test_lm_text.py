@@ -22,6 +22,7 @@ def test_banned_words_and_special_tokens_never_appear():
             words = text.lower().split()
             assert "cat" not in words and "shares" not in words
             assert not any(s in text for s in specials | set(SPECIALS))
+            assert text == " ".join(text.split())  # one line, no stray spaces
 
 
 def test_run_folder_keeps_only_the_trained_tensors_and_names_the_bases(tmp_path):

@@ -73,7 +73,8 @@ class LMTokenizer:
     def decode(self, ids: Iterable[int]) -> str:
         """Ids up to the first <eos>, without special tokens, as text (<unk> never occurs: no word is unknown)."""
         kept = [i - OFFSET for i in content_ids(ids) if i >= OFFSET]
-        return self.tokenizer.decode(kept, skip_special_tokens=True).replace("\ufeff", "").strip()  # no stray BOM
+        text = self.tokenizer.decode(kept, skip_special_tokens=True).replace("\ufeff", "")  # no stray BOM
+        return " ".join(text.split())  # a unit is one line: an LM's newline inside a headline is a space
 
     def unknown_fraction(self, text: str) -> float:
         return 0.0  # byte-level subwords: no word is unknown
