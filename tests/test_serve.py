@@ -141,11 +141,27 @@ def test_sample_interpolate_decode_encode_score(client):
     ("/v1/encode", {"model": "digits", "images": [png(16, 16)]}, 400, "16x16"),
     ("/v1/encode", {"model": "cats", "texts": ["a"] * 5}, 400, "number of texts"),
     ("/v1/score", {"model": "cats"}, 400, "texts"),
+    ("/v1/vary", {"text": "the cat", "n": True}, 422, "n"),
+    ("/v1/sample", {"model": "cats", "n": True}, 422, "n"),
+    ("/v1/vary", {"text": "the cat", "seed": 2**63}, 422, "seed"),
+    ("/v1/sample", {"model": "cats", "seed": 2**64}, 422, "seed"),
+    ("/v1/score", {"model": "cats", "texts": ["the cat"], "seed": 2**63}, 422, "seed"),
 ])
 def test_error_paths_are_json_with_4xx(client, path, body, status, message):
     r = client.post(path, headers=AUTH, json=body)
     assert r.status_code == status, r.text
     assert message in r.json()["error"]
+
+
+@pytest.mark.parametrize("path, body, field", [
+    ("/v1/vary", '{"text": "abc \\ud800 def"}', "text"),
+    ("/v1/vary", '{"text": "the cat", "ban": ["x", "\\udfff"]}', "ban"),
+    ("/v1/sample", '{"model": "cats", "near": "\\ud800"}', "near"),
+])
+def test_text_that_cannot_be_encoded_is_a_json_4xx_naming_the_field(client, path, body, field):
+    r = client.post(path, headers={**AUTH, "content-type": "application/json"}, content=body.encode())
+    assert r.status_code == 422, r.text
+    assert field in r.json()["error"] and "surrogate" in r.json()["error"]
 
 
 def test_malformed_json_oversized_body_and_keys(client):

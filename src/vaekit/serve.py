@@ -33,7 +33,7 @@ try:  # the serve extra
     from fastapi import Depends, FastAPI, HTTPException, Request
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import HTMLResponse, JSONResponse
-    from pydantic import BaseModel, ConfigDict, Field
+    from pydantic import BaseModel, ConfigDict, Field, model_validator
 except ImportError:  # pragma: no cover - reported by create_app
     FastAPI = None
     BaseModel = object
@@ -42,6 +42,9 @@ except ImportError:  # pragma: no cover - reported by create_app
         return None
 
     ConfigDict = dict
+
+    def model_validator(*args, **kwargs):  # noqa: D103
+        return lambda f: f
 
 EXTRA_HINT = "pip install 'vaekit[serve]'"
 
@@ -67,18 +70,37 @@ class Served:
 
 
 # --- request bodies -------------------------------------------------------------------------------
+# a seed is a whole number PyTorch's generators take (torch.Generator.manual_seed: below 2^63); a count is never a
+# JSON true or false (pydantic would read true as 1)
+SEED = dict(ge=0, lt=2**63, strict=True, description="Seed for the random draws, 0 <= seed < 2^63")
+
+
 class _Body(BaseModel):
     model_config = ConfigDict(extra="forbid")
     model: str | None = Field(None, description="Model name (GET /v1/models); default: the first one")
 
+    @model_validator(mode="after")
+    def _encodable(self):
+        """JSON may escape a lone surrogate (\\ud800), which no tokenizer or encoder can take: refuse it by field."""
+        for name, value in self:
+            for i, text in enumerate(value if isinstance(value, list) else [value]):
+                if isinstance(text, str):
+                    try:
+                        text.encode("utf-8")
+                    except UnicodeEncodeError:
+                        where = f"{name}[{i}]" if isinstance(value, list) else name
+                        raise ValueError(f"{where} holds a lone surrogate (\\ud800-\\udfff), which is not text; "
+                                         "send valid UTF-8") from None
+        return self
+
 
 class VaryRequest(_Body):
     text: str = Field(..., description="The text to vary")
-    n: int = Field(5, ge=1, description="How many variations")
+    n: int = Field(5, ge=1, strict=True, description="How many variations")
     temperature: float = Field(0.5, ge=0, le=5, description="Spread around the text's posterior (0: its mean)")
     strategy: Literal["sample", "greedy", "beam"] = "sample"
     top_p: float = Field(0.9, gt=0, le=1)
-    seed: int | None = None
+    seed: int | None = Field(None, **SEED)
     label: str | None = Field(None, description="Condition: a label (conditional models)")
     tags: list[str] | None = Field(None, description="Condition: tags (conditional models)")
     condition_text: str | None = Field(None, description="Condition: a text to move toward (conditional models)")
@@ -88,11 +110,11 @@ class VaryRequest(_Body):
 
 
 class SampleRequest(_Body):
-    n: int = Field(8, ge=1)
+    n: int = Field(8, ge=1, strict=True)
     label: str | None = Field(None, description="Conditional models: the label to write with")
     tags: list[str] | None = Field(None, description="Conditional text models: the tags to write with")
     temperature: float = Field(1.0, ge=0, le=5)
-    seed: int | None = None
+    seed: int | None = Field(None, **SEED)
     strategy: Literal["sample", "greedy", "beam"] = "greedy"
     near: str | None = Field(None, description="Text models: draw codes only within radius of this text's code")
     avoid: str | None = Field(None, description="Text models: reject codes within radius of this text's code")
@@ -123,7 +145,7 @@ class ItemsRequest(_Body):
 class ScoreRequest(ItemsRequest):
     score: Literal[SCORES] | None = None
     iw_samples: int = Field(10, ge=1, le=100)
-    seed: int = 0
+    seed: int = Field(0, **SEED)
 
 
 class DecodeRequest(_Body):
