@@ -193,6 +193,14 @@ def test_serve_command_errors(runs):
         assert result.exit_code == 2 and "--device cuda" in result.output
 
 
+def test_serve_on_a_port_in_use_is_one_line_before_loading(runs):
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        result = CliRunner().invoke(cli, ["serve", str(runs["cats"]), "--port", str(port)])
+    assert result.exit_code == 2, result.output
+    assert f"--port {port}: cannot listen on 127.0.0.1:{port}" in result.output and "serving" not in result.output
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

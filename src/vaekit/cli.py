@@ -1138,6 +1138,14 @@ def serve(runs, named, host, port, api_key, max_text_chars, max_n, max_body_kb, 
         import uvicorn
     except ImportError:
         raise VaekitError("vaekit serve needs FastAPI and uvicorn: pip install 'vaekit[serve]'") from None
+    import socket
+
+    try:  # before the models load: uvicorn would print nothing useful and exit 3 once "serving ..." was said
+        with socket.create_server((host, port)):
+            pass
+    except OSError as exc:
+        raise VaekitError(f"--port {port}: cannot listen on {host}:{port} ({exc.strerror or exc}); is another "
+                          "server using it? Give another --port") from None
     limits = Limits(max_text_chars=max_text_chars, max_n=max_n, max_body_bytes=max_body_kb * 1000, timeout_s=timeout)
     app = create_app(specs, limits, api_key=api_key, similarity_model=similarity_model, device=resolve_device(device))
     if host not in ("127.0.0.1", "localhost", "::1"):
