@@ -198,11 +198,14 @@ def train_text(data: str | Path | None, out: str | Path, *, source: dict | None 
         if condition is not None and condition.get("kind") not in ("sentence", "word-vectors"):
             raise VaekitError(f"--condition-embedding {condition.get('kind')!r}: choose sentence or word-vectors")
 
-        bases = None
+        bases, lm_fields = None, {}
         if backbone is not None:
             from .models.lm_text import load_bases
 
             bases = load_bases(backbone.get("decoder"), backbone.get("encoder"))
+            # the LMTextVAEConfig fields: the backbone's own and the constraint loss's
+            lm_fields = {**{k: v for k, v in backbone.items() if k not in ("decoder", "encoder")},
+                         **{k: v for k, v in (model_overrides or {}).items() if k.startswith("constraint")}}
 
         def fields_for(stats: dict) -> dict:
             names = stats.get("label_names") or ()
@@ -219,9 +222,7 @@ def train_text(data: str | Path | None, out: str | Path, *, source: dict | None 
                 from .models.lm_text import LMTextVAE
 
                 torch.manual_seed(training.seed)
-                return LMTextVAE.from_bases(bases, **{k: v for k, v in backbone.items() if k not in ("decoder", "encoder")},
-                                            **{k: v for k, v in (model_overrides or {}).items() if k.startswith("constraint")},
-                                            **fields_for(stats))
+                return LMTextVAE.from_bases(bases, **lm_fields, **fields_for(stats))
             config = TextVAEConfig(**{**PRESETS[preset], **(model_overrides or {}), "vocab_size": tokenizer.vocab_size,
                                       **fields_for(stats)})
             torch.manual_seed(training.seed)
@@ -230,7 +231,7 @@ def train_text(data: str | Path | None, out: str | Path, *, source: dict | None 
         def check_model(tokenizer, stats: dict) -> None:
             """A bad setting fails before the folder is touched (an LMTextVAE is built once: LoRA wraps in place)."""
             if bases is not None:
-                bases.config(**{k: v for k, v in backbone.items() if k not in ("decoder", "encoder")}, **fields_for(stats))
+                bases.config(**lm_fields, **fields_for(stats))
             else:
                 model_for(tokenizer, stats)
 
