@@ -260,7 +260,7 @@ class Trainer:
             state = torch.load(path, map_location="cpu", weights_only=True)
             if not isinstance(state, dict):
                 raise ValueError(f"holds a {type(state).__name__}, not vaekit's resume state")
-            self.model.load_state_dict(state["model"], strict=len(state["model"]) == len(self.model.state_dict()))
+            self.model.load_trained_state(state["model"])
             self.optimizer.load_state_dict(state["optimizer"])
             if self.scheduler is not None and state.get("scheduler"):
                 self.scheduler.load_state_dict(state["scheduler"])

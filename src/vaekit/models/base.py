@@ -173,6 +173,11 @@ class VAE(nn.Module):
         pretrained weights keeps only what training changes."""
         return self.state_dict()
 
+    def load_trained_state(self, state: dict[str, torch.Tensor]) -> None:
+        """Load what ``trained_state_dict`` gave: strictly when that is the whole state dict; else only those
+        tensors (the others are the base weights the model was built on)."""
+        self.load_state_dict(state, strict=len(self.trained_state_dict()) == len(self.state_dict()))
+
     def save_weights(self, path: str | os.PathLike) -> None:
         save_weights(self, path, {"vaekit_config": json.dumps(self.config_dict())}, self.trained_state_dict())
 
@@ -238,7 +243,7 @@ class VAE(nn.Module):
             if tensor.is_floating_point() and not torch.isfinite(tensor).all():
                 raise VaekitError(f"{weights_path}: tensor {key!r} holds NaN or infinite values; these weights are "
                                   "broken (a diverged run?)")
-        model.load_state_dict(state, strict=len(expected) == len(model.state_dict()))
+        model.load_trained_state(state)
         cls._attach(model, directory, raw)
         return model.to(map_location).eval()
 
