@@ -52,7 +52,7 @@ def trained_or_reused(args, bench: str, train):
     """The model ``train()`` trains, or with --reuse the one an earlier run of this benchmark trained."""
     if args.reuse is None:
         return train()
-    from vaekit.runs import load
+    from vaekit import load
 
     model = load(args.reuse)
     emit({"bench": f"{bench}_reuse", "run": str(args.reuse)})

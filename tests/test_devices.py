@@ -156,8 +156,8 @@ class Recorder:
     def image(self, tag, picture, step, save_as=None):
         self.logged.append((tag, torch.from_numpy(picture), step, save_as))
 
-    def text(self, tag, text, step):
-        self.logged.append((tag, text, step))
+    def text(self, tag, text, step, keep=False):
+        self.logged.append((tag, text, step, keep))
 
     def written(self):
         samples = self.run_dir / "samples.txt"

@@ -9,7 +9,7 @@ from .config import TrainConfig
 from .distributions import DiagonalGaussian
 from .errors import NonFiniteLossError, VaekitError
 from .models import ImageVAE, ImageVAEConfig, TextVAE, TextVAEConfig, VAE
-from .runs import load
+from .models import load
 from .train import Trainer
 
 __version__ = "0.1.0"

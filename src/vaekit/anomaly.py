@@ -21,10 +21,10 @@ import numpy as np
 
 from .config import atomic_write_text, read_json, write_json
 from .errors import VaekitError
+from .runs import CALIBRATION_NAME
 from .items import Items
 
 SCORES = ("neg_elbo", "iw_nll", "rec", "kl")
-CALIBRATION_NAME = "anomaly.json"
 MIN_CALIBRATION_ITEMS = 50
 TRUE_WORDS = {"1", "true", "yes", "y", "anomaly", "anomalous", "abnormal", "outlier"}
 FALSE_WORDS = {"0", "false", "no", "n", "normal", "inlier"}

@@ -14,6 +14,7 @@ import click
 import numpy as np
 from click.core import ParameterSource
 
+from . import runs
 from .anomaly import SCORES
 from . import distributed
 from .distributed import DEVICES, resolve_device
@@ -76,7 +77,7 @@ def use_data_options(f):
 
 
 def _load_model(run: Path, device: str = "cpu"):
-    from .runs import load
+    from .models import load
 
     return load(run, map_location=str(resolve_device(device)))
 
@@ -227,7 +228,7 @@ def _report_run(run, kind: str) -> None:
     click.echo(f"{result.status} after {result.epochs} epochs ({result.step} steps, "
                f"{result.items_per_second:,.0f} {items}/s); best validation negative ELBO {best}")
     click.echo(f"run folder: {run.run_dir}")
-    for name in ("plots/curves.png", "plots/samples.png", "plots/reconstructions.png", "plots/latent.png", "samples.txt"):
+    for name in ("plots/curves.png", "plots/samples.png", "plots/reconstructions.png", "plots/latent.png", runs.SAMPLES_NAME):
         if (run.run_dir / name).exists():
             click.echo(f"  {run.run_dir / name}")
     click.echo(f"  TensorBoard: tensorboard --logdir {run.run_dir / 'tensorboard'}")
@@ -880,7 +881,7 @@ def calibrate(run, data, split, resize, binarize, seed, text_column, encoding, s
                f"false-positive rate {record['observed_fpr']:.4f} on them)")
     if record["resolution_note"]:
         click.echo(f"note: {record['resolution_note']}")
-    _done("calibration", run / "anomaly.json")
+    _done("calibration", run / runs.CALIBRATION_NAME)
 
 
 @cli.command(context_settings=CONTEXT)
@@ -939,7 +940,7 @@ def score(run, data, split, resize, binarize, seed, text_column, encoding, score
     if flags is not None:
         summary.update(detection_metrics(scores, flags))
         if plot:
-            summary["plot"] = str(plot_scores(scores, flags, run / "plots" / "scores.png", score_name,
+            summary["plot"] = str(plot_scores(scores, flags, run / runs.PLOTS_DIR / "scores.png", score_name,
                                               calibration["threshold"] if calibration else None, summary))
     write_json(out.with_suffix(".json"), summary)
     for key in ("items", "score", "mean", "threshold", "flagged", "auroc", "auprc", "auprc_base_rate"):
@@ -1007,7 +1008,7 @@ def traverse(run, text, dims, value_range, steps, data, split, resize, binarize,
 
     with torch.no_grad():
         grid = model.decode_as(traversal_codes(base, dims, *value_range, steps), label)
-    out = out or run / "plots" / "traverse.png"
+    out = out or run / runs.PLOTS_DIR / "traverse.png"
     out.parent.mkdir(parents=True, exist_ok=True)
     _done(f"traversal of dimensions {', '.join(map(str, dims))}",
           _write_images(grid, out, nrow=steps, scale=auto_scale(model.config.height)))
@@ -1024,7 +1025,7 @@ def report(run, out, seed):
     be mailed or archived alone."""
     from .report import write_report
 
-    _done("report", write_report(run, _output(out, "--out", (".html", ".htm")) if out else run / "report.html",
+    _done("report", write_report(run, _output(out, "--out", (".html", ".htm")) if out else run / runs.REPORT_NAME,
                                  seed=seed))
 
 
@@ -1060,7 +1061,7 @@ def evaluate(run, data, split, resize, binarize, seed, text_column, encoding, iw
     from .config import write_json
 
     model = _load_model(run, device)
-    out = out or run / "evaluation.json"
+    out = out or run / runs.EVALUATION_NAME
     if _is_text(model):
         from .texts import evaluate_texts, read_texts, variation_report, write_report_markdown
 

@@ -16,9 +16,9 @@ import numpy as np
 
 from .config import atomic_path, atomic_write_text, read_json
 from .errors import VaekitError
+from .runs import VECTORS_NAME, WORDS_NAME
 
 WORD_VECTORS = "word-vectors"
-VECTORS_NAME, WORDS_NAME = "word_vectors.safetensors", "word_vectors.json"
 _WORD = re.compile(r"\w+(?:'\w+)?")
 
 

@@ -10,15 +10,17 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from . import runs
 from . import viz
 from . import distributed
-from .config import TrainConfig, from_dict, read_json, write_json
+from .config import TrainConfig, from_dict, read_json
 from .data.images import ImageBatches, ImageDataset, load_images, pixels
 from .errors import VaekitError
 from .evaluate import evaluate
-from .models.base import CONFIG_NAME
 from .models.image import PRESETS, ImageVAE, ImageVAEConfig
-from .runs import clear_run_dir, load, prepare_run_dir
+from .models import load
+from .precision import resolve_precision
+from .runs import CONFIG_NAME, TrainingLock, data_of_resumed_run, new_run, prepare_run_dir, update_config
 from .train import Trainer, TrainResult
 
 log = logging.getLogger(__name__)
@@ -43,8 +45,25 @@ def train_image(data: str | Path | ImageDataset, out: str | Path, *, preset: str
     written. With ``resume`` the settings come from the run's config.json; only ``epochs`` may change.
     """
     given = training or TrainConfig()
-    distributed.init(distributed.resolve_device(given.device))
+    device = distributed.resolve_device(given.device)
+    distributed.init(device)
+    resolve_precision(given.precision, device)  # a bad --precision fails before the folder is touched
     out = Path(out)
+    lock = TrainingLock(out)
+    distributed.on_main(lock.acquire)
+    try:
+        with new_run(out) as run_setup:
+            return _train_image(data, out, run_setup, preset=preset, model_overrides=model_overrides,
+                                training=training, binarize=binarize, resize=resize, resume=resume,
+                                overwrite=overwrite, progress=progress, epochs=epochs, conditional=conditional)
+    finally:
+        if distributed.is_main():
+            lock.release()
+
+
+def _train_image(data, out: Path, run_setup, *, preset, model_overrides, training, binarize, resize, resume,
+                 overwrite, progress, epochs, conditional) -> ImageRun:
+    given = training or TrainConfig()
     distributed.on_main(lambda: prepare_run_dir(out, overwrite=overwrite, resume=resume))
     if resume:
         saved = read_json(out / CONFIG_NAME)
@@ -56,8 +75,7 @@ def train_image(data: str | Path | ImageDataset, out: str | Path, *, preset: str
             training = dataclasses.replace(training, epochs=epochs)
         data_info = saved.get("data", {})
         binarize, resize = data_info.get("binarize", "none"), data_info.get("resize")
-        if data is None:
-            data = data_info.get("path")
+        data = data_of_resumed_run(data, data_info.get("path"), out)
     else:
         training = training or TrainConfig()
         if epochs is not None:
@@ -89,7 +107,7 @@ def train_image(data: str | Path | ImageDataset, out: str | Path, *, preset: str
     val_batches = _inputs(model, val_set, binarize, training.seed) if val_set is not None else None
     trainer = Trainer(model, train_batches, val_batches, training, out, progress=progress)
     if not resume:
-        distributed.on_main(lambda: _start_run(out, {
+        distributed.on_main(lambda: _start_run(run_setup, out, {
             "path": dataset.source or None,
             "resize": resize,
             "binarize": binarize,
@@ -105,9 +123,9 @@ def train_image(data: str | Path | ImageDataset, out: str | Path, *, preset: str
     return ImageRun(out, result, best)
 
 
-def _start_run(out: Path, data: dict) -> None:
-    clear_run_dir(out)
-    write_json(out / CONFIG_NAME, {"data": data})
+def _start_run(run_setup, out: Path, data: dict) -> None:
+    run_setup.start()
+    update_config(out, {"data": data})
 
 
 def finish_plots(model: ImageVAE, held_out: ImageDataset, everything: ImageDataset, binarize: str, run_dir: Path,
@@ -120,7 +138,7 @@ def finish_plots(model: ImageVAE, held_out: ImageDataset, everything: ImageDatas
     monitor = Monitor(run_dir, metrics=False, tensorboard=False)
     with torch.no_grad():
         model.log_examples(monitor, batches.fixed()[:64], 0, torch.Generator().manual_seed(seed))
-    latent_plot(model, everything, run_dir / "plots" / "latent.png", binarize=binarize, seed=seed)
+    latent_plot(model, everything, run_dir / runs.PLOTS_DIR / "latent.png", binarize=binarize, seed=seed)
 
 
 def _inputs(model: ImageVAE, data: ImageDataset, binarize: str | None, seed: int) -> ImageBatches:

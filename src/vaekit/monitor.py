@@ -10,10 +10,10 @@ import numpy as np
 
 from . import viz
 from .config import atomic_write_text
+from .runs import METRICS_NAME, PLOTS_DIR, SAMPLES_NAME, TENSORBOARD_DIR
 
 log = logging.getLogger(__name__)
 
-METRICS_NAME = "metrics.jsonl"
 # plots/curves.png is redrawn at most this often during training (and always once at its end): drawing it takes
 # matplotlib about 0.4 s, which after every epoch was 3% of a 5-epoch MNIST run; TensorBoard shows the curves live
 CURVES_EVERY_S = 60.0
@@ -40,7 +40,7 @@ class Monitor:
                  metrics: bool = True):
         self.run_dir = Path(run_dir)
         self.metrics_path = self.run_dir / METRICS_NAME if metrics else None
-        (self.run_dir / "plots").mkdir(parents=True, exist_ok=True)
+        (self.run_dir / PLOTS_DIR).mkdir(parents=True, exist_ok=True)
         if self.metrics_path is None:
             self.rows = []
         elif resume_step is None:
@@ -54,7 +54,7 @@ class Monitor:
         if tensorboard:
             from torch.utils.tensorboard import SummaryWriter
 
-            self.writer = SummaryWriter(str(self.run_dir / "tensorboard"), purge_step=resume_step)
+            self.writer = SummaryWriter(str(self.run_dir / TENSORBOARD_DIR), purge_step=resume_step)
 
     def log(self, split: str, step: int, epoch: int, metrics: dict[str, float]) -> None:
         row = {"split": split, "step": step, "epoch": epoch, **metrics}
@@ -72,11 +72,15 @@ class Monitor:
         if self.writer is not None:
             self.writer.add_image(tag, picture, step, dataformats="HWC")
         if save_as:
-            viz.save_png(picture, self.run_dir / "plots" / save_as)
+            viz.save_png(picture, self.run_dir / PLOTS_DIR / save_as)
 
-    def text(self, tag: str, text: str, step: int) -> None:
+    def text(self, tag: str, text: str, step: int, keep: bool = False) -> None:
+        """Text to TensorBoard and, with ``keep``, appended to the run's samples.txt."""
         if self.writer is not None:
-            self.writer.add_text(tag, text, step)
+            self.writer.add_text(tag, text.replace("\n", "  \n"), step)  # markdown: keep the line breaks
+        if keep:
+            with open(self.run_dir / SAMPLES_NAME, "a", encoding="utf-8") as fh:
+                fh.write(text + "\n\n")
 
     def plot_curves(self, final: bool = False) -> None:
         """Draw plots/curves.png: the first time, then at most every CURVES_EVERY_S seconds, and at the end
@@ -86,7 +90,7 @@ class Monitor:
             when, rows = self._curves_drawn
             if rows == len(self.rows) or (not final and now - when < CURVES_EVERY_S):
                 return
-        viz.plot_curves(self.rows, self.run_dir / "plots" / "curves.png")
+        viz.plot_curves(self.rows, self.run_dir / PLOTS_DIR / "curves.png")
         self._curves_drawn = (time.perf_counter(), len(self.rows))
 
     def flush(self) -> None:

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from . import runs
 from .config import atomic_write_text, read_json
 from .errors import VaekitError
 from .models import modality_of
@@ -74,15 +75,15 @@ def _texts(items: list[str]) -> str:
 
 
 def _curves(run: Path) -> str:
-    path = run / "plots" / "curves.png"
+    path = run / runs.PLOTS_DIR / "curves.png"
     if not path.is_file():
         from .monitor import read_metrics
         from .viz import plot_curves
 
-        rows = read_metrics(run) if (run / "metrics.jsonl").is_file() else []
+        rows = read_metrics(run) if (run / runs.METRICS_NAME).is_file() else []
         if not rows:
             return '<p class="muted">No training metrics in this folder.</p>'
-        buffer_path = run / "plots" / "curves.png"
+        buffer_path = run / runs.PLOTS_DIR / "curves.png"
         buffer_path.parent.mkdir(exist_ok=True)
         if plot_curves(rows, buffer_path) is None:
             return '<p class="muted">No training metrics in this folder.</p>'
@@ -92,7 +93,7 @@ def _curves(run: Path) -> str:
 def _last_validation(run: Path) -> list[tuple[str, float]]:
     from .monitor import read_metrics
 
-    if not (run / "metrics.jsonl").is_file():
+    if not (run / runs.METRICS_NAME).is_file():
         return []
     rows = [r for r in read_metrics(run) if r.get("split") == "val"]
     if not rows:
@@ -102,7 +103,7 @@ def _last_validation(run: Path) -> list[tuple[str, float]]:
 
 
 def _evaluation(run: Path) -> str:
-    path = run / "evaluation.json"
+    path = run / runs.EVALUATION_NAME
     if not path.is_file():
         return (f'<p class="muted">Not evaluated yet: <code>vaekit evaluate {html.escape(str(run))} --data '
                 "TEST_DATA</code> writes evaluation.json, shown here.</p>")
@@ -153,7 +154,7 @@ def _text_samples(run: Path, model, seed: int) -> str:
 
 
 def _latent(run: Path) -> str:
-    path = run / "plots" / "latent.png"
+    path = run / runs.PLOTS_DIR / "latent.png"
     if path.is_file():
         return _img(path, "latent plot")
     return (f'<p class="muted">No latent plot yet: <code>vaekit latent-plot {html.escape(str(run))} --data DATA '
@@ -181,7 +182,7 @@ def _anomaly(run: Path) -> str:
     body = "<h2>Anomaly threshold</h2>" + _table([(k, calibration[k]) for k in (
         "score", "iw_samples", "fpr", "threshold", "observed_fpr", "items", "data")])
     body += _img(_figure_bytes(fig), "calibration histogram")
-    scores = run / "plots" / "scores.png"
+    scores = run / runs.PLOTS_DIR / "scores.png"
     if scores.is_file():
         body += "<h3>Last labelled scoring</h3>" + _img(scores, "score histograms")
     return body
@@ -189,13 +190,13 @@ def _anomaly(run: Path) -> str:
 
 def write_report(run: str | Path, out: str | Path, seed: int = 0) -> Path:
     """Write the HTML report of ``run`` to ``out``."""
-    from .runs import load
+    from .models import load
 
     run, out = Path(run), Path(out)
-    if not (run / "config.json").is_file():
+    if not (run / runs.CONFIG_NAME).is_file():
         raise VaekitError(f"{run}: not a run folder (config.json is missing)")
     model = load(run)
-    raw = read_json(run / "config.json")
+    raw = read_json(run / runs.CONFIG_NAME)
     text = modality_of(model) == "text"
     config_rows = []
     for section in ("model", "training", "data"):

@@ -237,7 +237,7 @@ class _TooLarge(Exception):
 def load_models(specs: dict[str, str | Path], device: str | torch.device = "cpu") -> dict[str, Served]:
     """Each run folder's model on ``device`` (generation and evaluation follow the model's device)."""
     from .anomaly import read_calibration
-    from .runs import load
+    from .models import load
 
     served = {}
     for name, path in specs.items():

@@ -14,18 +14,19 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from .config import FOLDER_MODE, TrainConfig, from_dict, read_json, write_json
+from .config import FOLDER_MODE, TrainConfig, from_dict, read_json
 from . import distributed
 from .data.text import TextBatches, TextSource, TokenFile, TokenFileWriter, Unit, corpus_units, read_records
-from .data.tokenizer import TOKENIZER_NAME, TextTokenizer, TokenizerConfig
+from .data.tokenizer import TextTokenizer, TokenizerConfig
 from .errors import VaekitError
-from .models.base import CONFIG_NAME
 from .models.text import PRESETS, TextVAE, TextVAEConfig
-from .runs import clear_run_dir, load, prepare_run_dir
+from .models import load
+from .precision import resolve_precision
+from .runs import (CONFIG_NAME, ENCODER_TOKENIZER_NAME, TOKENIZER_NAME, TOKENS_DIR, VECTORS_NAME, WORDS_NAME,
+                   TrainingLock, data_of_resumed_run, new_run, prepare_run_dir, update_config)
 from .train import Trainer, TrainResult
 
 log = logging.getLogger(__name__)
-TOKENS_DIR = "data"
 ENCODE_CHUNK = 2048
 
 
@@ -166,8 +167,28 @@ def train_text(data: str | Path | None, out: str | Path, *, source: dict | None 
     of the RNN TextVAE of ``preset``; the decoder's tokenizer is used as it is (``tokenizer_config`` is not).
     """
     given = training or TrainConfig()
-    distributed.init(distributed.resolve_device(given.device))
+    device = distributed.resolve_device(given.device)
+    distributed.init(device)
+    resolve_precision(given.precision, device)  # a bad --precision fails before the folder is touched
     out = Path(out)
+    lock = TrainingLock(out)
+    distributed.on_main(lock.acquire)
+    try:
+        with new_run(out) as run_setup:
+            return _train_text(data, out, run_setup, source=source, val_data=val_data,
+                               tokenizer_config=tokenizer_config, preset=preset, model_overrides=model_overrides,
+                               training=training, unit=unit, max_tokens=max_tokens, resume=resume,
+                               overwrite=overwrite, progress=progress, epochs=epochs, conditional=conditional,
+                               condition=condition, backbone=backbone)
+    finally:
+        if distributed.is_main():
+            lock.release()
+
+
+def _train_text(data, out: Path, run_setup, *, source, val_data, tokenizer_config, preset, model_overrides,
+                training, unit, max_tokens, resume, overwrite, progress, epochs, conditional, condition,
+                backbone) -> TextRun:
+    given = training or TrainConfig()
     distributed.on_main(lambda: prepare_run_dir(out, overwrite=overwrite, resume=resume))
     if resume:
         saved = read_json(out / CONFIG_NAME)
@@ -176,6 +197,7 @@ def train_text(data: str | Path | None, out: str | Path, *, source: dict | None 
         training = dataclasses.replace(training, device=given.device, compile=given.compile)
         if epochs is not None:
             training = dataclasses.replace(training, epochs=epochs)
+        data_of_resumed_run(data, saved.get("data", {}).get("path"), out)
         model = load_for_resume(out, saved)
         tokens = out / TOKENS_DIR
         if not (tokens / "train.ids.npy").is_file():
@@ -250,10 +272,7 @@ def train_text(data: str | Path | None, out: str | Path, *, source: dict | None 
                 _check_constraints(model_overrides or {}, stats, src)
                 check_model(tokenizer, stats)
                 _check_batch(training, stats)
-                clear_run_dir(out)
-                shutil.rmtree(out / TOKENS_DIR, ignore_errors=True)
-                from .conditions import VECTORS_NAME, WORDS_NAME
-
+                run_setup.start()  # clears what an earlier run wrote (its data folder too)
                 for name in (VECTORS_NAME, WORDS_NAME):  # word vectors travel with the run, beside the model
                     if (work / name).is_file():
                         os.replace(work / name, out / name)
@@ -263,10 +282,9 @@ def train_text(data: str | Path | None, out: str | Path, *, source: dict | None 
             tokenizer.save(out / TOKENIZER_NAME)
             if bases is not None:  # the encoder's tokenizer travels with the run too
                 from .config import atomic_write_text
-                from .models.lm_text import ENCODER_TOKENIZER_NAME
 
                 atomic_write_text(out / ENCODER_TOKENIZER_NAME, bases.encoder_tokenizer.backend_tokenizer.to_str())
-            write_json(out / CONFIG_NAME, {"data": {**dataclasses.asdict(src),
+            update_config(out, {"data": {**dataclasses.asdict(src),
                                                     "val_data": str(val_data) if val_data else None, "stats": stats}})
 
         distributed.on_main(setup)

@@ -26,9 +26,10 @@ from tqdm.auto import tqdm
 
 from . import distributed
 from .distributed import to_device
-from .config import TrainConfig, atomic_path, read_json, to_dict, write_json
+from .config import TrainConfig, atomic_path, to_dict
 from .errors import NonFiniteLossError, VaekitError
-from .models.base import CONFIG_NAME, VAE, WEIGHTS_NAME
+from .models.base import VAE
+from .runs import RESUME_NAME, WEIGHTS_NAME, update_config
 from .memory import reuse_freed_memory, trim
 from .monitor import Monitor
 from .evaluate import active_units
@@ -37,7 +38,6 @@ from .precision import autocast, resolve_precision
 
 log = logging.getLogger(__name__)
 
-RESUME_NAME = "resume.pt"
 
 
 class TrainData(Protocol):
@@ -224,15 +224,13 @@ class Trainer:
         caller wrote before are kept. Rank 0 alone writes."""
         if not self.main:
             return
-        path = self.run_dir / CONFIG_NAME
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        existing = read_json(path) if path.is_file() else {}
         ours = {**self.model.config_dict(), "training": to_dict(self.config)}
         if self.world_size > 1:
             ours["distributed"] = {"world_size": self.world_size, "per_rank_batch_size": self.config.batch_size,
                                    "global_batch_size": self.config.batch_size * self.world_size,
                                    "backend": torch.distributed.get_backend()}
-        write_json(path, {**ours, **{k: v for k, v in existing.items() if k not in ours}})
+        update_config(self.run_dir, ours)
 
     def _save_resume_state(self) -> None:
         if not self.main:

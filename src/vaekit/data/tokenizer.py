@@ -18,6 +18,7 @@ from typing import Iterable, Literal
 
 from ..config import atomic_write_text
 from ..errors import VaekitError
+from ..runs import TOKENIZER_NAME  # noqa: F401 (re-exported: models name the file through here)
 
 # HF tokenizers' own thread pool competes with PyTorch's for the same cores and, with glibc's per-thread
 # arenas, made encoding 1M texts take 45% more memory; one thread is plenty for batches of short texts.
@@ -27,7 +28,6 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 PAD, UNK, BOS, EOS = "<pad>", "<unk>", "<bos>", "<eos>"
 SPECIALS = (PAD, UNK, BOS, EOS)
 PAD_ID, UNK_ID, BOS_ID, EOS_ID = range(4)
-TOKENIZER_NAME = "tokenizer.json"
 
 
 @dataclasses.dataclass(frozen=True)

@@ -17,13 +17,12 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from ..config import atomic_path, from_dict, read_json, to_dict, write_json
+from ..config import atomic_path, from_dict, read_json, to_dict
 from ..distributions import DiagonalGaussian, draw
 from ..errors import VaekitError
 from ..objectives import iw_log_likelihood, kl_term
+from ..runs import CONFIG_NAME, WEIGHTS_NAME, update_config
 
-WEIGHTS_NAME = "model.safetensors"
-CONFIG_NAME = "config.json"
 
 
 @dataclasses.dataclass
@@ -159,9 +158,7 @@ class VAE(nn.Module):
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         self.save_weights(directory / WEIGHTS_NAME)
-        config_path = directory / CONFIG_NAME
-        existing = read_json(config_path) if config_path.is_file() else {}
-        write_json(config_path, {**existing, **self.config_dict()})
+        update_config(directory, self.config_dict())
         return directory
 
     def optimizer_groups(self) -> list[dict]:

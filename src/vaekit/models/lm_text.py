@@ -36,6 +36,7 @@ from ..data.text import TextBatch
 from ..data.tokenizer import BOS_ID, EOS_ID, PAD_ID, TOKENIZER_NAME
 from ..distributions import DiagonalGaussian
 from ..errors import VaekitError
+from ..runs import ENCODER_TOKENIZER_NAME
 from ..nn.text import linear_nll, pad_rows
 from .base import VAE
 from .text import TextConditions, TextVAE
@@ -44,7 +45,6 @@ from .text import TextConditions, TextVAE
 warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
 
 INJECTIONS = ("memory", "embedding")
-ENCODER_TOKENIZER_NAME = "encoder_tokenizer.json"
 INJECTION_INIT_STD = 0.02
 
 

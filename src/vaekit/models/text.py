@@ -558,9 +558,7 @@ class TextVAE(VAE):
         lines = [f"step {step}", "reconstructions (input => output):"]
         lines += [f"  {a} => {b}" for a, b in zip(originals, recon)]
         lines += ["prior samples:"] + [f"  {s}" for s in samples]
-        monitor.text("examples", "\n\n".join(lines), step)
-        with open(monitor.run_dir / "samples.txt", "a", encoding="utf-8") as fh:
-            fh.write("\n".join(lines) + "\n\n")
+        monitor.text("examples", "\n".join(lines), step, keep=True)
 
     # --- save and load ------------------------------------------------------------------------
     def config_dict(self) -> dict:
