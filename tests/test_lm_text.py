@@ -127,3 +127,31 @@ def test_vary_says_so_when_the_posterior_carries_almost_nothing(caplog):
         model.posterior_head.bias.zero_()
     model.vary("the black cat sat on the red mat.", n=2, seed=0)
     assert "carries almost nothing" in caplog.text
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp32"])
+def test_frozen_base_weights_in_bf16_train_in_fp32_and_score_at_any_precision(precision):
+    """base_precision bf16 keeps the frozen base weights in bf16 (autocast cast them again in every operation,
+    half of a vary call's time) while every trained tensor stays fp32; scoring without autocast still works and
+    agrees with the fp32 base within bf16's rounding."""
+    from vaekit.precision import autocast
+
+    model = tiny_lm_text_vae(base_precision=precision).eval()
+    dtypes = {p.dtype for p in model.parameters() if not p.requires_grad}
+    assert dtypes == {torch.bfloat16 if precision == "bf16" else torch.float32}
+    assert {p.dtype for p in model.parameters() if p.requires_grad} == {torch.float32}
+    batch = model.batch(two_topic_sentences()[:4])
+    reference = tiny_lm_text_vae(base_precision="fp32").eval()
+    with torch.no_grad():
+        z = model.encode(batch).mean
+        assert torch.allclose(z, reference.encode(batch).mean, atol=0.05)
+        plain = model.log_likelihood(batch, z)  # no autocast around it
+        with autocast("bf16"):
+            mixed = model.log_likelihood(batch, z)
+        expected = reference.log_likelihood(batch, z)
+    assert plain.dtype == torch.float32 and torch.isfinite(plain).all()
+    assert torch.allclose(plain, expected, rtol=0.02) and torch.allclose(mixed, expected, rtol=0.02)
+    model.train()
+    out = model.loss(batch, generator=torch.Generator().manual_seed(0))
+    out.loss.backward()
+    assert all(p.grad is not None and p.grad.dtype == torch.float32 for p in model.parameters() if p.requires_grad)

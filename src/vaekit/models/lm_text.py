@@ -71,6 +71,10 @@ class LMTextVAEConfig(TextConditions):
     # the layers trained from scratch (posterior head, injections) learn at this multiple of the run's learning rate;
     # the adapters and a fine-tuned encoder or LM at the rate itself
     head_lr_scale: float = 10.0
+    # the frozen base weights kept in bf16 ("auto": where the CPU or GPU computes bf16 natively). Under bf16
+    # autocast PyTorch casts a frozen fp32 weight again in every operation: half of a `vary` call's time went
+    # into those copies. The trained tensors (adapters, injections, heads) and their optimizer state stay fp32.
+    base_precision: Literal["auto", "bf16", "fp32"] = "auto"
     max_tokens: int = 64
     unit: Literal["sentence", "paragraph", "document"] = "sentence"
     word_dropout: float = 0.0  # unused by this backbone; the RNN front end reads it
@@ -89,6 +93,8 @@ class LMTextVAEConfig(TextConditions):
              "a conditional model needs at least two distinct labels"),
             (len(self.constraint_labels) == len(self.constraint_texts), "one constraint text per constraint label"),
             (self.memory_slots >= 1, "memory_slots must be at least 1"),
+            (self.base_precision in ("auto", "bf16", "fp32"),
+             f"base_precision must be auto, bf16 or fp32, got {self.base_precision!r}"),
         ]
         for ok, message in checks:
             if not ok:
@@ -131,6 +137,26 @@ def load_bases(decoder: str | None, encoder: str | None) -> Bases:
     encoder_name, text_encoder, encoder_tokenizer = load_encoder(encoder)
     return Bases(decoder_name, lm, lm_tokenizer, encoder_name, text_encoder, encoder_tokenizer,
                  LMTokenizer.from_hf(lm_tokenizer), (fingerprint(lm), fingerprint(text_encoder)))
+
+
+def base_dtype(precision: str) -> torch.dtype:
+    """The dtype the frozen base weights are kept in (see LMTextVAEConfig.base_precision)."""
+    if precision == "auto":
+        from ..precision import cpu_has_bf16
+
+        native = cpu_has_bf16() or (torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+        return torch.bfloat16 if native else torch.float32
+    return torch.bfloat16 if precision == "bf16" else torch.float32
+
+
+def base_autocast(dtype: torch.dtype, device: torch.device):
+    """bf16 base weights compute under bf16 autocast whatever the caller's precision: their inputs (embeddings
+    plus z's vector, z's memory keys) are fp32 otherwise, and a product of an fp32 input and a bf16 weight fails."""
+    import contextlib
+
+    if dtype == torch.float32:
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=dtype)
 
 
 class KVState:
@@ -185,6 +211,8 @@ class LMDecoder(nn.Module):
         if self.to_memory is None:
             return KVState([])
         memory = self.to_memory(code).view(len(code), self.layers, 2, self.kv_heads, self.slots, self.head_dim)
+        if self.output_weight.dtype != torch.float32:  # the cache holds the base's dtype (see base_autocast)
+            memory = memory.to(self.output_weight.dtype)
         return KVState([(memory[:, i, 0], memory[:, i, 1]) for i in range(self.layers)])
 
     @staticmethod
@@ -197,11 +225,12 @@ class LMDecoder(nn.Module):
 
     def step(self, ids: torch.Tensor, code: torch.Tensor, state: KVState) -> tuple[torch.Tensor, KVState]:
         """Hidden states (b, t, h) for input ids (b, t) after the cached positions, and the grown cache."""
-        embedded = self.lm.get_input_embeddings()(self.lm_ids(ids))  # (b, t, h)
-        if self.to_embedding is not None:
-            embedded = embedded + self.to_embedding(code)[:, None].to(embedded.dtype)
-        cache = state.cache()
-        hidden = self._base()(inputs_embeds=embedded, past_key_values=cache, use_cache=True).last_hidden_state
+        with base_autocast(self.output_weight.dtype, ids.device):
+            embedded = self.lm.get_input_embeddings()(self.lm_ids(ids))  # (b, t, h)
+            if self.to_embedding is not None:
+                embedded = embedded + self.to_embedding(code)[:, None].to(embedded.dtype)
+            cache = state.cache()
+            hidden = self._base()(inputs_embeds=embedded, past_key_values=cache, use_cache=True).last_hidden_state
         return hidden, KVState([(layer.keys, layer.values) for layer in cache.layers])
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
@@ -254,6 +283,11 @@ class LMTextVAE(TextVAE):
             raise VaekitError(f"the decoder's tokenizer has {self.tokenizer.vocab_size - OFFSET} tokens, the model "
                               f"was built for {config.vocab_size - OFFSET}")
         c = config.num_labels + config.num_tags + config.condition_dim
+        self.base_dtype = base_dtype(config.base_precision)
+        if not config.encoder_finetune:
+            text_encoder.to(self.base_dtype)
+        if config.finetune != "full":
+            lm.to(self.base_dtype)
         self.text_encoder = text_encoder.requires_grad_(config.encoder_finetune)
         self.posterior_head = nn.Linear(text_encoder.config.hidden_size + c, 2 * config.latent_dim)
         lm.requires_grad_(config.finetune == "full")
@@ -266,6 +300,9 @@ class LMTextVAE(TextVAE):
                                   f"layers to adapt; its linear layers are {', '.join(linear)}")
             lm = get_peft_model(lm, LoraConfig(r=config.lora_rank, lora_alpha=config.lora_alpha, lora_dropout=0.0,
                                                target_modules=list(config.lora_targets)))
+        for param in self.parameters():  # what is trained stays fp32 (peft may give adapters the base's dtype)
+            if param.requires_grad and param.dtype != torch.float32:
+                param.data = param.data.float()
         bos = lm_tokenizer.bos_token_id if lm_tokenizer.bos_token_id is not None else lm_tokenizer.eos_token_id
         self.decoder = LMDecoder(lm, config.latent_dim + c, config, bos, lm_tokenizer.eos_token_id,
                                  self.tokenizer.lm_special_ids)
@@ -297,7 +334,8 @@ class LMTextVAE(TextVAE):
         device = x.ids.device
         inputs = self.encoder_tokenizer(texts, padding=True, truncation=True, max_length=256,
                                         return_tensors="pt").to(device)
-        with torch.set_grad_enabled(torch.is_grad_enabled() and self.config.encoder_finetune):
+        with torch.set_grad_enabled(torch.is_grad_enabled() and self.config.encoder_finetune), \
+                base_autocast(self.base_dtype, device):
             states = self.text_encoder(**inputs).last_hidden_state  # (b, t, e)
             if self.config.pooling == "cls":
                 pooled = states[:, 0]
@@ -306,7 +344,7 @@ class LMTextVAE(TextVAE):
                 pooled = (states * mask).sum(1) / mask.sum(1).clamp_min(1)  # (b, e)
         if self.conditional:
             pooled = torch.cat([pooled, self._condition_of(x).to(pooled.dtype)], dim=-1)
-        mean, logvar = self.posterior_head(pooled).float().chunk(2, dim=-1)
+        mean, logvar = self.posterior_head(pooled.to(self.posterior_head.weight.dtype)).float().chunk(2, dim=-1)
         return DiagonalGaussian(mean, logvar)
 
     def log_likelihood(self, x: TextBatch, z: torch.Tensor) -> torch.Tensor:
