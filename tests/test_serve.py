@@ -297,3 +297,11 @@ def test_endpoints_follow_the_model_device(runs, monkeypatch):
         moved = anyio.run(ask)
     assert [code for code, _ in plain] == [200] * len(requests), plain
     assert moved == plain
+
+
+def test_unknown_paths_and_methods_answer_json_error(client):
+    """404 and 405 come from the router (Starlette's HTTPException), not FastAPI's: they answered
+    {"detail": ...} where every other error is {"error": ...} (issue 33, defect 9)."""
+    for response, status in ((client.get("/v1/nothing"), 404), (client.get("/v1/vary"), 405)):
+        assert response.status_code == status
+        assert set(response.json()) == {"error"}, response.json()

@@ -30,7 +30,8 @@ from .models import modality_of
 log = logging.getLogger(__name__)
 
 try:  # the serve extra
-    from fastapi import Depends, FastAPI, HTTPException, Request
+    from fastapi import Depends, FastAPI, Request
+    from starlette.exceptions import HTTPException as StarletteHTTPException
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import HTMLResponse, JSONResponse
     from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -287,8 +288,9 @@ def create_app(models: dict[str, str | Path] | dict[str, Served], limits: Limits
     async def _api_error(request: Request, exc: ApiError):
         return JSONResponse({"error": exc.message}, status_code=exc.status)
 
-    @app.exception_handler(HTTPException)
-    async def _http_error(request: Request, exc: HTTPException):
+    # Starlette's HTTPException, which FastAPI's subclasses: the router's own 404 and 405 are raised as it
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException):
         return JSONResponse({"error": exc.detail}, status_code=exc.status_code, headers=exc.headers)
 
     @app.exception_handler(RequestValidationError)
