@@ -20,7 +20,7 @@ from .evaluate import evaluate
 from .models.image import PRESETS, ImageVAE, ImageVAEConfig
 from .models import load
 from .precision import resolve_precision
-from .runs import CONFIG_NAME, TrainingLock, data_of_resumed_run, new_run, prepare_run_dir, update_config
+from .runs import CONFIG_NAME, data_of_resumed_run, prepare_run_dir, training_folder, update_config
 from .train import Trainer, TrainResult
 
 log = logging.getLogger(__name__)
@@ -49,16 +49,10 @@ def train_image(data: str | Path | ImageDataset, out: str | Path, *, preset: str
     distributed.init(device)
     resolve_precision(given.precision, device)  # a bad --precision fails before the folder is touched
     out = Path(out)
-    lock = TrainingLock(out)
-    distributed.on_main(lock.acquire)
-    try:
-        with new_run(out) as run_setup:
-            return _train_image(data, out, run_setup, preset=preset, model_overrides=model_overrides,
-                                training=training, binarize=binarize, resize=resize, resume=resume,
-                                overwrite=overwrite, progress=progress, epochs=epochs, conditional=conditional)
-    finally:
-        if distributed.is_main():
-            lock.release()
+    with training_folder(out) as run_setup:
+        return _train_image(data, out, run_setup, preset=preset, model_overrides=model_overrides,
+                            training=training, binarize=binarize, resize=resize, resume=resume,
+                            overwrite=overwrite, progress=progress, epochs=epochs, conditional=conditional)
 
 
 def _train_image(data, out: Path, run_setup, *, preset, model_overrides, training, binarize, resize, resume,

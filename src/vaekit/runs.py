@@ -12,6 +12,7 @@ import shutil
 import socket
 from pathlib import Path
 
+from . import distributed
 from .config import read_json, write_json
 from .errors import VaekitError
 
@@ -86,7 +87,7 @@ def _stale_temporaries(out: Path) -> list[Path]:
     """What a killed process left: atomic writes' ``.NAME.XXXX.tmp`` files in the folder (see config.atomic_path)
     and the text data step's ``.OUT.tokens.XXXX/`` folders beside it. Only called under the run's lock, so no
     live writer owns them."""
-    found = [p for p in out.glob(".*.tmp") if p.name != LOCK_NAME] if out.is_dir() else []
+    found = list(out.glob(".*.tmp")) if out.is_dir() else []
     parent = out.resolve().parent
     return found + (list(parent.glob(f".{out.name}.tokens.*")) if parent.is_dir() else [])
 
@@ -152,7 +153,6 @@ class TrainingLock:
             except FileExistsError:
                 owner = _lock_owner(self.path)
                 if owner is not None and _alive(*owner):
-                    self.release()
                     raise VaekitError(f"--out {self.out}: another vaekit process (pid {owner[0]} on {owner[1]}) is "
                                       f"training into this folder; wait for it to end, or remove {self.path} if it "
                                       "is gone") from None
@@ -197,3 +197,17 @@ def new_run(out: str | Path):
             with contextlib.suppress(OSError):
                 clear_run_dir(setup.out)
         raise
+
+
+@contextlib.contextmanager
+def training_folder(out: str | Path):
+    """What every trainer holds around its run: the folder's lock (taken by rank 0, its error seen by every
+    rank) and ``new_run``'s clean-up, yielding the setup whose ``start()`` clears the folder."""
+    lock = TrainingLock(out)
+    distributed.on_main(lock.acquire)
+    try:
+        with new_run(out) as setup:
+            yield setup
+    finally:
+        if distributed.is_main():
+            lock.release()

@@ -23,7 +23,7 @@ from .models.text import PRESETS, TextVAE, TextVAEConfig
 from .models import load
 from .precision import resolve_precision
 from .runs import (CONFIG_NAME, ENCODER_TOKENIZER_NAME, TOKENIZER_NAME, TOKENS_DIR, VECTORS_NAME, WORDS_NAME,
-                   TrainingLock, data_of_resumed_run, new_run, prepare_run_dir, update_config)
+                   data_of_resumed_run, prepare_run_dir, training_folder, update_config)
 from .train import Trainer, TrainResult
 
 log = logging.getLogger(__name__)
@@ -171,18 +171,12 @@ def train_text(data: str | Path | None, out: str | Path, *, source: dict | None 
     distributed.init(device)
     resolve_precision(given.precision, device)  # a bad --precision fails before the folder is touched
     out = Path(out)
-    lock = TrainingLock(out)
-    distributed.on_main(lock.acquire)
-    try:
-        with new_run(out) as run_setup:
-            return _train_text(data, out, run_setup, source=source, val_data=val_data,
-                               tokenizer_config=tokenizer_config, preset=preset, model_overrides=model_overrides,
-                               training=training, unit=unit, max_tokens=max_tokens, resume=resume,
-                               overwrite=overwrite, progress=progress, epochs=epochs, conditional=conditional,
-                               condition=condition, backbone=backbone)
-    finally:
-        if distributed.is_main():
-            lock.release()
+    with training_folder(out) as run_setup:
+        return _train_text(data, out, run_setup, source=source, val_data=val_data,
+                           tokenizer_config=tokenizer_config, preset=preset, model_overrides=model_overrides,
+                           training=training, unit=unit, max_tokens=max_tokens, resume=resume,
+                           overwrite=overwrite, progress=progress, epochs=epochs, conditional=conditional,
+                           condition=condition, backbone=backbone)
 
 
 def _train_text(data, out: Path, run_setup, *, source, val_data, tokenizer_config, preset, model_overrides,

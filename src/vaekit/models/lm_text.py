@@ -22,6 +22,7 @@ refuses base weights that differ.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import warnings
 from pathlib import Path
@@ -144,18 +145,15 @@ def load_bases(decoder: str | None, encoder: str | None) -> Bases:
 def base_dtype(precision: str) -> torch.dtype:
     """The dtype the frozen base weights are kept in (see LMTextVAEConfig.base_precision)."""
     if precision == "auto":
-        from ..precision import cpu_has_bf16
+        from ..precision import resolve_precision
 
-        native = cpu_has_bf16() or (torch.cuda.is_available() and torch.cuda.is_bf16_supported())
-        return torch.bfloat16 if native else torch.float32
+        precision = resolve_precision("auto", "cuda" if torch.cuda.is_available() else "cpu")
     return torch.bfloat16 if precision == "bf16" else torch.float32
 
 
 def base_autocast(dtype: torch.dtype, device: torch.device):
     """bf16 base weights compute under bf16 autocast whatever the caller's precision: their inputs (embeddings
     plus z's vector, z's memory keys) are fp32 otherwise, and a product of an fp32 input and a bf16 weight fails."""
-    import contextlib
-
     if dtype == torch.float32:
         return contextlib.nullcontext()
     return torch.autocast(device.type, dtype=dtype)
@@ -285,11 +283,11 @@ class LMTextVAE(TextVAE):
             raise VaekitError(f"the decoder's tokenizer has {self.tokenizer.vocab_size - OFFSET} tokens, the model "
                               f"was built for {config.vocab_size - OFFSET}")
         c = config.num_labels + config.num_tags + config.condition_dim
-        self.base_dtype = base_dtype(config.base_precision)
+        kept = base_dtype(config.base_precision)
         if not config.encoder_finetune:
-            text_encoder.to(self.base_dtype)
+            text_encoder.to(kept)
         if config.finetune != "full":
-            lm.to(self.base_dtype)
+            lm.to(kept)
         self.text_encoder = text_encoder.requires_grad_(config.encoder_finetune)
         self.posterior_head = nn.Linear(text_encoder.config.hidden_size + c, 2 * config.latent_dim)
         lm.requires_grad_(config.finetune == "full")
@@ -337,7 +335,7 @@ class LMTextVAE(TextVAE):
         inputs = self.encoder_tokenizer(texts, padding=True, truncation=True, max_length=256,
                                         return_tensors="pt").to(device)
         with torch.set_grad_enabled(torch.is_grad_enabled() and self.config.encoder_finetune), \
-                base_autocast(self.base_dtype, device):
+                base_autocast(next(self.text_encoder.parameters()).dtype, device):
             states = self.text_encoder(**inputs).last_hidden_state  # (b, t, e)
             if self.config.pooling == "cls":
                 pooled = states[:, 0]
