@@ -67,6 +67,21 @@ def test_missing_or_foreign_tokenizer_is_named(tmp_path):
         vaekit.load(tmp_path / "m")
 
 
+def test_another_runs_tokenizer_of_the_same_size_is_refused_by_name(tmp_path):
+    """Issue 33, defect 3: the size check let a same-size vocabulary through, and the model decoded its words."""
+    model = tiny()
+    model.save_pretrained(tmp_path / "m")
+    fresh = " ".join(f"w{i}" for i in range(500))  # more words than the model's vocabulary: capped at its size
+    other = TextTokenizer.train([fresh] * 3, TokenizerConfig(vocab_size=model.config.vocab_size))
+    assert other.vocab_size == model.config.vocab_size
+    other.save(tmp_path / "m" / "tokenizer.json")
+    with pytest.raises(VaekitError, match=r"tokenizer.json: is not the tokenizer this model was trained with "
+                                          r"\(fingerprint [0-9a-f]{16}, trained with [0-9a-f]{16}\)"):
+        vaekit.load(tmp_path / "m")
+    model.tokenizer.save(tmp_path / "m" / "tokenizer.json")
+    assert vaekit.load(tmp_path / "m").tokenizer.encode("the cat") == model.tokenizer.encode("the cat")
+
+
 def test_seeded_determinism():
     losses = []
     for _ in range(2):

@@ -8,13 +8,12 @@ decoding gives text as people write it.
 """
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from typing import Iterable
 
 from ..config import atomic_write_text
 from ..errors import VaekitError
-from .tokenizer import SPECIALS, content_ids
+from .tokenizer import SPECIALS, content_ids, fingerprint
 
 OFFSET = len(SPECIALS)
 
@@ -50,8 +49,7 @@ class LMTokenizer:
         atomic_write_text(path, self.tokenizer.to_str(pretty=False))
 
     def fingerprint(self) -> str:
-        """sha256 of the tokenizer's JSON: another vocabulary of the same size is told apart."""
-        return hashlib.sha256(self.tokenizer.to_str(pretty=False).encode()).hexdigest()[:16]
+        return fingerprint(self.tokenizer)
 
     @property
     def vocab_size(self) -> int:

@@ -9,6 +9,7 @@ Special tokens: <pad> = 0, <unk> = 1, <bos> = 2, <eos> = 3.
 """
 from __future__ import annotations
 
+import hashlib
 import os
 
 import dataclasses
@@ -68,6 +69,11 @@ def content_ids(ids: Iterable[int]) -> list[int]:
     return kept
 
 
+def fingerprint(tokenizer) -> str:
+    """sha256 prefix of a ``tokenizers.Tokenizer``'s JSON: another vocabulary of the same size is told apart."""
+    return hashlib.sha256(tokenizer.to_str(pretty=False).encode()).hexdigest()[:16]
+
+
 class TextTokenizer:
     """A ``tokenizers.Tokenizer`` with vaekit's special tokens and decoding rules."""
 
@@ -124,6 +130,9 @@ class TextTokenizer:
 
     def save(self, path: str | Path) -> None:
         atomic_write_text(path, self.tokenizer.to_str(pretty=False))
+
+    def fingerprint(self) -> str:
+        return fingerprint(self.tokenizer)
 
     @property
     def vocab_size(self) -> int:

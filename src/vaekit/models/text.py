@@ -565,6 +565,7 @@ class TextVAE(VAE):
         out = super().config_dict()
         if self.tokenizer is not None:
             out["tokenizer"] = to_dict(self.tokenizer.config)
+            out["tokenizer_fingerprint"] = self.tokenizer.fingerprint()
         return out
 
     def save_pretrained(self, directory) -> Path:
@@ -581,5 +582,9 @@ class TextVAE(VAE):
         if tokenizer.vocab_size != model.config.vocab_size:
             raise VaekitError(f"{directory / TOKENIZER_NAME}: has {tokenizer.vocab_size} tokens but the model was trained "
                               f"with a vocabulary of {model.config.vocab_size}; it belongs to another run")
+        saved = raw.get("tokenizer_fingerprint")  # runs before it was recorded have none
+        if saved is not None and tokenizer.fingerprint() != saved:
+            raise VaekitError(f"{directory / TOKENIZER_NAME}: is not the tokenizer this model was trained with "
+                              f"(fingerprint {tokenizer.fingerprint()}, trained with {saved}); it belongs to another run")
         model.tokenizer = tokenizer
         model.attach_conditions(directory)
