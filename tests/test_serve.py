@@ -305,3 +305,54 @@ def test_unknown_paths_and_methods_answer_json_error(client):
     for response, status in ((client.get("/v1/nothing"), 404), (client.get("/v1/vary"), 405)):
         assert response.status_code == status
         assert set(response.json()) == {"error"}, response.json()
+
+
+def _asgi(app, messages, *, stall: bool = False):
+    """POST /v1/vary straight into the ASGI app with the body in ``messages`` (chunks; a chunked upload declares
+    no length), or headers and then nothing when ``stall``; the status and JSON body it answers."""
+    import json
+
+    import anyio
+
+    sent = []
+
+    async def main():
+        queue = list(messages)
+
+        async def receive():
+            if queue:
+                body = queue.pop(0)
+                return {"type": "http.request", "body": body, "more_body": bool(queue) or stall}
+            if stall:
+                await anyio.sleep(3600)
+            return {"type": "http.disconnect"}
+
+        async def send(message):
+            sent.append(message)
+
+        scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
+                 "scheme": "http", "path": "/v1/vary", "raw_path": b"/v1/vary", "query_string": b"",
+                 "root_path": "", "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 80),
+                 "headers": [(b"content-type", b"application/json"), (b"authorization", AUTH["Authorization"].encode()),
+                             (b"transfer-encoding", b"chunked")]}
+        with anyio.fail_after(30):
+            await app(scope, receive, send)
+
+    anyio.run(main)
+    start = next(m for m in sent if m["type"] == "http.response.start")
+    return start["status"], json.loads(b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body"))
+
+
+def test_a_chunked_body_over_the_limit_is_413_and_a_stalled_body_408(runs):
+    """Issue 33: a chunked body over the limit answered 400 "error parsing the body" (FastAPI turned the limit's
+    exception into a parse error, defect 9); a client that sent its headers and then nothing was held open for as
+    long as it liked (defect 10)."""
+    app = create_app({"cats": runs["cats"]}, Limits(max_body_bytes=20_000, body_timeout_s=0.5), api_key=KEY)
+    status, body = _asgi(app, [b" " * 15_000, b" " * 15_000])
+    assert status == 413 and "limit of 20000 bytes" in body["error"], body
+    start = time.perf_counter()
+    status, body = _asgi(app, [b'{"text": '], stall=True)
+    assert status == 408 and "0.5 s" in body["error"], body
+    assert time.perf_counter() - start < 10
+    status, body = _asgi(app, [b'{"text": "the lazy cat', b' sat on the warm mat.", "n": 2}'])
+    assert status == 200 and len(body["variations"]) == 2, body

@@ -1110,11 +1110,15 @@ def evaluate(run, data, split, resize, binarize, seed, text_column, encoding, iw
               help="Largest request body, in kilobytes.")
 @click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=30.0, show_default=True,
               help="Seconds a request may compute before it gets 504.")
+@click.option("--body-timeout", type=click.FloatRange(min=0, min_open=True), default=10.0, show_default=True,
+              help="Seconds a client has to send its request body before it gets 408 (a stalled client holds no "
+                   "connection longer).")
 @click.option("--similarity-model", default=None,
               help="Sentence-transformers model for similarity to the input (default: bundled all-MiniLM-L6-v2).")
 @device_option("cpu", "Where the models run: the CPU unless asked (the latencies measured for vaekit are the "
                       "CPU's); auto takes a CUDA GPU, then Apple MPS, then the CPU.")
-def serve(runs, named, host, port, api_key, max_text_chars, max_n, max_body_kb, timeout, similarity_model, device):
+def serve(runs, named, host, port, api_key, max_text_chars, max_n, max_body_kb, timeout, body_timeout, similarity_model,
+          device):
     """Serve trained models over HTTP (FastAPI): POST /v1/vary, /v1/sample, /v1/interpolate, /v1/encode,
     /v1/score, /v1/decode; GET /v1/models, /healthz; API docs at /docs; a web page at /.
 
@@ -1147,7 +1151,8 @@ def serve(runs, named, host, port, api_key, max_text_chars, max_n, max_body_kb, 
     except OSError as exc:
         raise VaekitError(f"--port {port}: cannot listen on {host}:{port} ({exc.strerror or exc}); is another "
                           "server using it? Give another --port") from None
-    limits = Limits(max_text_chars=max_text_chars, max_n=max_n, max_body_bytes=max_body_kb * 1000, timeout_s=timeout)
+    limits = Limits(max_text_chars=max_text_chars, max_n=max_n, max_body_bytes=max_body_kb * 1000, timeout_s=timeout,
+                    body_timeout_s=body_timeout)
     app = create_app(specs, limits, api_key=api_key, similarity_model=similarity_model, device=resolve_device(device))
     if host not in ("127.0.0.1", "localhost", "::1"):
         click.echo(f"warning: listening on {host}: anyone who can reach this machine can use the models"

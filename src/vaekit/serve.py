@@ -15,6 +15,7 @@ import base64
 import dataclasses
 import hmac
 import io
+import json
 import logging
 import threading
 from pathlib import Path
@@ -58,6 +59,7 @@ class Limits:
     max_items: int = 256  # texts or images per encode/score request
     max_body_bytes: int = 1_000_000
     timeout_s: float = 30.0
+    body_timeout_s: float = 10.0  # a request's body must arrive within this, or 408
     max_draws: int = 200  # candidates looked at for constrained variations
 
 
@@ -196,43 +198,56 @@ def _decode_image(data: str, index: int, model) -> torch.Tensor:
 
 
 class _BodyLimit:
-    """ASGI middleware: a request body over ``limit`` bytes gets 413, whether or not it declares its length."""
+    """ASGI middleware: the request body is read in full before the app sees it, so that one over ``limit`` bytes
+    gets 413 whether or not it declares its length, and one that does not arrive within ``timeout_s`` gets 408.
+    (Raising from inside the app's own read does not work: FastAPI turns any exception there into 400 "error
+    parsing the body".)"""
 
-    def __init__(self, app, limit: int):
+    def __init__(self, app, limit: int, timeout_s: float):
         self.app = app
         self.limit = limit
+        self.timeout_s = timeout_s
 
     async def __call__(self, scope, receive, send):
+        import anyio
+
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         declared = dict(scope.get("headers") or []).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.limit:
-            return await self._reject(send)
-        received = 0
-
-        async def limited():
-            nonlocal received
-            message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
+            return await self._reject(send, 413, f"request body is larger than the server's limit of {self.limit} bytes")
+        chunks, received, more = [], 0, True
+        with anyio.move_on_after(self.timeout_s) as scope_timer:
+            while more:
+                message = await receive()
+                if message["type"] != "http.request":  # the client went away: nothing to answer
+                    return
+                chunks.append(message.get("body", b""))
+                received += len(chunks[-1])
                 if received > self.limit:
-                    raise _TooLarge()
-            return message
+                    return await self._reject(send, 413,
+                                              f"request body is larger than the server's limit of {self.limit} bytes")
+                more = message.get("more_body", False)
+        if scope_timer.cancelled_caught:
+            return await self._reject(send, 408, f"the request body did not arrive within {self.timeout_s:g} s")
+        replayed = False
 
-        try:
-            await self.app(scope, limited, send)
-        except _TooLarge:
-            await self._reject(send)
+        async def replay():
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+            return await receive()  # after the body: the client's disconnect, if any
 
-    async def _reject(self, send):
-        body = ('{"error": "request body is larger than the server\'s limit of %d bytes"}' % self.limit).encode()
-        await send({"type": "http.response.start", "status": 413,
-                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+        await self.app(scope, replay, send)
+
+    @staticmethod
+    async def _reject(send, status: int, message: str):
+        body = json.dumps({"error": message}).encode()
+        await send({"type": "http.response.start", "status": status,
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                                (b"connection", b"close")]})
         await send({"type": "http.response.body", "body": body})
-
-
-class _TooLarge(Exception):
-    pass
 
 
 def load_models(specs: dict[str, str | Path], device: str | torch.device = "cpu") -> dict[str, Served]:
@@ -282,7 +297,7 @@ def create_app(models: dict[str, str | Path] | dict[str, Served], limits: Limits
     app = FastAPI(title="vaekit", version=_version(),
                   description="Variational autoencoders: variations, samples, interpolations, codes and anomaly "
                               "scores from trained vaekit models.")
-    app.add_middleware(_BodyLimit, limit=limits.max_body_bytes)
+    app.add_middleware(_BodyLimit, limit=limits.max_body_bytes, timeout_s=limits.body_timeout_s)
 
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError):
