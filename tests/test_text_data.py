@@ -136,3 +136,16 @@ def test_token_file_and_bucketed_batches(tmp_path):
         assert b.ids.shape[1] == int(b.lengths.max())  # padded per batch, never to the corpus maximum
     spread = np.mean([int(b.lengths.max() - b.lengths.min()) for b in batches])
     assert spread < 10  # bucketing: lengths within a batch are close (unbucketed they span about 29)
+
+
+@pytest.mark.parametrize("name, content, where", [
+    ("posts.csv", "post_id,title,author,content\n1,a,b,fine text\n7,a,b,bad \x00 text\n", "posts.csv:7"),
+    ("lines.txt", "fine text\nbad \x00 text\n", "lines.txt:2"),
+    ("rows.jsonl", '{"text": "fine"}\n{"text": "bad \\u0000 text"}\n', "rows.jsonl:2"),
+])
+def test_a_nul_byte_is_an_error_naming_the_record(tmp_path, name, content, where):
+    """Issue 33, defect 10: NUL bytes in a CSV became a vocabulary token; a text file does not hold them."""
+    path = tmp_path / name
+    path.write_text(content, encoding="utf-8")
+    with pytest.raises(VaekitError, match=rf"{where} holds a NUL byte"):
+        list(read_records(TextSource(path)))

@@ -97,9 +97,14 @@ def _open_text(path: Path, encoding: str, gz: bool) -> io.TextIOBase:
 
 
 def _guard(path: Path, encoding: str, gz: bool, records: Iterator[TextRecord]) -> Iterator[TextRecord]:
-    """Turn decoding errors into one line naming the file, the byte offset and --encoding."""
+    """Turn decoding errors into one line naming the file, the byte offset and --encoding; a NUL byte (a binary or
+    corrupt file: it would become a word of the vocabulary) into one naming the record."""
     try:
-        yield from records
+        for record in records:
+            if any("\x00" in field for field in (record.text, record.label, record.title, record.condition) if field):
+                raise VaekitError(f"{path}: {record.id} holds a NUL byte (\\x00): a binary or damaged file? "
+                                  "remove it and train again")
+            yield record
     except UnicodeDecodeError:
         offset, line = _bad_byte_offset(path, encoding, gz)
         raise VaekitError(f"{path}: byte offset {offset} (line {line}) is not valid {encoding}; "
