@@ -356,3 +356,40 @@ def test_a_chunked_body_over_the_limit_is_413_and_a_stalled_body_408(runs):
     assert time.perf_counter() - start < 10
     status, body = _asgi(app, [b'{"text": "the lazy cat', b' sat on the warm mat.", "n": 2}'])
     assert status == 200 and len(body["variations"]) == 2, body
+
+
+def test_a_request_past_its_timeout_stops_and_frees_the_model(runs, monkeypatch):
+    """Issue 33, defect 8: with --timeout 2 an expensive /v1/score answered 504 but ran on, holding the model's
+    lock, and every other request to that model answered 504 for 44 s. Now the work stops at its next check."""
+    from vaekit import TextVAE
+    from vaekit.deadline import check
+
+    passes = []
+
+    def slow_iw_nll(self, x, k=100, generator=None):
+        for _ in range(100):  # 10 s of "scoring passes" unless stopped
+            passes.append(1)
+            time.sleep(0.1)
+            check()
+        raise AssertionError("not stopped")
+
+    monkeypatch.setattr(TextVAE, "iw_nll", slow_iw_nll)
+    client = TestClient(create_app({"cats": runs["cats"]}, Limits(timeout_s=0.5)))
+    start = time.perf_counter()
+    assert client.post("/v1/score", json={"texts": ["the lazy cat sat."]}).status_code == 504
+    r = client.post("/v1/encode", json={"texts": ["the lazy cat sat."]})
+    assert r.status_code == 200, r.text
+    assert time.perf_counter() - start < 3 and len(passes) <= 8, len(passes)
+
+
+def test_decoding_and_scoring_stop_at_a_passed_deadline(runs):
+    import vaekit
+    from vaekit.deadline import DeadlinePassed, deadline
+
+    model = vaekit.load(runs["cats"])
+    with deadline(time.monotonic()):
+        with pytest.raises(DeadlinePassed):
+            model.vary("the lazy cat sat on the warm mat.", n=3, seed=0)
+        with pytest.raises(DeadlinePassed):
+            model.iw_nll(model.batch(["the lazy cat sat."]), k=4)
+    assert len(model.vary("the lazy cat sat on the warm mat.", n=3, seed=0).texts) == 3  # no deadline: as before

@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from .data.tokenizer import BOS_ID, EOS_ID, PAD_ID, UNK_ID
+from .deadline import check as check_deadline
 from .distributions import draw
 from .errors import VaekitError
 from .memory import reuse_freed_memory
@@ -136,6 +137,7 @@ def _decode(model, z: torch.Tensor, strategy: Strategy = "greedy", max_tokens: i
             under = torch.zeros(n, device=device)
             live = torch.arange(n, device=device)  # the rows still writing: finished rows leave the batch, so a step costs
             for t in range(max_tokens):  # what the unfinished texts need (the output layer is most of it)
+                check_deadline()
                 m = len(live)
                 inputs = torch.cat([tokens, tokens]) if scoring else tokens
                 logits, state, copies = _step_logits(model, inputs, codes, state, banned_ids, m if scoring else 0)
@@ -190,6 +192,7 @@ def _beam(model, z, max_tokens, width, banned) -> tuple[list[list[int]], list[fl
     history = torch.zeros((n * width, 0), dtype=torch.long, device=device)
     finished: list[list[tuple[float, list[int], float]]] = [[] for _ in range(n)]
     for t in range(max_tokens):
+        check_deadline()
         logits, state, _ = _step_logits(model, tokens, zb, state, banned)
         log_probs = F.log_softmax(logits, dim=-1)  # (n * w, v)
         v = log_probs.shape[-1]

@@ -18,6 +18,7 @@ import io
 import json
 import logging
 import threading
+import time
 from pathlib import Path
 from typing import Any, Literal
 
@@ -25,6 +26,7 @@ import numpy as np
 import torch
 
 from .anomaly import SCORES
+from .deadline import DeadlinePassed, deadline
 from .errors import VaekitError
 from .models import modality_of
 
@@ -350,17 +352,28 @@ def create_app(models: dict[str, str | Path] | dict[str, Served], limits: Limits
         return n
 
     async def run(s: Served, work):
+        """``work`` in a worker thread under the model's lock. Past the timeout the client gets 504 and the work
+        stops too, at its next decoding step or scoring pass (vaekit.deadline): left running, one expensive
+        request held the lock and every other request to that model timed out behind it (issue 33)."""
         import anyio
 
-        def locked():
-            with s.lock, torch.no_grad():
-                return work()
+        until = time.monotonic() + limits.timeout_s
 
+        def locked():
+            if not s.lock.acquire(timeout=max(0.0, until - time.monotonic())):
+                raise DeadlinePassed("the model stayed busy past the time limit")
+            try:
+                with torch.no_grad(), deadline(until):
+                    return work()
+            finally:
+                s.lock.release()
+
+        timed_out = ApiError(504, f"the request took longer than the server's limit of {limits.timeout_s:g} s")
         try:
             with anyio.fail_after(limits.timeout_s):
                 return await anyio.to_thread.run_sync(locked, abandon_on_cancel=True)
-        except TimeoutError:
-            raise ApiError(504, f"the request took longer than the server's limit of {limits.timeout_s:g} s") from None
+        except (TimeoutError, DeadlinePassed):
+            raise timed_out from None
         except VaekitError as exc:
             raise ApiError(400, str(exc)) from None
 

@@ -18,6 +18,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from ..config import atomic_path, from_dict, read_json, to_dict
+from ..deadline import check as check_deadline
 from ..distributions import DiagonalGaussian, draw
 from ..errors import VaekitError
 from ..objectives import iw_log_likelihood, kl_term
@@ -75,6 +76,7 @@ class VAE(nn.Module):
     model_type: ClassVar[str]
     modality: ClassVar[str]
     config_class: ClassVar[type]
+    IW_ROWS: ClassVar[int] = 1024  # iw_nll: items x samples decoded in one pass
 
     def __init__(self, config):
         super().__init__()
@@ -123,7 +125,12 @@ class VAE(nn.Module):
         negative ELBO (mean reconstruction term + closed-form KL) and its parts. All (b,), nats."""
         posterior = self.encode(x)
         z = posterior.sample_k(k, generator)  # (k, b, d)
-        log_px_z = self.log_likelihood(x, z).float()  # (k, b)
+        per_chunk = max(1, self.IW_ROWS // len(posterior.mean))  # samples per pass: bounded memory, and a deadline
+        log_px_z = []  # (see vaekit.deadline) is looked at between passes
+        for start in range(0, k, per_chunk):
+            check_deadline()
+            log_px_z.append(self.log_likelihood(x, z[start:start + per_chunk]).float())
+        log_px_z = torch.cat(log_px_z)  # (k, b)
         rec = -log_px_z.mean(0)
         kl = posterior.kl().sum(-1)
         return {
