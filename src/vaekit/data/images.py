@@ -8,6 +8,9 @@ from __future__ import annotations
 import dataclasses
 import gzip
 import re
+import struct
+import zipfile
+import zlib
 from pathlib import Path
 from typing import Iterator, Literal
 
@@ -138,11 +141,15 @@ def _array_to_nchw(array: np.ndarray, where: str) -> np.ndarray:
     raise VaekitError(f"{where}: array of shape {array.shape} is not (n, h, w), (n, h, w, c) or (n, c, h, w) with c = 1 or 3")
 
 
+# what numpy raises for a damaged .npy or .npz (a cut file, a broken zip, a bad compressed stream or header)
+UNREADABLE_ARRAY = (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error, KeyError, struct.error)
+
+
 def _load_array(path: Path) -> ImageDataset:
     labels = None
     try:
         loaded = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as exc:
+    except UNREADABLE_ARRAY as exc:
         raise VaekitError(f"{path}: cannot be read as a NumPy array ({exc})") from None
     if isinstance(loaded, np.lib.npyio.NpzFile):
         keys = list(loaded.keys())
@@ -154,7 +161,11 @@ def _load_array(path: Path) -> ImageDataset:
             label_key = next((k for k in ("y", "labels") if k in keys), None)
             label_array = loaded[label_key] if label_key is not None else None
         except ValueError as exc:  # an object array: reading it would need pickle, which stays off
+            if "allow_pickle" not in str(exc):
+                raise VaekitError(f"{path} [{image_key}]: cannot be read as a NumPy array ({exc})") from None
             raise VaekitError(f"{path}: cannot be read without pickle ({exc}); save numbers, not objects") from None
+        except UNREADABLE_ARRAY as exc:  # a damaged member of the archive
+            raise VaekitError(f"{path} [{image_key}]: cannot be read as a NumPy array ({exc})") from None
         if label_key is not None:
             labels = np.asarray(label_array)
             if labels.shape != (len(array),) or not np.issubdtype(labels.dtype, np.integer):

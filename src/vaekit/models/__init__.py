@@ -29,7 +29,7 @@ def load(path: str | Path, map_location: str = "cpu") -> VAE:
         raise VaekitError(f"{path}: no such run folder")
     raw = read_json(path / CONFIG_NAME)
     model_type = raw.get("model_type") if isinstance(raw, dict) else None
-    if model_type not in MODEL_TYPES:
+    if not isinstance(model_type, str) or model_type not in MODEL_TYPES:
         raise VaekitError(f"{path / CONFIG_NAME}: unknown model_type {model_type!r}; expected one of {', '.join(MODEL_TYPES)}")
     return MODEL_TYPES[model_type].from_pretrained(path, map_location=map_location)
 
