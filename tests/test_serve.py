@@ -393,3 +393,34 @@ def test_decoding_and_scoring_stop_at_a_passed_deadline(runs):
         with pytest.raises(DeadlinePassed):
             model.iw_nll(model.batch(["the lazy cat sat."]), k=4)
     assert len(model.vary("the lazy cat sat on the warm mat.", n=3, seed=0).texts) == 3  # no deadline: as before
+
+
+
+def test_the_api_fuzzed_from_its_own_schema(runs):
+    """schemathesis (issue 33): bodies, paths and headers generated from the server's own OpenAPI schema for every
+    endpoint, valid by the schema and not, with and without the key: never a 5xx, and every error is JSON {"error": message}."""
+    import schemathesis
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis.errors import Unsatisfiable
+
+    app = create_app(runs, Limits(max_text_chars=200, max_n=8, max_steps=9, max_items=4, max_body_bytes=20_000,
+                                  timeout_s=10), api_key=KEY)
+    schema = schemathesis.openapi.from_asgi("/openapi.json", app)
+    operations = [result.ok() for result in schema.get_all_operations()]
+    assert len(operations) >= 8
+
+    for operation, mode in ((op, mode) for op in operations
+                            for mode in (schemathesis.GenerationMode.POSITIVE, schemathesis.GenerationMode.NEGATIVE)):
+        @settings(max_examples=20, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+        @given(case=operation.as_strategy(mode))
+        def fuzz(case):
+            for headers in (AUTH, {}):
+                response = case.call(headers=headers)
+                assert response.status_code < 500, (case.path, case.body, response.status_code, response.text[:300])
+                if response.status_code >= 400:
+                    assert set(response.json()) == {"error"}, (case.path, response.text[:300])
+
+        try:
+            fuzz()
+        except Unsatisfiable:  # GET /healthz and /v1/models take nothing that could be wrong
+            assert mode == schemathesis.GenerationMode.NEGATIVE and operation.method.upper() == "GET"
