@@ -136,3 +136,46 @@ def test_lock_is_per_process_and_released(tmp_path):
     assert (tmp_path / "new" / runs.LOCK_NAME).read_text().split()[0] == str(os.getpid())
     lock.release()
     assert not (tmp_path / "new").exists()  # it made the folder, and the folder is empty again
+
+
+def test_sigkill_at_random_moments_leaves_a_run_that_resumes_to_the_uninterrupted_result(tmp_path, tiny_npz):
+    """Crash safety (issue 33): a training subprocess killed with SIGKILL at seeded random moments, three times;
+    each time the folder loads (once it has a checkpoint), --resume (or, killed before the first checkpoint, a
+    retry with --overwrite) completes, the weights equal an uninterrupted run's, and no temporary is left."""
+    import random
+    import signal
+    import time
+
+    import torch
+    from safetensors.torch import load_file
+
+    import vaekit
+
+    def command(out, *extra):
+        return [sys.executable, "-m", "vaekit.cli", "train", "image", "--data", str(tiny_npz), "--out", str(out),
+                "--epochs", "6", "--batch-size", "8", "--latent-dim", "2", "--precision", "fp32", "--quiet",
+                "--seed", "0", *extra]
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    subprocess.run(command(tmp_path / "straight"), check=True, env=env, capture_output=True)
+    expected = load_file(tmp_path / "straight" / "model.safetensors")
+    rng = random.Random(0)
+    for trial in range(3):
+        out = tmp_path / f"killed{trial}"
+        proc = subprocess.Popen(command(out), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(rng.uniform(2.0, 7.0))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        if (out / "resume.pt").is_file():
+            vaekit.load(out)  # the last good checkpoint loads
+            retry = [sys.executable, "-m", "vaekit.cli", "train", "image", "--out", str(out), "--resume", "--quiet"]
+        else:
+            retry = command(out, "--overwrite")
+        done = subprocess.run(retry, env=env, capture_output=True, text=True)
+        assert done.returncode == 0, (trial, retry[-1], done.stderr[-2000:])
+        got = load_file(out / "model.safetensors")
+        for key, value in expected.items():
+            assert torch.equal(value, got[key]), (trial, key)
+        leftovers = [p.name for p in out.iterdir() if p.name.startswith(".")] + \
+                    [p.name for p in tmp_path.glob(f".{out.name}.*")]
+        assert leftovers == [], (trial, leftovers)
