@@ -20,8 +20,6 @@ from __future__ import annotations
 
 import argparse
 import gzip
-import json
-import os
 import random
 import sys
 import tempfile
@@ -30,19 +28,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from sklearn.metrics import average_precision_score, roc_auc_score
 
 from vaekit import TrainConfig
-from vaekit.anomaly import all_scores, compute_scores
+from vaekit.anomaly import all_scores, compute_scores, detection_metrics
 from vaekit.data.images import load_images
 from vaekit.images import train_image
 from vaekit.items import image_items, text_items
 
-SHARED = Path(os.environ.get("VAEKIT_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
-
-
-def emit(record: dict) -> None:
-    print(json.dumps(record), flush=True)
+from common import SHARED, emit
 
 
 def png_nats(images: torch.Tensor) -> np.ndarray:
@@ -83,8 +76,8 @@ def mnist(args) -> None:
             scores = all_scores(run.model, image_items(run.model, test, "none"), iw_samples=10, seed=0)
             scores["complexity"] = scores["neg_elbo"] - complexity
             for score in names:
-                row[f"auroc_{score}"] = round(float(roc_auc_score(flags, scores[score])), 4)
-                row[f"auprc_{score}"] = round(float(average_precision_score(flags, scores[score])), 4)
+                metrics = detection_metrics(scores[score], flags)
+                row[f"auroc_{score}"], row[f"auprc_{score}"] = round(metrics["auroc"], 4), round(metrics["auprc"], 4)
             emit(row)
             results.append(row)
         emit({"bench": "mnist_anomaly_mean", "protocol": protocol, "digits": digits, "epochs": epochs,
@@ -125,9 +118,9 @@ def text(args) -> None:
     tokens = np.array([len(ids) + 1 for ids in run.model.tokenizer.encode_batch(held_news + held_clickbait)])
     emit({"bench": "text_clickbait_vs_news", "train_headlines": len(train_news), "epochs": run.result.epochs,
           "train_minutes": round(train_s / 60, 2), "normal": len(held_news), "anomalous": len(held_clickbait),
-          "auroc_neg_elbo": round(float(roc_auc_score(flags, scores)), 4),
-          "auprc_neg_elbo": round(float(average_precision_score(flags, scores)), 4),
-          "auroc_neg_elbo_per_token": round(float(roc_auc_score(flags, scores / tokens)), 4),
+          "auroc_neg_elbo": round(detection_metrics(scores, flags)["auroc"], 4),
+          "auprc_neg_elbo": round(detection_metrics(scores, flags)["auprc"], 4),
+          "auroc_neg_elbo_per_token": round(detection_metrics(scores / tokens, flags)["auroc"], 4),
           "mean_tokens_news": round(float(tokens[flags == 0].mean()), 2),
           "mean_tokens_clickbait": round(float(tokens[flags == 1].mean()), 2)})
 

@@ -20,10 +20,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import gzip
-import json
-import os
-import random
 import sys
 import tempfile
 import time
@@ -34,21 +30,10 @@ import torch
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 
-SHARED = Path(os.environ.get("VAEKIT_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+from common import SHARED, emit, labelled_headlines
+
+
 LABELS = ("clickbait", "news")
-
-
-def emit(record: dict) -> None:
-    print(json.dumps(record), flush=True)
-
-
-def headlines() -> list[tuple[str, str]]:
-    rows = []
-    for name, label in (("clickbait_data.gz", "clickbait"), ("non_clickbait_data.gz", "news")):
-        with gzip.open(SHARED / "clickbait-headlines" / name, "rt", encoding="utf-8") as fh:
-            rows += [(" ".join(line.split()), label) for line in fh if line.strip()]
-    random.Random(0).shuffle(rows)
-    return rows
 
 
 def main() -> None:
@@ -67,7 +52,7 @@ def main() -> None:
         sys.exit(f"error: {SHARED} is missing")
     if args.images:
         return images(args)
-    rows = headlines()
+    rows = labelled_headlines()
     held, train = rows[:1000], rows[1000:]
     judge_vec = TfidfVectorizer(ngram_range=(1, 2), min_df=2, sublinear_tf=True, lowercase=True)
     judge = LogisticRegression(max_iter=2000, C=4.0).fit(judge_vec.fit_transform([t for t, _ in train]),

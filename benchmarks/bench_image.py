@@ -12,25 +12,21 @@ on one stochastic binarization drawn with seed 0, importance-weighted NLL with k
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-import torch
 
 from vaekit import TrainConfig
 from vaekit.data.images import load_images
 from vaekit.images import evaluate_images, train_image
 
+from common import emit
+
+
 MNIST = Path(os.environ.get("VAEKIT_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data")) / "mnist"
-
-
-def emit(record: dict) -> None:
-    print(json.dumps(record), flush=True)
 
 
 def throughput(train) -> None:
@@ -64,8 +60,6 @@ def main() -> None:
     args = parser.parse_args()
     if not MNIST.is_dir():
         sys.exit(f"error: {MNIST} is missing")
-    emit({"bench": "machine", "cpu_threads": torch.get_num_threads(), "torch": torch.__version__,
-          "python": platform.python_version()})
     train, test = load_images(MNIST, split="train"), load_images(MNIST, split="test")
     if args.what in ("throughput", "all"):
         throughput(train)

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
 import statistics
 import subprocess
@@ -35,7 +34,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-SHARED = Path(os.environ.get("VAEKIT_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+from common import SHARED, emit
+
+
 VAEKIT = [sys.executable, "-m", "vaekit"]
 
 
@@ -46,10 +47,6 @@ SENTENCE_VAE_UNI = {**SENTENCE_VAE, "bidirectional": False}
 # the text benchmarks' model sizes by name (vaekit_default: the default preset)
 TEXT_CONFIGS = {"sentence_vae": SENTENCE_VAE, "sentence_vae_uni": SENTENCE_VAE_UNI, "vaekit_default": {}}
 PTB_WORDS = dict(vocab_size=10004, lowercase=False, pretokenized=True)  # TokenizerConfig of PTB's own words
-
-
-def emit(record: dict) -> None:
-    print(json.dumps(record), flush=True)
 
 
 # runs a command and prints its peak resident set size (KiB on Linux) as the last line of stderr

@@ -18,9 +18,6 @@ Tokens/s counts words + <eos> per second of optimisation.
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import random
 import sys
 import tempfile
 import time
@@ -32,11 +29,7 @@ from vaekit import TrainConfig
 from vaekit.data.tokenizer import TokenizerConfig
 from vaekit.texts import evaluate_texts, read_texts, train_text, variation_report
 
-SHARED = Path(os.environ.get("VAEKIT_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
-
-
-def emit(record: dict) -> None:
-    print(json.dumps(record), flush=True)
+from common import SHARED, emit, headlines
 
 
 def rounded(report: dict) -> dict:
@@ -88,16 +81,7 @@ def train_ptb(args, ptb_dir: Path):
 
 
 def clickbait(args) -> None:
-    import gzip
-
-    folder = SHARED / "clickbait-headlines"
-    headlines = []
-    for name in ("clickbait_data.gz", "non_clickbait_data.gz"):
-        with gzip.open(folder / name, "rt", encoding="utf-8") as fh:
-            headlines += [" ".join(line.split()) for line in fh if line.strip()]
-    rng = random.Random(0)
-    rng.shuffle(headlines)
-    held_out, train = headlines[:200], headlines[200:]
+    held_out, train = headlines()
     model = trained_or_reused(args, "clickbait", lambda: train_clickbait(args, train))  # --reuse: other decoding
     nll = evaluate_texts(model, held_out, iw_samples=args.iw_samples, seed=0, precision=args.eval_precision)
     emit({"bench": "clickbait_heldout_nll", **rounded(nll)})

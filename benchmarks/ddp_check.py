@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import os
 import time
 from pathlib import Path
 
@@ -23,7 +22,7 @@ from vaekit import TrainConfig, distributed
 from vaekit.data.images import load_images
 from vaekit.images import train_image
 
-SHARED = Path(os.environ.get("VAEKIT_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+from common import SHARED
 
 
 def main() -> None:
