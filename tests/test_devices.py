@@ -295,7 +295,8 @@ def test_generation_commands_take_a_device(tmp_path, tiny_npz, monkeypatch):
         printed = []
         context = contextlib.nullcontext()
         if device == "meta-default":
-            monkeypatch.setattr(vaekit.cli, "_load_model", lambda run, device: loaded[run])
+            for module in (vaekit.cli.base, vaekit.cli.generate, vaekit.cli.analyse):
+                monkeypatch.setattr(module, "_load_model", lambda run, device: loaded[run])
             context, device = torch.device("meta"), "cpu"
         for args in (("vary", text_run, cat, "-n", 3, "--seed", 1),
                      ("sample", text_run, "-n", 3, "--strategy", "sample"),
