@@ -6,6 +6,10 @@ here asserts a time.
     python benchmarks/bench_lm_text.py vary --run RUN     # vary latency for one headline, 5 variations: median, p95
     python benchmarks/bench_lm_text.py quality --run RUN  # variation report on 200 held-out headlines with a fluency
                                                           # column, beside the copy and prior baselines
+    python benchmarks/bench_lm_text.py inject --variants memory prefix --steps 250
+                                                          # how well the decoder reads z: each injection trained as an
+                                                          # autoencoder (KL weight 0) on 6,000 headlines, then greedy
+                                                          # reconstructions of 30 held-out ones, MiniLM similarity
 
 The headlines are ../shared/data/clickbait-headlines (both files, shuffled with seed 0; the first 200 are held
 out, as in bench_text.py). Fluency: each text's mean negative log-likelihood per token under the unmodified base
@@ -14,9 +18,6 @@ LM (nats), beside its input's; "within_1_nat" is the fraction of variations at m
 from __future__ import annotations
 
 import argparse
-import gzip
-import json
-import os
 import random
 import statistics
 import time
@@ -24,22 +25,7 @@ from pathlib import Path
 
 import torch
 
-SHARED = Path(os.environ.get("VAEKIT_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
-
-
-def emit(record: dict) -> None:
-    print(json.dumps(record), flush=True)
-
-
-def headlines() -> tuple[list[str], list[str]]:
-    """(held-out 200, the rest)."""
-    folder = SHARED / "clickbait-headlines"
-    texts = []
-    for name in ("clickbait_data.gz", "non_clickbait_data.gz"):
-        with gzip.open(folder / name, "rt", encoding="utf-8") as fh:
-            texts += [line.strip() for line in fh if line.strip()]
-    random.Random(0).shuffle(texts)
-    return texts[:200], texts[200:]
+from common import emit, headlines
 
 
 def _time_steps(step, batches, warmup: int = 2) -> float:
@@ -150,9 +136,51 @@ def quality(args) -> None:
                                                     for t, v in zip(held[:10], ours[:10])]})
 
 
+def inject(args) -> None:
+    """The autoencoder half of the VAE alone: what z can carry to the decoder through each injection."""
+    from vaekit.models.lm_text import LMTextVAE, load_bases
+    from vaekit.precision import autocast
+    from vaekit.semantic import embed
+
+    held, train = headlines()
+    held, train = held[:30], train[:6000]
+    cpu = torch.device("cpu")
+    for variant in args.variants:
+        fields = dict(inject=tuple(variant.split("+")), base_precision="bf16", max_tokens=40)
+        for pair in args.set:
+            key, value = pair.split("=")
+            fields[key] = type(getattr(LMTextVAE.config_class, key, value))(value) if key != "lora_targets" \
+                else tuple(value.split(","))
+        torch.manual_seed(0)
+        model = LMTextVAE.from_bases(load_bases(None, None), **fields).train()
+        groups = [{"params": g["params"], "lr": args.lr * g["lr_scale"]} for g in model.optimizer_groups()]
+        optimizer = torch.optim.AdamW(groups, weight_decay=0.0)
+        rng = random.Random(1)
+        start, losses = time.perf_counter(), []
+        for step in range(args.steps):
+            batch = model.batch(rng.sample(train, args.batch_size))
+            with autocast("bf16", cpu):
+                out = model.loss(batch, kl_weight=0.0)
+            out.loss.backward()
+            torch.nn.utils.clip_grad_norm_([p for g in groups for p in g["params"]], 1.0)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            losses.append(float(out.rec.detach()))
+        minutes = (time.perf_counter() - start) / 60
+        model.eval()
+        with torch.no_grad(), autocast("bf16", cpu):
+            rebuilt = model.reconstruct(held, strategy="greedy")
+        a, b = embed(held), embed(rebuilt)
+        similarity = float((a * b).sum(1).mean())
+        emit({"bench": "lm_text_inject", "variant": variant, "fields": {k: v for k, v in fields.items()},
+              "steps": args.steps, "minutes": round(minutes, 1),
+              "last_50_rec": round(statistics.mean(losses[-50:]), 2), "reconstruction_similarity": round(similarity, 3),
+              "examples": [[h, r] for h, r in zip(held[:6], rebuilt[:6])]})
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("what", choices=["speed", "vary", "quality"])
+    parser.add_argument("what", choices=["speed", "vary", "quality", "inject"])
     parser.add_argument("--run", type=Path, help="a run folder trained with --backbone pretrained (vary, quality)")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--steps", type=int, default=10, help="speed: timed steps each")
@@ -162,10 +190,15 @@ def main() -> None:
     parser.add_argument("--temperature", type=float, default=1.0)
     parser.add_argument("--strategy", default="sample")
     parser.add_argument("--top-p", type=float, default=0.9)
+    parser.add_argument("--variants", nargs="+", default=["memory", "prefix"],
+                        help="inject: injections to compare, each a +-joined list (memory, embedding, prefix)")
+    parser.add_argument("--set", nargs="*", default=[], metavar="FIELD=VALUE",
+                        help="inject: other LMTextVAEConfig fields for every variant")
+    parser.add_argument("--lr", type=float, default=5e-4, help="inject: learning rate")
     args = parser.parse_args()
-    if args.what != "speed" and args.run is None:
+    if args.what in ("vary", "quality") and args.run is None:
         parser.error(f"{args.what} needs --run")
-    {"speed": speed, "vary": vary_latency, "quality": quality}[args.what](args)
+    {"speed": speed, "vary": vary_latency, "quality": quality, "inject": inject}[args.what](args)
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ refuses base weights that differ.
 from __future__ import annotations
 
 import contextlib
+import math
 import dataclasses
 import warnings
 from pathlib import Path
@@ -45,7 +46,7 @@ from .text import TextConditions, TextVAE
 # peft asks transformers a deprecated question on every train()/eval(); not the user's to act on
 warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
 
-INJECTIONS = ("memory", "embedding")
+INJECTIONS = ("memory", "embedding", "prefix", "words")
 INJECTION_INIT_STD = 0.02
 
 
@@ -69,6 +70,14 @@ class LMTextVAEConfig(TextConditions):
     # (reconstruction similarity 0.11, word salad), the memory alone kept it (0.15, fluent); 8 slots did not help
     inject: tuple[str, ...] = ("memory",)
     memory_slots: int = 1  # memory positions z gives each layer (Optimus: 1)
+    # "prefix": z becomes this many input embeddings read before the text, as tokens are (a soft prompt: Lester et
+    # al. 2021; Li & Liang 2021 train such prefixes for a task, here one is computed from z for each text)
+    prefix_slots: int = 4
+    # "words": z becomes this many words read before the text, each a distribution over the LM's vocabulary (a query
+    # of z scored against the LM's token embeddings) given to it as the expected embedding, so that what the frozen
+    # LM reads looks like tokens; a bag-of-words loss (Zhao et al. 2017) of this weight teaches them the text's words
+    word_slots: int = 8
+    bow_weight: float = 1.0
     # the layers trained from scratch (posterior head, injections) learn at this multiple of the run's learning rate;
     # the adapters and a fine-tuned encoder or LM at the rate itself
     head_lr_scale: float = 10.0
@@ -85,6 +94,12 @@ class LMTextVAEConfig(TextConditions):
     # 3 Lee sentences, the base LM's NLL per text after "<|im_start|>" was 80.5 nats (37% on a "-" first), after
     # "<|im_start|>assistant\n" 68.1 (see start_prefix)
     start_ids: tuple[int, ...] = ()
+    # the pooled encoder states standardised (a LayerNorm without weights) before the posterior head, whose mean
+    # half starts with unit spread across texts and whose variance starts at posterior_init_std: z carries the
+    # input from the first step. PyTorch's default init gave means spread 0.15 across 64 headlines under noise of
+    # std 1.0, and the decoder learnt to ignore z. True for new models; runs saved before have False.
+    pooled_norm: bool = False
+    posterior_init_std: float = 0.1
     unit: Literal["sentence", "paragraph", "document"] = "sentence"
     word_dropout: float = 0.0  # unused by this backbone; the RNN front end reads it
 
@@ -97,11 +112,13 @@ class LMTextVAEConfig(TextConditions):
             (self.finetune != "lora" or (self.lora_rank > 0 and self.lora_targets),
              "--finetune lora needs a positive --lora-rank and at least one target module"),
             (bool(self.inject) and set(self.inject) <= set(INJECTIONS),
-             f"inject must name one or both of {', '.join(INJECTIONS)}, got {list(self.inject)}"),
+             f"inject must name some of {', '.join(INJECTIONS)}, got {list(self.inject)}"),
             (len(set(self.label_names)) == len(self.label_names) and len(self.label_names) != 1,
              "a conditional model needs at least two distinct labels"),
             (len(self.constraint_labels) == len(self.constraint_texts), "one constraint text per constraint label"),
             (self.memory_slots >= 1, "memory_slots must be at least 1"),
+            (self.prefix_slots >= 1, "prefix_slots must be at least 1"),
+            (self.word_slots >= 1, "word_slots must be at least 1"),
             (self.base_precision in ("auto", "bf16", "fp32"),
              f"base_precision must be auto, bf16 or fp32, got {self.base_precision!r}"),
         ]
@@ -130,8 +147,11 @@ class Bases:
 
     def config(self, **fields) -> LMTextVAEConfig:
         fields.setdefault("start_ids", start_prefix(self.lm_tokenizer))
+        fields.setdefault("pooled_norm", True)
         max_tokens = fields.get("max_tokens", 64)
-        taken = max(len(fields["start_ids"]), 1) + fields.get("memory_slots", 1)  # z's memory and the start
+        inject = fields.get("inject", ("memory",))
+        taken = (max(len(fields["start_ids"]), 1) + fields.get("memory_slots", 1) * ("memory" in inject)
+                 + fields.get("prefix_slots", 4) * ("prefix" in inject) + fields.get("word_slots", 8) * ("words" in inject))
         if max_tokens + taken > self.context:
             raise VaekitError(f"--max-tokens {max_tokens}: the decoder {self.decoder_name!r} reads at most "
                               f"{self.context} positions; give at most {self.context - taken}")
@@ -214,7 +234,13 @@ class LMDecoder(nn.Module):
         self.to_memory = (nn.Linear(code_dim, self.layers * 2 * self.kv_heads * self.slots * self.head_dim)
                           if "memory" in config.inject else None)
         self.to_embedding = nn.Linear(code_dim, lm_config.hidden_size) if "embedding" in config.inject else None
-        for layer in (self.to_memory, self.to_embedding):
+        self.prefix_slots = config.prefix_slots
+        self.to_prefix = (nn.Linear(code_dim, self.prefix_slots * lm_config.hidden_size)
+                          if "prefix" in config.inject else None)
+        self.word_slots = config.word_slots
+        self.to_words = (nn.Linear(code_dim, self.word_slots * lm_config.hidden_size)
+                         if "words" in config.inject else None)
+        for layer in (self.to_memory, self.to_embedding, self.to_prefix, self.to_words):
             if layer is not None:  # the LM starts almost as it was trained: a small vector added, a small key and
                 nn.init.normal_(layer.weight, std=INJECTION_INIT_STD)  # value (PyTorch's default init: 173 nats a
                 nn.init.zeros_(layer.bias)  # headline after 32 steps; zero: 76 after 50, but no gradient reaches z)
@@ -240,9 +266,27 @@ class LMDecoder(nn.Module):
             if self.output_weight.dtype != torch.float32:  # the cache holds the base's dtype (see base_autocast)
                 memory = memory.to(self.output_weight.dtype)
             state = KVState([(memory[:, i, 0], memory[:, i, 1]) for i in range(self.layers)])
+        if self.to_prefix is not None:  # z's soft prompt, (b, p, h), then the start prefix
+            prompt = self.to_prefix(code).view(len(code), self.prefix_slots, -1)
+            _, state = self._forward(None, code, state, embedded=prompt)
+        if self.to_words is not None:  # z's words, (b, w, h), each the expected token embedding
+            embeddings = self.lm.get_input_embeddings().weight  # (V, h)
+            weights = self.word_log_weights(code).exp().to(embeddings.dtype)  # (b, w, V)
+            _, state = self._forward(None, code, state, embedded=weights @ embeddings)
         if len(self.prefix):
             _, state = self._forward(self.prefix.expand(len(code), -1), code, state)
         return state
+
+    def word_log_weights(self, code: torch.Tensor) -> torch.Tensor:
+        """log q_s(v | z) (b, w, V), fp32: slot s's query A_s z scored against every token embedding E_v of the LM,
+        its special tokens excluded."""
+        embeddings = self.lm.get_input_embeddings().weight  # (V, h)
+        queries = self.to_words(code).view(len(code), self.word_slots, -1)  # (b, w, h)
+        with base_autocast(embeddings.dtype, code.device):
+            scores = (queries.to(embeddings.dtype) @ embeddings.T).float()  # (b, w, V)
+        scores[..., self.special_ids] = -1e9  # finite: a pad position's gather (then dropped) keeps finite gradients
+        scores[..., self.eos_id] = -1e9
+        return torch.log_softmax(scores, dim=-1)
 
     @staticmethod
     def select_state(state: KVState, index: torch.Tensor) -> KVState:
@@ -256,9 +300,13 @@ class LMDecoder(nn.Module):
         """Hidden states (b, t, h) for input ids (b, t) after the cached positions, and the grown cache."""
         return self._forward(self.lm_ids(ids), code, state)
 
-    def _forward(self, lm_ids: torch.Tensor, code: torch.Tensor, state: KVState) -> tuple[torch.Tensor, KVState]:
-        with base_autocast(self.output_weight.dtype, lm_ids.device):
-            embedded = self.lm.get_input_embeddings()(lm_ids)  # (b, t, h)
+    def _forward(self, lm_ids: torch.Tensor | None, code: torch.Tensor, state: KVState,
+                 embedded: torch.Tensor | None = None) -> tuple[torch.Tensor, KVState]:
+        with base_autocast(self.output_weight.dtype, code.device):
+            if embedded is None:
+                embedded = self.lm.get_input_embeddings()(lm_ids)  # (b, t, h)
+            else:
+                embedded = embedded.to(self.output_weight.dtype)
             if self.to_embedding is not None:
                 embedded = embedded + self.to_embedding(code)[:, None].to(embedded.dtype)
             cache = state.cache()
@@ -321,7 +369,15 @@ class LMTextVAE(TextVAE):
         if config.finetune != "full":
             lm.to(kept)
         self.text_encoder = text_encoder.requires_grad_(config.encoder_finetune)
-        self.posterior_head = nn.Linear(text_encoder.config.hidden_size + c, 2 * config.latent_dim)
+        hidden = text_encoder.config.hidden_size
+        self.pooled_norm = nn.LayerNorm(hidden, elementwise_affine=False) if config.pooled_norm else None
+        self.posterior_head = nn.Linear(hidden + c, 2 * config.latent_dim)
+        if config.pooled_norm:  # mean ~ N(0, 1) across texts for unit-variance features; sigma = posterior_init_std
+            d = config.latent_dim
+            nn.init.normal_(self.posterior_head.weight[:d], std=(hidden + c) ** -0.5)
+            nn.init.zeros_(self.posterior_head.weight[d:])
+            nn.init.zeros_(self.posterior_head.bias[:d])
+            nn.init.constant_(self.posterior_head.bias[d:], 2 * math.log(config.posterior_init_std))
         lm.requires_grad_(config.finetune == "full")
         if config.finetune == "lora":
             from peft import LoraConfig, get_peft_model
@@ -358,6 +414,27 @@ class LMTextVAE(TextVAE):
             self.text_encoder.eval()  # a frozen encoder gives the same code for the same text
         return self
 
+    def loss(self, x: TextBatch, kl_weight: float = 1.0, free_bits: float = 0.0, generator=None):
+        """The negative ELBO (and the constraint loss); with the "words" injection, plus bow_weight times a bag-of-
+        words loss (Zhao et al. 2017): -sum over the text's tokens t of log (1/w) sum_s q_s(t | z), z a fresh
+        reparameterised sample of q(z|x). It is a training aid: the ELBO and what is logged as rec and kl leave it out."""
+        out = super().loss(x, kl_weight=kl_weight, free_bits=free_bits, generator=generator)
+        if self.decoder.to_words is None or self.config.bow_weight <= 0 or not self.training:
+            return out
+        z = out.posterior.sample(generator)
+        if self.conditional:
+            z = torch.cat([z, self._condition_of(x).to(z.device, z.dtype)], dim=-1)
+        log_weights = self.decoder.word_log_weights(z)  # (b, w, V)
+        _, targets = self.decoder_io(x)
+        real = (targets != PAD_ID) & (targets != EOS_ID)  # (b, t + 1)
+        lm_targets = (targets - OFFSET).clamp_min(0)  # (b, t + 1)
+        picked = log_weights.gather(2, lm_targets[:, None].expand(-1, log_weights.shape[1], -1))  # (b, w, t + 1)
+        token_log_p = torch.logsumexp(picked, dim=1) - math.log(log_weights.shape[1])  # (b, t + 1)
+        bow = -torch.where(real, token_log_p, 0.0).sum(-1).mean()
+        out.loss = out.loss + self.config.bow_weight * bow
+        out.extra["bow"] = bow.detach()
+        return out
+
     # --- the VAE pieces -------------------------------------------------------------------------
     def encode(self, x: TextBatch) -> DiagonalGaussian:
         """q(z|x): the encoder re-reads each text in its own vocabulary (decoded from the batch's ids, which are
@@ -375,6 +452,8 @@ class LMTextVAE(TextVAE):
             else:
                 mask = inputs["attention_mask"][..., None].to(states.dtype)  # (b, t, 1)
                 pooled = (states * mask).sum(1) / mask.sum(1).clamp_min(1)  # (b, e)
+        if self.pooled_norm is not None:
+            pooled = self.pooled_norm(pooled.float())
         if self.conditional:
             pooled = torch.cat([pooled, self._condition_of(x).to(pooled.dtype)], dim=-1)
         mean, logvar = self.posterior_head(pooled.to(self.posterior_head.weight.dtype)).float().chunk(2, dim=-1)
@@ -415,7 +494,8 @@ class LMTextVAE(TextVAE):
 
     # --- save and load: only what was trained -------------------------------------------------
     def optimizer_groups(self) -> list[dict]:
-        new = [p for m in (self.posterior_head, self.decoder.to_memory, self.decoder.to_embedding) if m is not None
+        new = [p for m in (self.posterior_head, self.decoder.to_memory, self.decoder.to_embedding,
+                           self.decoder.to_prefix, self.decoder.to_words) if m is not None
                for p in m.parameters()]
         fresh = {id(p) for p in new}
         pretrained = [p for p in self.parameters() if p.requires_grad and id(p) not in fresh]
