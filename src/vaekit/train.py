@@ -255,7 +255,10 @@ class Trainer:
         if not path.is_file():
             raise VaekitError(f"{path}: no resume state to continue from (was the run stopped before its first epoch ended?)")
         try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
+            try:
+                state = torch.load(path, map_location="cpu", weights_only=True)
+            except Exception as exc:  # garbage makes the unpickler raise nearly anything (IndexError, UnicodeDecodeError...)
+                raise ValueError(f"unreadable ({type(exc).__name__}: {exc})") from None
             if not isinstance(state, dict):
                 raise ValueError(f"holds a {type(state).__name__}, not vaekit's resume state")
             self.model.load_trained_state(state["model"])
