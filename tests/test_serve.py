@@ -126,6 +126,42 @@ def test_sample_interpolate_decode_encode_score(client):
     assert r.status_code == 200 and r.json()["flagged"] is None
 
 
+@pytest.fixture(scope="module")
+def cond_run(tmp_path_factory):
+    """A text model conditioned on each sentence's MiniLM embedding, as the quickstart's is."""
+    folder = tmp_path_factory.mktemp("serve-cond")
+    corpus = folder / "corpus.txt"
+    corpus.write_text("\n".join(two_topic_sentences() * 3) + "\n")
+    out = folder / "cond"
+    result = CliRunner().invoke(cli, ["train", "text", "--data", str(corpus), "--out", str(out), "--epochs", "2",
+                                      "--embedding-dim", "16", "--hidden", "16", "--latent-dim", "4", "--dropout", "0",
+                                      "--batch-size", "16", "--quiet", "--precision", "fp32", "--conditional",
+                                      "--condition-embedding", "sentence"])
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def test_a_model_conditioned_on_a_text_embedding_takes_condition_text(runs, cond_run):
+    """A sentence-embedding-conditioned model needs a condition text to sample from, and vary may steer toward
+    one: /v1/sample and /v1/vary take condition_text, /v1/models says the model wants it, and a sample without
+    it is a 400 naming the field (it was a 422 with no field to give it)."""
+    client = TestClient(create_app({"cond": cond_run, "cats": runs["cats"]}, Limits(max_n=8)))
+    info = {m["name"]: m for m in client.get("/v1/models").json()["models"]}
+    assert info["cond"]["conditions"]["text_embedding"] == "all-MiniLM-L6-v2"
+    assert info["cats"]["conditions"] is None
+    r = client.post("/v1/sample", json={"model": "cond", "n": 3, "seed": 0, "condition_text": "stock markets fell"})
+    assert r.status_code == 200 and len(r.json()["texts"]) == 3, r.text
+    r = client.post("/v1/sample", json={"model": "cond", "n": 3, "seed": 0})
+    assert r.status_code == 400 and r.json()["error"].startswith("condition_text: "), r.text
+    r = client.post("/v1/vary", json={"model": "cond", "text": "the old cat sat on the mat.", "n": 2, "seed": 0,
+                                      "condition_text": "stock markets fell"})
+    assert r.status_code == 200 and r.json()["variations"], r.text
+    r = client.post("/v1/vary", json={"model": "cond", "text": "the old cat sat on the mat.", "n": 2, "seed": 0})
+    assert r.status_code == 200 and r.json()["variations"], r.text
+    r = client.post("/v1/vary", json={"model": "cats", "text": "the cat", "condition_text": "money"})
+    assert r.status_code == 400 and "without this kind of condition" in r.json()["error"]
+
+
 @pytest.mark.parametrize("path, body, status, message", [
     ("/v1/vary", {"text": "cat " * 60}, 413, "limit is 200"),
     ("/v1/vary", {"text": "the cat", "n": 9}, 400, "above the limit of 8"),
@@ -207,15 +243,16 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_web_page_in_headless_chromium(runs):
-    """Load the page, enter a text, click Generate, see N variations."""
+def test_web_page_in_headless_chromium(runs, cond_run):
+    """Load the page, enter a text, click Generate, see N variations; sample the image model and a model
+    conditioned on a text embedding (which shows the field for its condition text)."""
     import uvicorn
     from playwright.sync_api import sync_playwright
 
     assert shutil.which(CHROMIUM), f"{CHROMIUM} is missing: .ci/run installs Debian's chromium package"
     port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app({"cats": runs["cats"], "digits": runs["digits"]}),
-                                           host="127.0.0.1", port=port, log_level="warning"))
+    app = create_app({"cats": runs["cats"], "digits": runs["digits"], "cond": cond_run})
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     try:
@@ -236,6 +273,13 @@ def test_web_page_in_headless_chromium(runs):
             items = page.locator("#variations li").all_inner_texts()
             assert 1 <= len(items) <= 4
             assert "variations" in page.inner_text("#vary-status")
+            assert page.locator("#sample-condition-box").is_hidden()
+            page.select_option("#model", "cond")
+            page.click("nav button[data-tab=samples]")
+            page.fill("#sample-n", "3")
+            page.fill("#sample-condition", "stock markets fell")
+            page.click("#sample")
+            page.wait_for_function("document.querySelectorAll('#samples li').length == 3", timeout=20_000)
             # the image model: a grid of samples and the latent explorer
             page.select_option("#model", "digits")
             page.click("#sample")

@@ -118,6 +118,8 @@ class SampleRequest(_Body):
     n: int = Field(8, ge=1, strict=True)
     label: str | None = Field(None, description="Conditional models: the label to write with")
     tags: list[str] | None = Field(None, description="Conditional text models: the tags to write with")
+    condition_text: str | None = Field(None, description="Text-embedding-conditioned models (required there): "
+                                                         "the text whose embedding the samples are written with")
     temperature: float = Field(1.0, ge=0, le=5)
     seed: int | None = Field(None, **SEED)
     strategy: Literal["sample", "greedy", "beam"] = "greedy"
@@ -271,7 +273,9 @@ def _summary(s: Served, limits: Limits) -> dict:
     info = {"name": s.name, "type": s.kind, "latent_dim": model.latent_dim,
             "config": dataclasses.asdict(model.config),
             "conditions": ({"labels": list(model.config.label_names) or None,
-                            "tags": list(getattr(model.config, "tag_names", ())) or None}
+                            "tags": list(getattr(model.config, "tag_names", ())) or None,
+                            # the encoder (or "word-vectors") whose embedding of condition_text steers decoding
+                            "text_embedding": getattr(model.config, "condition_encoder", "") or None}
                            if getattr(model, "conditional", False) else None),
             "anomaly_threshold": s.calibration["threshold"] if s.calibration else None,
             "limits": dataclasses.asdict(limits)}
@@ -392,6 +396,10 @@ def create_app(models: dict[str, str | Path] | dict[str, Served], limits: Limits
                 continue
             if field == "tags" and getattr(getattr(s.model, "config", None), "tag_names", ()):
                 continue
+            if field == "condition_text" and getattr(getattr(s.model, "config", None), "condition_dim", 0):
+                if body.condition_text is not None:
+                    check_text(body.condition_text, field)
+                continue
             if getattr(body, field, None):
                 raise ApiError(400, f"{field}: model {s.name!r} was trained without this kind of condition; "
                                     "train a conditional model to steer generation this way")
@@ -422,7 +430,8 @@ def create_app(models: dict[str, str | Path] | dict[str, Served], limits: Limits
             result = s.model.vary(body.text, n=body.n, require=body.require, ban=body.ban,
                                   min_similarity=body.min_similarity, similarity=similarity if wants_similarity else None,
                                   max_draws=limits.max_draws, seed=body.seed, temperature=body.temperature,
-                                  strategy=body.strategy, top_p=body.top_p, label=body.label, tags=body.tags)
+                                  strategy=body.strategy, top_p=body.top_p, label=body.label, tags=body.tags,
+                                  condition_text=body.condition_text)
             if result.drawn is None:  # nothing constrained: every distinct candidate drawn passed
                 result.drawn = result.passed = len(result)
                 result.rejected = {"require": 0, "ban": 0, "length": 0, "similarity": 0}
@@ -444,6 +453,9 @@ def create_app(models: dict[str, str | Path] | dict[str, Served], limits: Limits
         generator = torch.Generator().manual_seed(body.seed if body.seed is not None else torch.seed() % 2**63)
 
         no_conditions(body, s)
+        if s.kind == "text" and getattr(s.model.config, "condition_dim", 0) and body.condition_text is None:
+            raise ApiError(400, f"condition_text: model {s.name!r} is conditioned on a text embedding; "
+                                "give the text to write with")
 
         def work():
             if s.kind == "text":
@@ -456,7 +468,7 @@ def create_app(models: dict[str, str | Path] | dict[str, Served], limits: Limits
                 texts = s.model.sample(
                     body.n, generator=generator, temperature=body.temperature, strategy=body.strategy, near=body.near,
                     avoid=body.avoid, radius=body.radius, between=tuple(body.between) if body.between else None,
-                    label=body.label, tags=body.tags, require=body.require, ban=body.ban,
+                    label=body.label, tags=body.tags, condition_text=body.condition_text, require=body.require, ban=body.ban,
                     min_similarity=body.min_similarity, similarity=similarity if wants_similarity else None,
                     max_draws=limits.max_draws)
                 if texts.drawn is None:

@@ -32,6 +32,7 @@ padding:0 .3em;margin-right:.5em;font-size:.85em;background:#edf2f7} .muted{colo
     <label>decoding <select id="strategy"><option>sample</option><option>greedy</option><option>beam</option></select></label>
     <label id="label-box" hidden>label <select id="label"></select></label>
     <label id="tags-box" hidden>tags <input id="tags" type="text" placeholder="a, b" style="width:12em"></label>
+    <label id="condition-box" hidden>steer toward <input id="condition" type="text" placeholder="a text (default: the input)" style="width:16em"></label>
   </div>
   <div class="row">
     <label>required words <input id="require" type="text" placeholder="comma separated" style="width:14em"></label>
@@ -54,6 +55,7 @@ padding:0 .3em;margin-right:.5em;font-size:.85em;background:#edf2f7} .muted{colo
 <section id="tab-samples">
   <label>n <input id="sample-n" type="number" min="1" value="16" style="width:4em"></label>
   <label>temperature <input id="sample-temperature" type="number" min="0" step="0.1" value="1" style="width:4.5em"></label>
+  <label id="sample-condition-box" hidden>write like <input id="sample-condition" type="text" placeholder="a text (needed by this model)" style="width:16em"></label>
   <button id="sample" class="go">Sample</button>
   <p id="sample-status" class="muted"></p>
   <div id="samples"></div>
@@ -105,6 +107,7 @@ function choose(name) {
   $("n").max = lim.max_n; $("sample-n").max = lim.max_n;
   const conditions = current.conditions || {};
   $("label-box").hidden = !conditions.labels; $("tags-box").hidden = !conditions.tags;
+  $("condition-box").hidden = $("sample-condition-box").hidden = !conditions.text_embedding;
   if (conditions.labels) $("label").innerHTML = '<option value="">(keep)</option>' +
     conditions.labels.map(l => `<option>${l}</option>`).join("");
   if (current.type === "text") show([["vary", "Vary a text"], ["interpolate", "Interpolate"], ["samples", "Samples"]]);
@@ -144,6 +147,7 @@ $("generate").onclick = async () => {
                 require: words($("require").value), ban: words($("ban").value)};
   if (!$("label-box").hidden && $("label").value) body.label = $("label").value;
   if (!$("tags-box").hidden && $("tags").value.trim()) body.tags = words($("tags").value);
+  if (!$("condition-box").hidden && $("condition").value.trim()) body.condition_text = $("condition").value;
   try {
     const data = await api("/v1/vary", body);
     data.variations.forEach(v => out.appendChild(item(v.text, v.similarity)));
@@ -167,8 +171,10 @@ $("sample").onclick = async () => {
   const out = $("samples"), status = $("sample-status");
   out.innerHTML = ""; status.className = "muted"; status.textContent = "sampling...";
   try {
-    const data = await api("/v1/sample", {model: current.name, n: parseInt($("sample-n").value || "16"),
-                                          temperature: parseFloat($("sample-temperature").value || "1")});
+    const body = {model: current.name, n: parseInt($("sample-n").value || "16"),
+                  temperature: parseFloat($("sample-temperature").value || "1")};
+    if (!$("sample-condition-box").hidden) body.condition_text = $("sample-condition").value;
+    const data = await api("/v1/sample", body);
     if (data.grid) out.innerHTML = `<img class="grid" alt="samples" src="${data.grid}">`;
     else { const ol = document.createElement("ol"); data.texts.forEach(t => ol.appendChild(item(t))); out.appendChild(ol); }
     status.textContent = "";
