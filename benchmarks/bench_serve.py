@@ -110,12 +110,26 @@ async def hostile(base: str, deadline: float, answers: dict) -> None:
             i += 1
 
 
-def rss_mb(pid: int) -> float | None:
+def proc_status(pid: int, field: str) -> int | None:
+    """A number from /proc/PID/status (VmRSS in kB, Threads)."""
     try:
         with open(f"/proc/{pid}/status", encoding="utf-8") as fh:
-            return next(int(line.split()[1]) / 1024 for line in fh if line.startswith("VmRSS:"))
+            return next(int(line.split()[1]) for line in fh if line.startswith(field + ":"))
     except (OSError, StopIteration):
         return None
+
+
+def rss_mb(pid: int) -> float | None:
+    kb = proc_status(pid, "VmRSS")
+    return None if kb is None else kb / 1024
+
+
+async def watch(pid: int, deadline: float, every: float, timeline: list) -> None:
+    """RSS and thread count every ``every`` seconds: a plateau is a one-off cost, a steady climb a leak."""
+    start = time.perf_counter()
+    while time.perf_counter() < deadline:
+        await asyncio.sleep(min(every, max(0.0, deadline - time.perf_counter())))
+        timeline.append([round(time.perf_counter() - start), round(rss_mb(pid) or 0), proc_status(pid, "Threads")])
 
 
 def percentiles(values: list[float]) -> dict:
@@ -128,10 +142,12 @@ async def load(base: str, args, pid: int) -> dict:
     latencies: dict[str, list[float]] = {}
     errors: list[str] = []
     hostile_answers: dict[str, int] = {}
-    memory_start = rss_mb(pid)
+    memory_start, threads_start = rss_mb(pid), proc_status(pid, "Threads")
     start = time.perf_counter()
     deadline = start + args.seconds
+    timeline: list = []
     clients = [client(base, args.endpoint, deadline, latencies, errors, i) for i in range(args.clients)]
+    clients.append(watch(pid, deadline, max(5.0, args.seconds / 12), timeline))
     if args.hostile:
         clients.append(hostile(base, deadline, hostile_answers))
     await asyncio.gather(*clients)
@@ -144,7 +160,9 @@ async def load(base: str, args, pid: int) -> dict:
             "errors": len(errors), "first_errors": errors[:3], "hostile_answers": hostile_answers,
             "server_rss_mb": {"start": round(memory_start, 1) if memory_start else None,
                               "end": round(memory_end, 1) if memory_end else None,
-                              "growth": round(memory_end / memory_start - 1, 3) if memory_start and memory_end else None}}
+                              "growth": round(memory_end / memory_start - 1, 3) if memory_start and memory_end else None},
+            "server_threads": {"start": threads_start, "end": proc_status(pid, "Threads")},
+            "timeline_s_rss_mb_threads": timeline}
 
 
 def main() -> None:
