@@ -14,7 +14,7 @@ from . import runs
 from . import viz
 from . import distributed
 from .config import TrainConfig, from_dict, read_json
-from .data.images import ImageBatches, ImageDataset, load_images, pixels
+from .data.images import ImageDataset, load_images, model_batches, pixels
 from .errors import VaekitError
 from .evaluate import evaluate
 from .models.image import PRESETS, ImageVAE, ImageVAEConfig
@@ -97,8 +97,8 @@ def _train_image(data, out: Path, run_setup, *, preset, model_overrides, trainin
     # process, so two runs with the same --seed started from different weights (the text path seeds likewise)
     torch.manual_seed(training.seed)
     model = ImageVAE(model_config)
-    train_batches = _inputs(model, train_set, binarize, training.seed)
-    val_batches = _inputs(model, val_set, binarize, training.seed) if val_set is not None else None
+    train_batches = model_batches(model, train_set, binarize, training.seed)
+    val_batches = model_batches(model, val_set, binarize, training.seed) if val_set is not None else None
     trainer = Trainer(model, train_batches, val_batches, training, out, progress=progress)
     if not resume:
         distributed.on_main(lambda: _start_run(run_setup, out, {
@@ -128,35 +128,11 @@ def finish_plots(model: ImageVAE, held_out: ImageDataset, everything: ImageDatas
     most 5,000) in run_dir/plots."""
     from .monitor import Monitor
 
-    batches = _inputs(model, held_out, binarize, seed)
+    batches = model_batches(model, held_out, binarize, seed)
     monitor = Monitor(run_dir, metrics=False, tensorboard=False)
     with torch.no_grad():
         model.log_examples(monitor, batches.fixed()[:64], 0, torch.Generator().manual_seed(seed))
     latent_plot(model, everything, run_dir / runs.PLOTS_DIR / "latent.png", binarize=binarize, seed=seed)
-
-
-def _inputs(model: ImageVAE, data: ImageDataset, binarize: str | None, seed: int) -> ImageBatches:
-    want = (model.config.in_channels, model.config.height, model.config.width)
-    if data.shape != want:
-        raise VaekitError(f"{data.source}: images are {data.shape} (c, h, w) but the model takes {want}; "
-                          "use --resize HxW for other sizes")
-    return ImageBatches(data, binarize or "none", eval_seed=seed, labels=model_labels(model, data))
-
-
-def model_labels(model: ImageVAE, data: ImageDataset) -> torch.Tensor | None:
-    """A conditional model's label index of every image, matched by label name (None for other models)."""
-    if not model.conditional:
-        return None
-    if data.labels is None:
-        raise VaekitError(f"{data.source}: this conditional model needs each image's class label "
-                          f"({', '.join(model.config.label_names)}); these images have none")
-    names = data.label_names or [str(i) for i in range(int(data.labels.max()) + 1)]
-    known = model.config.label_names
-    unknown = sorted({names[c] for c in np.unique(data.labels).tolist()} - set(known))
-    if unknown:
-        raise VaekitError(f"{data.source}: label {unknown[0]!r} is unknown to this model, which knows {', '.join(known)}")
-    mapping = np.array([known.index(name) if name in known else -1 for name in names], dtype=np.int64)
-    return torch.from_numpy(mapping[data.labels])
 
 
 def run_binarize(run_dir: str | Path) -> str:
@@ -207,7 +183,7 @@ def reconstruct_grid(model: ImageVAE, data: ImageDataset, out: str | Path, n: in
                      label: str | None = None) -> Path:
     """Images (odd columns) beside their reconstructions from the posterior mean (even columns); with
     ``label`` a conditional model redraws each image as that class."""
-    batches = _inputs(model, data, binarize, seed)
+    batches = model_batches(model, data, binarize, seed)
     chosen = _pick(data, indices) if indices else list(range(min(n, len(data))))
     x = batches.fixed()[chosen]
     pairs = torch.stack([pixels(x).float(), model.reconstruct(x, label=label).cpu()], dim=1).flatten(0, 1)
@@ -221,7 +197,7 @@ def interpolate_grid(model: ImageVAE, data: ImageDataset, indices: Sequence[int]
         raise VaekitError("--index: give at least two images to interpolate between")
     if steps < 2:
         raise VaekitError(f"--steps {steps}: must be at least 2")
-    batches = _inputs(model, data, binarize, seed)
+    batches = model_batches(model, data, binarize, seed)
     chosen = _pick(data, indices)
     x = batches.fixed()
     rows = [model.interpolate(x[a:a + 1], x[b:b + 1], steps) for a, b in zip(chosen[:-1], chosen[1:])]
@@ -244,12 +220,12 @@ def latent_plot(model: ImageVAE, data: ImageDataset, out: str | Path, binarize: 
     if len(data) > max_items:
         data = data.subset(torch.randperm(len(data), generator=torch.Generator().manual_seed(seed))[:max_items])
     from .items import image_items
-    from .latent import encode_items
+    from .latent import encode_items, plot_latent
 
     codes = encode_items(model, image_items(model, data, binarize, seed))
     manifold = manifold_picture(model) if model.latent_dim == 2 else None
-    return viz.plot_latent(codes["mean"], data.labels, data.label_names, out, manifold=manifold,
-                           title=f"posterior means of {len(data)} images")
+    return plot_latent(codes["mean"], data.labels, data.label_names, out, manifold=manifold,
+                       title=f"posterior means of {len(data)} images")
 
 
 def evaluate_images(model: ImageVAE, data: ImageDataset, iw_samples: int = 100, binarize: str | None = None,
@@ -258,7 +234,7 @@ def evaluate_images(model: ImageVAE, data: ImageDataset, iw_samples: int = 100, 
     With "dynamic" binarization the data are binarized stochastically once, with ``seed``."""
     if iw_samples < 1:
         raise VaekitError(f"--iw-samples {iw_samples}: must be at least 1")
-    batches = _inputs(model, data, binarize, seed)
+    batches = model_batches(model, data, binarize, seed)
     report = evaluate(model, batches.eval_batches(500), iw_samples=iw_samples, seed=seed, precision=precision,
                       progress=progress, total=len(data))
     report.update({"data": data.source, "binarize": binarize or "none", "seed": seed, "precision": precision})

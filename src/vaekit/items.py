@@ -53,9 +53,9 @@ class Items:
 def image_items(model, data, binarize: str | None, seed: int = 0, batch_size: int = 500,
                 anomaly_key: str | None = None) -> Items:
     """Images of ``data`` (an ImageDataset) for ``model``; ids are file names or indices."""
-    from .images import _inputs
+    from .data.images import model_batches
 
-    batches = _inputs(model, data, binarize, seed)
+    batches = model_batches(model, data, binarize, seed)
     ids = list(data.ids) if data.ids is not None else [str(i) for i in range(len(data))]
     labels = None
     if data.labels is not None:

@@ -134,6 +134,16 @@ def _natural(value: str):
     return (0, int(value), "") if value.lstrip("-").isdigit() else (1, 0, value)
 
 
+def plot_latent(means: np.ndarray, labels: np.ndarray | None, label_names: Sequence[str] | None,
+                path: str | Path, manifold: np.ndarray | None = None, title: str = "") -> Path:
+    """Posterior means coloured by label. Latent > 2 is projected onto its first two principal components.
+    ``manifold`` (a picture of the decoded latent grid, for a 2-D latent) is drawn beside the scatter."""
+    from .viz import plot_latent_points
+
+    points, axis, _ = project(means, "pca")
+    return plot_latent_points(points, labels, label_names, axis, path, manifold=manifold, title=title)
+
+
 def latent_figure(means: np.ndarray, labels: Sequence[str] | None, ids: Sequence[str], out: str | Path,
                   method: str = "auto", title: str = "", manifold: np.ndarray | None = None,
                   texts: Sequence[str] | None = None, html: bool = True, seed: int = 0) -> dict:

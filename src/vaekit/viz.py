@@ -97,16 +97,6 @@ def plot_curves(rows: Sequence[dict], path: str | os.PathLike) -> Path | None:
     return save_figure(fig, path)
 
 
-def plot_latent(means: np.ndarray, labels: np.ndarray | None, label_names: Sequence[str] | None,
-                path: str | os.PathLike, manifold: np.ndarray | None = None, title: str = "") -> Path:
-    """Posterior means coloured by label. Latent > 2 is projected onto its first two principal components.
-    ``manifold`` (a picture of the decoded latent grid, for a 2-D latent) is drawn beside the scatter."""
-    from .latent import project
-
-    points, axis, _ = project(means, "pca")
-    return plot_latent_points(points, labels, label_names, axis, path, manifold=manifold, title=title)
-
-
 def plot_latent_points(points: np.ndarray, labels: np.ndarray | None, label_names: Sequence[str] | None,
                        axis: Sequence[str], path: str | os.PathLike, manifold: np.ndarray | None = None,
                        title: str = "") -> Path:

@@ -233,11 +233,12 @@ def traverse(run, text, dims, value_range, steps, data, split, resize, binarize,
     if text is not None:
         raise VaekitError("TEXT is for text models; for images start from --data with --index")
     if index is not None:
-        from ..images import _inputs, _pick
+        from ..data.images import model_batches
+        from ..images import _pick
 
         images = _load_data(_need(data, "--data", "--index with image"), resize, split)
         chosen = _pick(images, [index])
-        x = _inputs(model, images, _binarize(run, binarize), seed).fixed()[chosen]
+        x = model_batches(model, images, _binarize(run, binarize), seed).fixed()[chosen]
         base = model.encode(x).mean
         if model.conditional and label is None:
             label = model.config.label_names[int(x.labels[0])]

@@ -383,3 +383,28 @@ class ImageBatches:
         n = len(self.data) // world_size
         full, rest = divmod(n, batch_size)
         return full + (1 if rest and (rest >= batch_size // 2 or full == 0) else 0)
+
+
+def model_batches(model, data: ImageDataset, binarize: str | None, seed: int) -> ImageBatches:
+    """Batches of ``data`` for ``model`` (an ImageVAE): its shape checked, a conditional model's labels matched."""
+    want = (model.config.in_channels, model.config.height, model.config.width)
+    if data.shape != want:
+        raise VaekitError(f"{data.source}: images are {data.shape} (c, h, w) but the model takes {want}; "
+                          "use --resize HxW for other sizes")
+    return ImageBatches(data, binarize or "none", eval_seed=seed, labels=model_labels(model, data))
+
+
+def model_labels(model, data: ImageDataset) -> torch.Tensor | None:
+    """A conditional model's label index of every image, matched by label name (None for other models)."""
+    if not model.conditional:
+        return None
+    if data.labels is None:
+        raise VaekitError(f"{data.source}: this conditional model needs each image's class label "
+                          f"({', '.join(model.config.label_names)}); these images have none")
+    names = data.label_names or [str(i) for i in range(int(data.labels.max()) + 1)]
+    known = model.config.label_names
+    unknown = sorted({names[c] for c in np.unique(data.labels).tolist()} - set(known))
+    if unknown:
+        raise VaekitError(f"{data.source}: label {unknown[0]!r} is unknown to this model, which knows {', '.join(known)}")
+    mapping = np.array([known.index(name) if name in known else -1 for name in names], dtype=np.int64)
+    return torch.from_numpy(mapping[data.labels])
