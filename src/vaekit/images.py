@@ -152,12 +152,13 @@ def sample_grid(model: ImageVAE, n: int, out: str | Path, seed: int = 0, tempera
         classes = model.config.num_labels
         per_row = -(-n // classes)
         images = model.sample(per_row * classes, generator=generator, temperature=temperature)
-        return _write_images(images, out, nrow=per_row, scale=viz.auto_scale(model.config.height))
+        return write_images(images, out, nrow=per_row, scale=viz.auto_scale(model.config.height))
     images = model.sample(n, generator=generator, temperature=temperature, label=label)
-    return _write_images(images, out, nrow=int(np.ceil(np.sqrt(n))), scale=viz.auto_scale(model.config.height))
+    return write_images(images, out, nrow=int(np.ceil(np.sqrt(n))), scale=viz.auto_scale(model.config.height))
 
 
-def _write_images(images: torch.Tensor, out: str | Path, nrow: int, scale: int) -> Path:
+def write_images(images: torch.Tensor, out: str | Path, nrow: int, scale: int) -> Path:
+    """``images`` (n, c, h, w) to ``out``: a PNG grid of ``nrow`` a row, or the array itself as .npy/.npz."""
     out = Path(out)
     images = images.detach().float().cpu()  # from wherever the model decoded them
     if out.suffix == ".npy":
@@ -171,7 +172,8 @@ def _write_images(images: torch.Tensor, out: str | Path, nrow: int, scale: int) 
     return viz.save_png(viz.image_grid(images, nrow=nrow, scale=scale), out)
 
 
-def _pick(data: ImageDataset, indices: Sequence[int]) -> list[int]:
+def checked_indices(data: ImageDataset, indices: Sequence[int]) -> list[int]:
+    """``indices`` into ``data``; one out of range is an error naming it and the range."""
     for i in indices:
         if not 0 <= i < len(data):
             raise VaekitError(f"--index {i}: out of range; the data holds {len(data)} images (0 to {len(data) - 1})")
@@ -184,10 +186,10 @@ def reconstruct_grid(model: ImageVAE, data: ImageDataset, out: str | Path, n: in
     """Images (odd columns) beside their reconstructions from the posterior mean (even columns); with
     ``label`` a conditional model redraws each image as that class."""
     batches = model_batches(model, data, binarize, seed)
-    chosen = _pick(data, indices) if indices else list(range(min(n, len(data))))
+    chosen = checked_indices(data, indices) if indices else list(range(min(n, len(data))))
     x = batches.fixed()[chosen]
     pairs = torch.stack([pixels(x).float(), model.reconstruct(x, label=label).cpu()], dim=1).flatten(0, 1)
-    return _write_images(pairs, out, nrow=min(16, len(pairs)), scale=viz.auto_scale(model.config.height))
+    return write_images(pairs, out, nrow=min(16, len(pairs)), scale=viz.auto_scale(model.config.height))
 
 
 def interpolate_grid(model: ImageVAE, data: ImageDataset, indices: Sequence[int], out: str | Path,
@@ -198,10 +200,10 @@ def interpolate_grid(model: ImageVAE, data: ImageDataset, indices: Sequence[int]
     if steps < 2:
         raise VaekitError(f"--steps {steps}: must be at least 2")
     batches = model_batches(model, data, binarize, seed)
-    chosen = _pick(data, indices)
+    chosen = checked_indices(data, indices)
     x = batches.fixed()
     rows = [model.interpolate(x[a:a + 1], x[b:b + 1], steps) for a, b in zip(chosen[:-1], chosen[1:])]
-    return _write_images(torch.cat(rows), out, nrow=steps, scale=viz.auto_scale(model.config.height))
+    return write_images(torch.cat(rows), out, nrow=steps, scale=viz.auto_scale(model.config.height))
 
 
 def manifold_picture(model: ImageVAE, size: int = 15, label: str | None = None) -> np.ndarray:

@@ -234,15 +234,15 @@ def traverse(run, text, dims, value_range, steps, data, split, resize, binarize,
         raise VaekitError("TEXT is for text models; for images start from --data with --index")
     if index is not None:
         from ..data.images import model_batches
-        from ..images import _pick
+        from ..images import checked_indices
 
         images = _load_data(_need(data, "--data", "--index with image"), resize, split)
-        chosen = _pick(images, [index])
+        chosen = checked_indices(images, [index])
         x = model_batches(model, images, _binarize(run, binarize), seed).fixed()[chosen]
         base = model.encode(x).mean
         if model.conditional and label is None:
             label = model.config.label_names[int(x.labels[0])]
-    from ..images import _write_images
+    from ..images import write_images
     from ..viz import auto_scale
 
     with torch.no_grad():
@@ -250,4 +250,4 @@ def traverse(run, text, dims, value_range, steps, data, split, resize, binarize,
     out = out or run / runs.PLOTS_DIR / "traverse.png"
     out.parent.mkdir(parents=True, exist_ok=True)
     _done(f"traversal of dimensions {', '.join(map(str, dims))}",
-          _write_images(grid, out, nrow=steps, scale=auto_scale(model.config.height)))
+          write_images(grid, out, nrow=steps, scale=auto_scale(model.config.height)))
