@@ -10,6 +10,9 @@ here asserts a time.
                                                           # how well the decoder reads z: each injection trained as an
                                                           # autoencoder (KL weight 0) on 6,000 headlines, then greedy
                                                           # reconstructions of 30 held-out ones, MiniLM similarity
+    python benchmarks/bench_lm_text.py prompted --inputs 30 --temperature 0.8
+                                                          # the prompted baseline alone: the instruct LM rewrites each
+                                                          # held-out headline 5 times (few-shot), scored as vaekit is
 
 The headlines are ../shared/data/clickbait-headlines (both files, shuffled with seed 0; the first 200 are held
 out, as in bench_text.py). Fluency: each text's mean negative log-likelihood per token under the unmodified base
@@ -121,7 +124,7 @@ def quality(args) -> None:
     held, _ = headlines()
     held = held[:args.inputs]
     report = variation_report(model, held, n=5, temperature=args.temperature, strategy=args.strategy, top_p=args.top_p,
-                              seed=0, progress=True)
+                              seed=0, progress=True, prompted=args.prompted)
     _, lm, tokenizer = load_decoder(None)
     ours = [model.vary(t, n=5, temperature=args.temperature, strategy=args.strategy, top_p=args.top_p, seed=i).texts
             for i, t in enumerate(held[:args.fluency_inputs])]
@@ -134,6 +137,34 @@ def quality(args) -> None:
           "within_1_nat": round(sum(s <= b + 1 for s, (_, b) in zip(scores, flat)) / max(1, len(flat)), 3)})
     emit({"bench": "lm_text_examples", "examples": [{"input": t, "variations": v}
                                                     for t, v in zip(held[:10], ours[:10])]})
+
+
+def prompted(args) -> None:
+    """The baseline alone: the bundled instruct LM asked with worked examples to rewrite each held-out headline."""
+    from vaekit.backbones import load_decoder
+    from vaekit.precision import autocast
+    from vaekit.prompted import prompted_variations
+    from vaekit.texts import variation_metrics
+
+    held, _ = headlines()
+    held = held[:args.inputs]
+    _, lm, tokenizer = load_decoder(None)
+    start = time.perf_counter()
+    with autocast("bf16", torch.device("cpu")):
+        rewrites = prompted_variations(held, 5, seed=0, lm=lm, tokenizer=tokenizer, temperature=args.temperature,
+                                       top_p=args.top_p, max_new_tokens=32)
+    seconds = time.perf_counter() - start
+    systems = {"copy": [[t] * 5 for t in held], "prompted": rewrites}
+    emit({"bench": "lm_text_prompted_baseline", "inputs": len(held), "seconds_per_input": round(seconds / len(held), 2),
+          "systems": {name: variation_metrics(held, outputs, None) for name, outputs in systems.items()}})
+    base = fluency(held, lm, tokenizer)
+    flat = [(v, base[i]) for i, group in enumerate(rewrites) for v in group]
+    scores = fluency([v for v, _ in flat], lm, tokenizer)
+    emit({"bench": "lm_text_prompted_fluency", "input_nll_per_token": round(statistics.mean(base), 3),
+          "variation_nll_per_token": round(statistics.mean(scores), 3),
+          "within_1_nat": round(sum(s <= b + 1 for s, (_, b) in zip(scores, flat)) / max(1, len(flat)), 3)})
+    emit({"bench": "lm_text_prompted_examples", "examples": [{"input": t, "variations": v}
+                                                             for t, v in zip(held[:10], rewrites[:10])]})
 
 
 def inject(args) -> None:
@@ -180,7 +211,7 @@ def inject(args) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("what", choices=["speed", "vary", "quality", "inject"])
+    parser.add_argument("what", choices=["speed", "vary", "quality", "inject", "prompted"])
     parser.add_argument("--run", type=Path, help="a run folder trained with --backbone pretrained (vary, quality)")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--steps", type=int, default=10, help="speed: timed steps each")
@@ -194,11 +225,12 @@ def main() -> None:
                         help="inject: injections to compare, each a +-joined list (memory, embedding, prefix)")
     parser.add_argument("--set", nargs="*", default=[], metavar="FIELD=VALUE",
                         help="inject: other LMTextVAEConfig fields for every variant")
+    parser.add_argument("--prompted", action="store_true", help="quality: add the prompted baseline (slow)")
     parser.add_argument("--lr", type=float, default=5e-4, help="inject: learning rate")
     args = parser.parse_args()
     if args.what in ("vary", "quality") and args.run is None:
         parser.error(f"{args.what} needs --run")
-    {"speed": speed, "vary": vary_latency, "quality": quality, "inject": inject}[args.what](args)
+    {"speed": speed, "vary": vary_latency, "quality": quality, "inject": inject, "prompted": prompted}[args.what](args)
 
 
 if __name__ == "__main__":

@@ -218,3 +218,21 @@ def test_a_new_model_starts_with_an_informative_posterior_and_saved_runs_keep_th
 
     assert LMTextVAEConfig(vocab_size=10).pooled_norm is False  # what a config saved without the field reads as
     assert tiny_lm_text_vae(pooled_norm=False).pooled_norm is None
+
+
+def test_prompted_baseline_gives_n_one_line_rewrites_per_text_seeded():
+    """The prompted baseline of the variation report (vaekit.prompted) on the tiny decoder with a plain chat
+    template: n single-line strings per text, the same twice for a seed."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from vaekit.prompted import prompted_variations
+
+    decoder, _ = tiny_backbones()
+    lm, tokenizer = AutoModelForCausalLM.from_pretrained(decoder).eval(), AutoTokenizer.from_pretrained(decoder)
+    tokenizer.chat_template = ("{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}"
+                               "{% if add_generation_prompt %}assistant: {% endif %}")
+    texts = ["the old cat sat on the mat.", "shares fell."]
+    first = prompted_variations(texts, 3, seed=4, lm=lm, tokenizer=tokenizer, max_new_tokens=8)
+    assert [len(rows) for rows in first] == [3, 3]
+    assert all(isinstance(t, str) and "\n" not in t for rows in first for t in rows)
+    assert prompted_variations(texts, 3, seed=4, lm=lm, tokenizer=tokenizer, max_new_tokens=8) == first

@@ -423,10 +423,11 @@ def variation_metrics(inputs: list[str], outputs: list[list[str]], encoder_name:
 
 def variation_report(model: TextVAE, texts: list[str], n: int = 5, temperature: float = 0.5, strategy: str = "sample",
                      top_p: float = 0.9, seed: int = 0, encoder_name: str | None = None, progress: bool = False,
-                     min_similarity: float | None = None) -> dict:
+                     min_similarity: float | None = None, prompted: bool = False) -> dict:
     """vaekit's variations of each text beside two baselines: "copy" (the input n times) and "prior" (n samples
     from the prior that ignore the input: the design documents' recipe; a model conditioned on a text embedding
-    gets the next input's embedding). With ``min_similarity`` the variations go through vary's similarity
+    gets the next input's embedding); with ``prompted`` a third, the bundled instruct LM asked to rewrite each
+    text (vaekit.prompted). With ``min_similarity`` the variations go through vary's similarity
     post-filter (``vaekit vary --min-similarity``): candidates drawn in rounds, those at least that similar to the
     input kept, the most similar n returned. It ranks by the same sentence encoder that scores the report."""
     from tqdm.auto import tqdm
@@ -450,6 +451,10 @@ def variation_report(model: TextVAE, texts: list[str], n: int = 5, temperature: 
         flat = model.sample(n * len(texts), generator=generator, strategy=strategy, top_p=top_p)
         prior = [flat[i * n:(i + 1) * n] for i in range(len(texts))]
     systems = {"vaekit": ours, "copy": [[t] * n for t in texts], "prior": prior}
+    if prompted:
+        from .prompted import prompted_variations
+
+        systems["prompted"] = prompted_variations(texts, n, seed=seed)
     return {
         "inputs": len(texts), "n": n, "temperature": temperature, "strategy": strategy, "top_p": top_p,
         "min_similarity": min_similarity,
