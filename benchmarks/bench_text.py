@@ -111,7 +111,7 @@ def train_clickbait(args, train: list[str]):
         if args.condition_embedding == "sentence":
             condition = {"kind": "sentence", "encoder": None}
         elif args.condition_embedding == "word-vectors":
-            condition = {"kind": "word-vectors", "word_vectors": None}  # Word2Vec fitted on the training part
+            condition = {"kind": "word-vectors", "train": True}  # Word2Vec fitted on the training part
         run = train_text(corpus, args.out / "clickbait", overwrite=True, model_overrides=overrides, training=training,
                          max_tokens=40, progress=args.progress, condition=condition,
                          tokenizer_config=TokenizerConfig(vocab_size=args.vocab_size, lowercase=True))

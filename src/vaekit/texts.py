@@ -134,18 +134,19 @@ def prepare_corpus(src: TextSource, work: Path, tokenizer_config: TokenizerConfi
 
 def _condition_embedder(condition: dict, src: TextSource, unit: Unit, max_tokens: int, split: float, seed: int,
                         work: Path):
-    """The embedder of condition texts: a sentence encoder, or word vectors (from a file, or fitted on the
-    training part's condition texts), which are written to ``work`` to travel with the run."""
+    """The embedder of condition texts: a sentence encoder, or word vectors (the bundled GloVe, a file, or fitted
+    on the training part's condition texts), which are written to ``work`` to travel with the run."""
     from .conditions import SentenceEmbedder, WordVectors, words
 
     if condition["kind"] == "sentence":
         return SentenceEmbedder(condition.get("encoder"))
     texts = (u[3] for u in _units(src, unit, max_tokens, "train", split, seed))
-    if condition.get("word_vectors"):
-        keep = {w for t in texts for w in words(t)}
-        vectors = WordVectors.from_file(condition["word_vectors"], keep)
-    else:
+    if condition.get("train"):
         vectors = WordVectors.train(texts, seed=seed)
+    else:
+        keep = {w for t in texts for w in words(t)}
+        path = condition.get("word_vectors")
+        vectors = WordVectors.from_file(path, keep) if path else WordVectors.glove(keep)
     vectors.save(work)
     return vectors
 
@@ -161,7 +162,8 @@ def train_text(data: str | Path | None, out: str | Path, *, source: dict | None 
     read and tokenized into a temporary folder beside ``out`` first; ``out`` is touched only once that worked.
     With ``conditional`` the model is a conditional VAE on the label and/or tags columns (every text needs a
     label). ``condition`` adds a dense condition: {"kind": "sentence", "encoder": name or None} or
-    {"kind": "word-vectors", "word_vectors": path or None (None: fit Word2Vec on the corpus)}, embedding
+    {"kind": "word-vectors", "word_vectors": path or None (None: the bundled GloVe 6B 50d), "train": True to fit
+    Word2Vec on the corpus instead}, embedding
     the source's condition_column (or each text itself). ``backbone`` {"decoder": name, "encoder": name, and
     LMTextVAEConfig fields} trains an LMTextVAE on those pretrained models (None: the bundled defaults) instead
     of the RNN TextVAE of ``preset``; the decoder's tokenizer is used as it is (``tokenizer_config`` is not).

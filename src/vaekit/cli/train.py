@@ -150,14 +150,16 @@ TEXT_RESUMABLE = RESUMABLE | {"text_column", "title_column", "label_column", "ta
                    "(multi-hot): generate with --label / --tags.")
 @click.option("--condition-embedding", type=click.Choice(["sentence", "word-vectors"]), default=None,
               help="Also condition on an embedding of --condition-column (or of each text): a sentence encoder, "
-                   "or averaged word vectors (--word-vectors FILE or --train-word-vectors). Generate with "
+                   "or averaged word vectors (the bundled GloVe 6B 50d, --word-vectors FILE or "
+                   "--train-word-vectors). Generate with "
                    "--condition-text or --keywords.")
 @click.option("--condition-column", default=None, help="CSV/JSONL column whose text is embedded as the condition.")
 @click.option("--sentence-encoder", default=None,
               help="sentence-transformers model name or folder for --condition-embedding sentence "
                    "(default: the bundled all-MiniLM-L6-v2).")
 @click.option("--word-vectors", "word_vectors_file", type=click.Path(path_type=Path), default=None,
-              help="word2vec (.txt/.bin), GloVe or fastText .vec file for --condition-embedding word-vectors.")
+              help="word2vec (.txt/.bin), GloVe or fastText .vec file for --condition-embedding word-vectors "
+                   "(default: the bundled GloVe 6B 50d).")
 @click.option("--train-word-vectors", is_flag=True,
               help="Fit Word2Vec on the corpus for --condition-embedding word-vectors.")
 @click.option("--constraint", "constraints", multiple=True, metavar="LABEL=TEXT",
@@ -313,9 +315,11 @@ def train_text_command(ctx, data, out, text_column, title_column, label_column, 
     if condition_embedding == "sentence":
         condition = {"kind": "sentence", "encoder": sentence_encoder}
     elif condition_embedding == "word-vectors":
-        if (word_vectors_file is None) == (not train_word_vectors):
-            raise VaekitError("--condition-embedding word-vectors: give --word-vectors FILE or --train-word-vectors")
-        condition = {"kind": "word-vectors", "word_vectors": str(word_vectors_file) if word_vectors_file else None}
+        if word_vectors_file is not None and train_word_vectors:
+            raise VaekitError("--condition-embedding word-vectors: give --word-vectors FILE or --train-word-vectors, "
+                              "not both (neither: the bundled GloVe 6B 50d)")
+        condition = {"kind": "word-vectors", "word_vectors": str(word_vectors_file) if word_vectors_file else None,
+                     "train": train_word_vectors}
     elif condition_column or word_vectors_file or train_word_vectors or sentence_encoder:
         raise VaekitError("--condition-column, --sentence-encoder and the word-vector options need --condition-embedding")
     pretrained = None
