@@ -25,16 +25,22 @@ AUTH = {"Authorization": f"Bearer {KEY}"}
 CHROMIUM = "/usr/bin/chromium"
 
 
+def tiny_text_run(folder, epochs: int, *options: str):
+    """A tiny text model trained on the two-topic sentences into folder/text."""
+    corpus = folder / "corpus.txt"
+    corpus.write_text("\n".join(two_topic_sentences() * 3) + "\n")
+    out = folder / "text"
+    result = CliRunner().invoke(cli, ["train", "text", "--data", str(corpus), "--out", str(out), "--epochs", str(epochs),
+                                      "--embedding-dim", "16", "--hidden", "16", "--latent-dim", "4", "--dropout", "0",
+                                      "--batch-size", "16", "--quiet", "--precision", "fp32", *options])
+    assert result.exit_code == 0, result.output
+    return out
+
+
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     folder = tmp_path_factory.mktemp("serve")
-    corpus = folder / "corpus.txt"
-    corpus.write_text("\n".join(two_topic_sentences() * 3) + "\n")
-    text_run = folder / "text"
-    result = CliRunner().invoke(cli, ["train", "text", "--data", str(corpus), "--out", str(text_run), "--epochs", "4",
-                                      "--embedding-dim", "16", "--hidden", "16", "--latent-dim", "4", "--dropout", "0",
-                                      "--batch-size", "16", "--quiet", "--precision", "fp32"])
-    assert result.exit_code == 0, result.output
+    text_run = tiny_text_run(folder, 4)
     data = folder / "tiny.npz"
     np.savez(data, x=blobs(64), y=np.arange(64) % 3)
     image_run = folder / "image"
@@ -130,16 +136,7 @@ def test_sample_interpolate_decode_encode_score(client):
 @pytest.fixture(scope="module")
 def cond_run(tmp_path_factory):
     """A text model conditioned on each sentence's MiniLM embedding, as the quickstart's is."""
-    folder = tmp_path_factory.mktemp("serve-cond")
-    corpus = folder / "corpus.txt"
-    corpus.write_text("\n".join(two_topic_sentences() * 3) + "\n")
-    out = folder / "cond"
-    result = CliRunner().invoke(cli, ["train", "text", "--data", str(corpus), "--out", str(out), "--epochs", "2",
-                                      "--embedding-dim", "16", "--hidden", "16", "--latent-dim", "4", "--dropout", "0",
-                                      "--batch-size", "16", "--quiet", "--precision", "fp32", "--conditional",
-                                      "--condition-embedding", "sentence"])
-    assert result.exit_code == 0, result.output
-    return out
+    return tiny_text_run(tmp_path_factory.mktemp("serve-cond"), 2, "--conditional", "--condition-embedding", "sentence")
 
 
 def test_a_model_conditioned_on_a_text_embedding_takes_condition_text(runs, cond_run):
