@@ -26,6 +26,7 @@ from pathlib import Path
 import torch
 
 from vaekit import TrainConfig
+from vaekit.conditions import DenseCondition
 from vaekit.data.tokenizer import TokenizerConfig
 from vaekit.texts import evaluate_texts, read_texts, train_text, variation_report
 
@@ -109,9 +110,9 @@ def train_clickbait(args, train: list[str]):
                                lr_schedule=args.lr_schedule)
         condition = None
         if args.condition_embedding == "sentence":
-            condition = {"kind": "sentence", "encoder": None}
+            condition = DenseCondition("sentence")
         elif args.condition_embedding == "word-vectors":
-            condition = {"kind": "word-vectors", "train": True}  # Word2Vec fitted on the training part
+            condition = DenseCondition("word-vectors", train=True)  # Word2Vec fitted on the training part
         run = train_text(corpus, args.out / "clickbait", overwrite=True, model_overrides=overrides, training=training,
                          max_tokens=40, progress=args.progress, condition=condition,
                          tokenizer_config=TokenizerConfig(vocab_size=args.vocab_size, lowercase=True))

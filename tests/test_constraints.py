@@ -245,6 +245,10 @@ def test_condition_options_need_an_embedding(keyword_csv, tmp_path, labelled):
     result = run("train", "text", "--data", keyword_csv, "--out", tmp_path / "r", "--condition-embedding",
                  "word-vectors", "--word-vectors", tmp_path / "v.txt", "--train-word-vectors")
     assert result.exit_code == 2 and "not both" in result.output
+    result = run("train", "text", "--data", keyword_csv, "--out", tmp_path / "r", "--condition-embedding",
+                 "word-vectors", "--sentence-encoder", "all-MiniLM-L6-v2")
+    assert result.exit_code == 2 and "--sentence-encoder is for --condition-embedding sentence" in result.output
+    assert not (tmp_path / "r").exists()
     result = run("sample", labelled[0], "-n", 1, "--keywords", "x")
     assert result.exit_code == 2 and "without a condition embedding" in result.output
 

@@ -9,9 +9,10 @@ A run keeps what it needs to embed new conditions: the sentence encoder's name, 
 """
 from __future__ import annotations
 
+import dataclasses
 import re
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Literal
 
 import numpy as np
 
@@ -25,6 +26,35 @@ _WORD = re.compile(r"\w+(?:'\w+)?")
 
 def words(text: str) -> list[str]:
     return [w.lower() for w in _WORD.findall(text)]
+
+
+@dataclasses.dataclass(frozen=True)
+class DenseCondition:
+    """A dense condition for train_text: each text's embedding (of its --condition-column, else of the text).
+    ``kind`` "sentence": the sentence encoder ``encoder`` (None: the bundled all-MiniLM-L6-v2); "word-vectors":
+    averaged word vectors from the file ``word_vectors``, or Word2Vec fitted on the corpus with ``train``, or
+    (neither) the bundled GloVe 6B 50d."""
+
+    kind: Literal["sentence", "word-vectors"]
+    encoder: str | None = None
+    word_vectors: str | None = None
+    train: bool = False
+
+    def __post_init__(self):
+        if self.kind not in ("sentence", WORD_VECTORS):
+            raise VaekitError(f"--condition-embedding {self.kind!r}: choose sentence or word-vectors")
+        if self.kind == "sentence" and (self.word_vectors or self.train):
+            raise VaekitError("--word-vectors and --train-word-vectors are for --condition-embedding word-vectors")
+        if self.kind == WORD_VECTORS and self.encoder:
+            raise VaekitError("--sentence-encoder is for --condition-embedding sentence")
+        if self.word_vectors and self.train:
+            raise VaekitError("--condition-embedding word-vectors: give --word-vectors FILE or --train-word-vectors, "
+                              "not both (neither: the bundled GloVe 6B 50d)")
+
+    @property
+    def encoder_name(self) -> str:
+        """What the run's config records as its condition encoder."""
+        return WORD_VECTORS if self.kind == WORD_VECTORS else self.encoder or "all-MiniLM-L6-v2"
 
 
 class WordVectors:

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .conditions import DenseCondition
 from .config import TrainConfig
 from .data.images import ImageDataset
 
@@ -67,4 +68,4 @@ def run_text_quickstart(out: str | Path = "runs/quickstart-text", epochs: int = 
                            kl_schedule="linear", free_bits=0.1)
     overrides = dict(embedding_dim=128, encoder_hidden=(128,), decoder_hidden=256, latent_dim=16, word_dropout=0.2)
     return train_text(lee_corpus(), free_folder(Path(out)), model_overrides=overrides, training=training,
-                      unit="sentence", max_tokens=48, progress=progress, condition={"kind": "sentence"})
+                      unit="sentence", max_tokens=48, progress=progress, condition=DenseCondition("sentence"))

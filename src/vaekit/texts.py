@@ -14,6 +14,7 @@ from typing import Iterator
 import numpy as np
 import torch
 
+from .conditions import DenseCondition
 from .config import FOLDER_MODE, TrainConfig, from_dict, read_json
 from . import distributed
 from .data.text import TextBatches, TextSource, TokenFile, TokenFileWriter, Unit, corpus_units, read_records
@@ -95,7 +96,7 @@ def _tokenize_to(writer: TokenFileWriter, tokenizer: TextTokenizer, units: Itera
 
 def prepare_corpus(src: TextSource, work: Path, tokenizer_config: TokenizerConfig, unit: Unit, max_tokens: int,
                    val_fraction: float, seed: int, val_src: TextSource | None,
-                   tokenizer: TextTokenizer | None = None, condition: dict | None = None) -> tuple[TextTokenizer, dict]:
+                   tokenizer: TextTokenizer | None = None, condition: DenseCondition | None = None) -> tuple[TextTokenizer, dict]:
     """Train the tokenizer on the training part (streamed), then stream both parts into token id files
     ``work/train.*`` and ``work/val.*``."""
     split = 0.0 if val_src is not None else val_fraction
@@ -132,21 +133,21 @@ def prepare_corpus(src: TextSource, work: Path, tokenizer_config: TokenizerConfi
     return tokenizer, stats
 
 
-def _condition_embedder(condition: dict, src: TextSource, unit: Unit, max_tokens: int, split: float, seed: int,
+def _condition_embedder(condition: DenseCondition, src: TextSource, unit: Unit, max_tokens: int, split: float, seed: int,
                         work: Path):
     """The embedder of condition texts: a sentence encoder, or word vectors (the bundled GloVe, a file, or fitted
     on the training part's condition texts), which are written to ``work`` to travel with the run."""
     from .conditions import SentenceEmbedder, WordVectors, words
 
-    if condition["kind"] == "sentence":
-        return SentenceEmbedder(condition.get("encoder"))
+    if condition.kind == "sentence":
+        return SentenceEmbedder(condition.encoder)
     texts = (u[3] for u in _units(src, unit, max_tokens, "train", split, seed))
-    if condition.get("train"):
+    if condition.train:
         vectors = WordVectors.train(texts, seed=seed)
     else:
         keep = {w for t in texts for w in words(t)}
-        path = condition.get("word_vectors")
-        vectors = WordVectors.from_file(path, keep) if path else WordVectors.glove(keep)
+        vectors = (WordVectors.from_file(condition.word_vectors, keep) if condition.word_vectors
+                   else WordVectors.glove(keep))
     vectors.save(work)
     return vectors
 
@@ -155,16 +156,14 @@ def train_text(data: str | Path | None, out: str | Path, *, source: dict | None 
                tokenizer_config: TokenizerConfig | None = None, preset: str = "default", model_overrides: dict | None = None,
                training: TrainConfig | None = None, unit: Unit = "sentence", max_tokens: int = 64,
                resume: bool = False, overwrite: bool = False, progress: bool = False, epochs: int | None = None,
-               conditional: bool = False, condition: dict | None = None, backbone: dict | None = None) -> TextRun:
+               conditional: bool = False, condition: DenseCondition | None = None, backbone: dict | None = None) -> TextRun:
     """Train a TextVAE on a corpus into run folder ``out``.
 
     ``source`` holds the reading options (text_column, title_column, label_column, encoding). Everything is
     read and tokenized into a temporary folder beside ``out`` first; ``out`` is touched only once that worked.
     With ``conditional`` the model is a conditional VAE on the label and/or tags columns (every text needs a
-    label). ``condition`` adds a dense condition: {"kind": "sentence", "encoder": name or None} or
-    {"kind": "word-vectors", "word_vectors": path or None (None: the bundled GloVe 6B 50d), "train": True to fit
-    Word2Vec on the corpus instead}, embedding
-    the source's condition_column (or each text itself). ``backbone`` {"decoder": name, "encoder": name, and
+    label). ``condition`` (a vaekit.conditions.DenseCondition) adds a dense condition: an embedding of the
+    source's condition_column (or of each text itself). ``backbone`` {"decoder": name, "encoder": name, and
     LMTextVAEConfig fields} trains an LMTextVAE on those pretrained models (None: the bundled defaults) instead
     of the RNN TextVAE of ``preset``; the decoder's tokenizer is used as it is (``tokenizer_config`` is not).
     """
@@ -213,8 +212,6 @@ def _train_text(data, out: Path, run_setup, *, source, val_data, tokenizer_confi
         if conditional and src.label_column is None and src.tags_column is None and condition is None:
             raise VaekitError("--conditional needs --label-column, --tags-column or --condition-embedding: "
                               "what to condition on")
-        if condition is not None and condition.get("kind") not in ("sentence", "word-vectors"):
-            raise VaekitError(f"--condition-embedding {condition.get('kind')!r}: choose sentence or word-vectors")
 
         bases, lm_fields = None, {}
         if backbone is not None:
@@ -232,8 +229,7 @@ def _train_text(data, out: Path, run_setup, *, source, val_data, tokenizer_confi
                     "label_names": tuple(names) if conditional and src.label_column else (),
                     "tag_names": tuple(tags) if conditional and src.tags_column else (),
                     "condition_dim": int(stats.get("condition_dim") or 0) if condition else 0,
-                    "condition_encoder": (("word-vectors" if condition["kind"] == "word-vectors"
-                                           else condition.get("encoder") or "all-MiniLM-L6-v2") if condition else "")}
+                    "condition_encoder": condition.encoder_name if condition else ""}
 
         def model_for(tokenizer: TextTokenizer, stats: dict) -> TextVAE:
             if bases is not None:

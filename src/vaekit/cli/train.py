@@ -10,6 +10,7 @@ from click.core import ParameterSource
 
 from .. import runs
 from .. import distributed
+from ..conditions import DenseCondition
 from ..errors import VaekitError
 
 from .base import CONTEXT, Group, cli, data_option, device_option
@@ -312,14 +313,9 @@ def train_text_command(ctx, data, out, text_column, title_column, label_column, 
     source = {"text_column": text_column, "title_column": title_column, "label_column": label_column,
               "tags_column": tags_column, "condition_column": condition_column, "encoding": encoding}
     condition = None
-    if condition_embedding == "sentence":
-        condition = {"kind": "sentence", "encoder": sentence_encoder}
-    elif condition_embedding == "word-vectors":
-        if word_vectors_file is not None and train_word_vectors:
-            raise VaekitError("--condition-embedding word-vectors: give --word-vectors FILE or --train-word-vectors, "
-                              "not both (neither: the bundled GloVe 6B 50d)")
-        condition = {"kind": "word-vectors", "word_vectors": str(word_vectors_file) if word_vectors_file else None,
-                     "train": train_word_vectors}
+    if condition_embedding is not None:
+        condition = DenseCondition(condition_embedding, encoder=sentence_encoder, train=train_word_vectors,
+                                   word_vectors=str(word_vectors_file) if word_vectors_file else None)
     elif condition_column or word_vectors_file or train_word_vectors or sentence_encoder:
         raise VaekitError("--condition-column, --sentence-encoder and the word-vector options need --condition-embedding")
     pretrained = None
