@@ -115,6 +115,17 @@ def fluency(texts: list[str], lm, tokenizer) -> list[float]:
     return out
 
 
+def fluency_figures(inputs: list[str], variations: list[list[str]], lm, tokenizer) -> dict:
+    """The fluency column: mean NLL per token of the inputs and of their variations under the base LM, and the
+    fraction of variations at most 1 nat per token worse than their own input."""
+    base = fluency(inputs, lm, tokenizer)
+    flat = [(v, base[i]) for i, group in enumerate(variations) for v in group]
+    scores = fluency([v for v, _ in flat], lm, tokenizer)
+    return {"inputs": len(base), "input_nll_per_token": round(statistics.mean(base), 3),
+            "variation_nll_per_token": round(statistics.mean(scores), 3),
+            "within_1_nat": round(sum(s <= b + 1 for s, (_, b) in zip(scores, flat)) / max(1, len(flat)), 3)}
+
+
 def quality(args) -> None:
     import vaekit
     from vaekit.backbones import load_decoder
@@ -128,13 +139,8 @@ def quality(args) -> None:
     _, lm, tokenizer = load_decoder(None)
     ours = [model.vary(t, n=5, temperature=args.temperature, strategy=args.strategy, top_p=args.top_p, seed=i).texts
             for i, t in enumerate(held[:args.fluency_inputs])]
-    base = fluency(held[:args.fluency_inputs], lm, tokenizer)
-    flat = [(v, base[i]) for i, group in enumerate(ours) for v in group]
-    scores = fluency([v for v, _ in flat], lm, tokenizer)
     emit({"bench": "lm_text_variations", **{k: v for k, v in report.items() if k != "examples"}})
-    emit({"bench": "lm_text_fluency", "inputs": len(base), "input_nll_per_token": round(statistics.mean(base), 3),
-          "variation_nll_per_token": round(statistics.mean(scores), 3),
-          "within_1_nat": round(sum(s <= b + 1 for s, (_, b) in zip(scores, flat)) / max(1, len(flat)), 3)})
+    emit({"bench": "lm_text_fluency", **fluency_figures(held[:args.fluency_inputs], ours, lm, tokenizer)})
     emit({"bench": "lm_text_examples", "examples": [{"input": t, "variations": v}
                                                     for t, v in zip(held[:10], ours[:10])]})
 
@@ -157,12 +163,7 @@ def prompted(args) -> None:
     systems = {"copy": [[t] * 5 for t in held], "prompted": rewrites}
     emit({"bench": "lm_text_prompted_baseline", "inputs": len(held), "seconds_per_input": round(seconds / len(held), 2),
           "systems": {name: variation_metrics(held, outputs, None) for name, outputs in systems.items()}})
-    base = fluency(held, lm, tokenizer)
-    flat = [(v, base[i]) for i, group in enumerate(rewrites) for v in group]
-    scores = fluency([v for v, _ in flat], lm, tokenizer)
-    emit({"bench": "lm_text_prompted_fluency", "input_nll_per_token": round(statistics.mean(base), 3),
-          "variation_nll_per_token": round(statistics.mean(scores), 3),
-          "within_1_nat": round(sum(s <= b + 1 for s, (_, b) in zip(scores, flat)) / max(1, len(flat)), 3)})
+    emit({"bench": "lm_text_prompted_fluency", **fluency_figures(held, rewrites, lm, tokenizer)})
     emit({"bench": "lm_text_prompted_examples", "examples": [{"input": t, "variations": v}
                                                              for t, v in zip(held[:10], rewrites[:10])]})
 
