@@ -41,14 +41,16 @@ def prompted_variations(texts: list[str], n: int = 5, *, seed: int = 0, decoder:
         from .backbones import load_decoder
 
         _, lm, tokenizer = load_decoder(decoder)
-    stop = [tokenizer.eos_token_id] + [tokenizer.convert_tokens_to_ids(t) for t in ("<|im_end|>",)
-                                       if t in tokenizer.get_vocab()]
+    stop = [tokenizer.eos_token_id]  # and the chat turn's end, where the template has one (SmolLM2: <|im_end|>)
+    if "<|im_end|>" in tokenizer.get_vocab():
+        stop.append(tokenizer.convert_tokens_to_ids("<|im_end|>"))
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     out = []
     for i, text in enumerate(texts):
         ids = prompt_ids(tokenizer, text).to(lm.device)
         torch.manual_seed(seed + i)
         drawn = lm.generate(ids, attention_mask=torch.ones_like(ids), do_sample=True, temperature=temperature,
                             top_p=top_p, max_new_tokens=max_new_tokens, num_return_sequences=n,
-                            eos_token_id=stop, pad_token_id=tokenizer.pad_token_id or tokenizer.eos_token_id)
+                            eos_token_id=stop, pad_token_id=pad)
         out.append([first_line(tokenizer.decode(row[ids.shape[1]:], skip_special_tokens=True)) for row in drawn])
     return out
