@@ -21,6 +21,7 @@ LM (nats), beside its input's; "within_1_nat" is the fraction of variations at m
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import random
 import statistics
 import time
@@ -132,6 +133,8 @@ def quality(args) -> None:
     from vaekit.texts import variation_report
 
     model = vaekit.load(args.run)
+    if args.keep_words is not None:  # what vary gives a word-hints model, for every call below
+        model.config = dataclasses.replace(model.config, hint_keep=args.keep_words)
     held, _ = headlines()
     held = held[:args.inputs]
     report = variation_report(model, held, n=5, temperature=args.temperature, strategy=args.strategy, top_p=args.top_p,
@@ -226,6 +229,9 @@ def main() -> None:
                         help="inject: injections to compare, each a +-joined list (memory, embedding, prefix)")
     parser.add_argument("--set", nargs="*", default=[], metavar="FIELD=VALUE",
                         help="inject: other LMTextVAEConfig fields for every variant")
+    parser.add_argument("--keep-words", type=float, default=None,
+                        help="quality: for a model trained with --word-hints, the share of each input's content words "
+                             "the decoder is given (default: the model's)")
     parser.add_argument("--prompted", action="store_true", help="quality: add the prompted baseline (slow)")
     parser.add_argument("--lr", type=float, default=5e-4, help="inject: learning rate")
     args = parser.parse_args()

@@ -236,3 +236,48 @@ def test_prompted_baseline_gives_n_one_line_rewrites_per_text_seeded():
     assert [len(rows) for rows in first] == [3, 3]
     assert all(isinstance(t, str) and "\n" not in t for rows in first for t in rows)
     assert prompted_variations(texts, 3, seed=4, lm=lm, tokenizer=tokenizer, max_new_tokens=8) == first
+
+
+def test_hint_prompts_padded_in_a_batch_read_as_each_alone():
+    """Rows with word-hint prompts of different lengths (left-padded, masked, positions counted per row) give each
+    row the log-likelihood it has alone, unpadded."""
+    model = tiny_lm_text_vae(hints=True).eval()
+    texts = ["the cat sat on the mat", "shares fell sharply on monday"]
+    batch = model.batch(texts)
+    z = torch.randn(1, len(texts), model.latent_dim)
+    words = [["cat", "mat"], ["shares", "fell", "sharply", "monday"]]
+    with torch.no_grad(), model.decoder.reading(model.hint_prompts(words)):
+        together = model.log_likelihood(batch, z)[0]
+    for i in range(len(texts)):
+        with torch.no_grad(), model.decoder.reading(model.hint_prompts(words[i:i + 1])):
+            alone = model.log_likelihood(batch[i:i + 1], z[:, i:i + 1])[0]
+        assert torch.allclose(together[i], alone[0], atol=1e-4)
+    with torch.no_grad():  # a likelihood is never computed with words from the text: the plain p(x|z) is another
+        assert not torch.allclose(model.log_likelihood(batch, z)[0], together, atol=1e-3)
+
+
+def test_word_hints_model_trains_varies_and_round_trips(tmp_path):
+    from vaekit.models.hints import content_words, training_words
+    import random
+
+    assert content_words("The Australian cricket team has won the first test match.") == [
+        "Australian", "cricket", "team", "won", "test", "match"]
+    rng = random.Random(0)
+    assert all(set(training_words("cats sat on mats", 0.0, rng)) <= {"cats", "sat", "mats"} for _ in range(20))
+    model = tiny_lm_text_vae(hints=True)
+    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], 1e-3)
+    batch = model.batch(two_topic_sentences()[:8])
+    model.train()
+    for _ in range(3):
+        out = model.loss(batch, generator=torch.Generator().manual_seed(0))
+        assert torch.isfinite(out.loss)
+        out.loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    model.eval()
+    first = model.vary("the cat sat on the mat", n=3, seed=3, keep_words=1.0, temperature=1.0)
+    assert first.texts == model.vary("the cat sat on the mat", n=3, seed=3, keep_words=1.0, temperature=1.0).texts
+    model.save_pretrained(tmp_path / "run")
+    loaded = load(tmp_path / "run")
+    assert loaded.config.hints and loaded.config.hint_open == model.config.hint_open
+    assert loaded.vary("the cat sat on the mat", n=3, seed=3, keep_words=1.0, temperature=1.0).texts == first.texts

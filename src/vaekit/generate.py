@@ -254,7 +254,7 @@ def vary(model, text: str, n: int = 5, temperature: float = 0.5, strategy: Strat
          top_p: float = 0.9, seed: int | None = None, keep_copies: bool = False, oversample: int = 2,
          max_rounds: int = 4, banned: Iterable[int] = (), label: str | None = None,
          source_label: str | None = None, reject=None, tags=None, source_tags=None,
-         condition_text: str | None = None) -> list[Variation]:
+         condition_text: str | None = None, keep_words: float | None = None) -> list[Variation]:
     """Up to ``n`` variations of ``text``: encode it, draw codes z = mu + temperature * sigma * eps around its
     posterior (temperature 0 decodes the mean), decode them, drop duplicates and (unless ``keep_copies``)
     copies of the input, and rank by mean log-probability per token given the posterior mean.
@@ -263,7 +263,8 @@ def vary(model, text: str, n: int = 5, temperature: float = 0.5, strategy: Strat
     ``label`` (default: the same): keep the content, change the label; likewise ``source_tags`` (default:
     none) and ``tags`` (default: the source tags), and for a text-embedding condition the input itself
     (encoding) and ``condition_text`` (decoding; default: the input). ``reject(z) -> bool mask`` drops
-    codes before decoding (latent-region constraints).
+    codes before decoding (latent-region constraints). A word-hints model (models/hints.py) gives each draw the
+    input's content words, each kept with probability ``keep_words`` (default: the model's hint_keep).
 
     A text longer than one unit is split into units (sentences or paragraphs, as the model was trained),
     each unit is varied, and the i-th variation joins the units' i-th variations."""
@@ -288,7 +289,7 @@ def vary(model, text: str, n: int = 5, temperature: float = 0.5, strategy: Strat
     if condition_text is not None:
         model.embed_conditions([condition_text])  # a model without a text condition fails here, by name
     per_unit = [_vary_unit(model, unit, n, temperature, strategy, top_p, generator, keep_copies, oversample,
-                           max_rounds, list(banned), target, source, reject, tagging, condition_text)
+                           max_rounds, list(banned), target, source, reject, tagging, condition_text, keep_words)
                 for unit in model.units(text)]
     count = min(len(v) for v in per_unit)
     return [Variation(" ".join(v[i].text for v in per_unit), sum(v[i].score for v in per_unit) / len(per_unit))
@@ -296,7 +297,7 @@ def vary(model, text: str, n: int = 5, temperature: float = 0.5, strategy: Strat
 
 
 def _vary_unit(model, unit, n, temperature, strategy, top_p, generator, keep_copies, oversample, max_rounds, banned,
-               target=None, source_label=None, reject=None, tagging=(None, None), condition_text=None):
+               target=None, source_label=None, reject=None, tagging=(None, None), condition_text=None, keep_words=None):
     source_tags, target_tags = tagging
     batch = model.batch([unit], source_label, tags=[source_tags] if source_tags else None)
     posterior = model.encode(batch)
@@ -329,8 +330,9 @@ def _vary_unit(model, unit, n, temperature, strategy, top_p, generator, keep_cop
         code = model.decoder_code(z, None if labels is None else labels.expand(len(z)),
                                   None if tag_row is None else tag_row.expand(len(z), -1),
                                   None if cond_row is None else cond_row.expand(len(z), -1)) if conditional else z
-        ids, _, under = _decode(model, code, strategy, top_p=top_p, generator=generator, banned=banned,
-                                score_code=mean_code if scored_while_decoding else None)
+        with model.variation_context(unit, len(code), generator, keep_words, single=strategy == "beam"):
+            ids, _, under = _decode(model, code, strategy, top_p=top_p, generator=generator, banned=banned,
+                                    score_code=mean_code if scored_while_decoding else None)
         for i, row in enumerate(ids):
             candidate = model.tokenizer.decode(row)
             key = _normalise(candidate)

@@ -126,6 +126,8 @@ class VaryRequest(_Body):
     require: list[str] = Field(default_factory=list, description="Words every variation must contain")
     ban: list[str] = Field(default_factory=list, description="Words no variation may contain (masked in decoding)")
     min_similarity: float | None = Field(None, ge=-1, le=1, description="Minimum similarity to the input")
+    keep_words: float | None = Field(None, ge=0, le=1, description="Models trained with word hints: the share of the "
+                                     "input's content words each variation's decoder is given (default: the model's)")
 
 
 class SampleRequest(_Body):
@@ -441,7 +443,7 @@ def create_app(models: dict[str, str | Path] | dict[str, Served], limits: Limits
                                   min_similarity=body.min_similarity, similarity=similarity if wants_similarity else None,
                                   max_draws=limits.max_draws, seed=body.seed, temperature=body.temperature,
                                   strategy=body.strategy, top_p=body.top_p, label=body.label, tags=body.tags,
-                                  condition_text=body.condition_text)
+                                  condition_text=body.condition_text, keep_words=body.keep_words)
             if result.drawn is None:  # nothing constrained: every distinct candidate drawn passed
                 result.drawn = result.passed = len(result)
                 result.rejected = {"require": 0, "ban": 0, "length": 0, "similarity": 0}

@@ -28,6 +28,10 @@ from .base import (CONTEXT, _binarize, _condition_text, _constraint_line, _done,
               help="Nucleus size for --strategy sample.")
 @click.option("--seed", type=int, default=None, help="Seed for repeatable variations.")
 @click.option("--keep-copies", is_flag=True, help="Keep variations identical to the input.")
+@click.option("--keep-words", type=click.FloatRange(0, 1), default=None,
+              help="Models trained with --word-hints: the share of the input's content words each variation's "
+                   "decoder is given (each kept with this probability); higher stays closer to the input "
+                   "[default: the model's, 0.7].")
 @click.option("--source-label", default=None,
               help="Conditional models: the input's own label (default: the most likely one under the model).")
 @click.option("--source-tags", default=None, metavar="A,B",
@@ -37,7 +41,7 @@ from .base import (CONTEXT, _binarize, _condition_text, _constraint_line, _done,
               help="Sentence-transformers model for --min-similarity (default: bundled all-MiniLM-L6-v2).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (text and score of each variation).")
 @generation_device_option
-def vary(run, text, n, temperature, strategy, top_p, seed, keep_copies, source_label, source_tags, label, tags,
+def vary(run, text, n, temperature, strategy, top_p, seed, keep_copies, keep_words, source_label, source_tags, label, tags,
          condition_text, keywords, require, ban, min_similarity, min_length, max_length, avoid, radius, max_draws,
          similarity_model, as_json, device):
     """Generate N variations of TEXT that keep its meaning and change its wording.
@@ -53,7 +57,7 @@ def vary(run, text, n, temperature, strategy, top_p, seed, keep_copies, source_l
     if not _is_text(model):
         raise VaekitError(f"{run}: vary needs a text model; this run is an image model")
     variations = model.vary(text, n=n, seed=seed, temperature=temperature, strategy=strategy, top_p=top_p,
-                            keep_copies=keep_copies, label=label, source_label=source_label, tags=_tags(tags),
+                            keep_copies=keep_copies, keep_words=keep_words, label=label, source_label=source_label, tags=_tags(tags),
                             source_tags=_tags(source_tags), condition_text=_condition_text(condition_text, keywords),
                             require=require, ban=ban, min_similarity=min_similarity, similarity_model=similarity_model,
                             min_length=min_length, max_length=max_length, avoid=avoid, radius=radius,

@@ -201,6 +201,10 @@ TEXT_RESUMABLE = RESUMABLE | {"text_column", "title_column", "label_column", "ta
               help="--backbone pretrained: rank of the LoRA adapters (on the attention's q and v projections).")
 @click.option("--encoder-finetune/--encoder-frozen", default=False, show_default=True,
               help="--backbone pretrained: fine-tune the sentence encoder too, or keep it frozen.")
+@click.option("--word-hints/--no-word-hints", "hints", default=False, show_default=True,
+              help="--backbone pretrained: the decoder also reads a random subset of each text's content words in its "
+                   "prompt (none for 30%% of texts, and never when a likelihood is computed); vary then gives it the "
+                   "input's words (vaekit vary --keep-words), so that variations keep the input's meaning.")
 @click.option("--rnn", type=click.Choice(["gru", "lstm"]), default=None, help="Recurrent cell for encoder and decoder.")
 @click.option("--bidirectional/--unidirectional", default=True, show_default=True,
               help="Encoder reads each text both ways, or forward only (Bowman et al. 2016's encoder; training steps "
@@ -246,7 +250,7 @@ def train_text_command(ctx, data, out, text_column, title_column, label_column, 
                        constraints,
                        constraint_weight, constraint_threshold, encoding, val_data, unit, max_tokens,
                        tokenizer_kind, vocab_size, lowercase, pretokenized, preset, backbone, decoder_name, encoder_name,
-                       finetune, lora_rank, encoder_finetune, rnn, bidirectional, layers, hidden,
+                       finetune, lora_rank, encoder_finetune, hints, rnn, bidirectional, layers, hidden,
                        decoder_hidden,
                        embedding_dim, latent_dim, tie_embeddings, output_layer, adaptive_cutoffs, dropout, word_dropout,
                        kl_schedule, kl_warmup_steps,
@@ -333,10 +337,10 @@ def train_text_command(ctx, data, out, text_column, title_column, label_column, 
             if ctx.get_parameter_source(name) != ParameterSource.COMMANDLINE:
                 training = dataclasses.replace(training, **{name: value})
         pretrained = {"decoder": decoder_name, "encoder": encoder_name, "finetune": finetune, "lora_rank": lora_rank,
-                      "lora_alpha": 2 * lora_rank, "encoder_finetune": encoder_finetune,
+                      "lora_alpha": 2 * lora_rank, "encoder_finetune": encoder_finetune, "hints": hints,
                       **({"latent_dim": latent_dim} if latent_dim else {})}
     else:
-        given = [name for name in ("decoder_name", "encoder_name", "finetune", "lora_rank", "encoder_finetune")
+        given = [name for name in ("decoder_name", "encoder_name", "finetune", "lora_rank", "encoder_finetune", "hints")
                  if ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE]
         if given:
             raise VaekitError(f"--{given[0].replace('_name', '').replace('_', '-')} needs --backbone pretrained")

@@ -22,23 +22,23 @@ refuses base weights that differ.
 """
 from __future__ import annotations
 
-import contextlib
 import math
 import dataclasses
+import random
 import warnings
 from pathlib import Path
 from typing import Literal
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..data.lm_tokenizer import OFFSET, LMTokenizer
 from ..data.text import TextBatch
-from ..data.tokenizer import BOS_ID, EOS_ID, PAD_ID, TOKENIZER_NAME
+from ..data.tokenizer import EOS_ID, PAD_ID, TOKENIZER_NAME
 from ..distributions import DiagonalGaussian
 from ..errors import VaekitError
 from ..runs import ENCODER_TOKENIZER_NAME
+from ..nn.lm import INJECTIONS, LMDecoder, base_autocast, base_dtype
 from ..nn.text import linear_nll, pad_rows
 from .base import VAE
 from .text import TextConditions, TextVAE
@@ -46,8 +46,6 @@ from .text import TextConditions, TextVAE
 # peft asks transformers a deprecated question on every train()/eval(); not the user's to act on
 warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
 
-INJECTIONS = ("memory", "embedding", "prefix", "words")
-INJECTION_INIT_STD = 0.02
 
 
 @dataclasses.dataclass(frozen=True)
@@ -102,6 +100,14 @@ class LMTextVAEConfig(TextConditions):
     posterior_init_std: float = 0.1
     unit: Literal["sentence", "paragraph", "document"] = "sentence"
     word_dropout: float = 0.0  # unused by this backbone; the RNN front end reads it
+    # the decoder also reads a random subset of the text's content words in its prompt, between hint_open and
+    # hint_close (models/hints.py): none for a share hint_dropout of training texts, and never when a
+    # likelihood is computed; vary gives each draw the input's content words, each kept with hint_keep
+    hints: bool = False
+    hint_open: tuple[int, ...] = ()
+    hint_close: tuple[int, ...] = ()
+    hint_dropout: float = 0.3
+    hint_keep: float = 0.7
 
     def __post_init__(self):
         checks = [
@@ -121,6 +127,9 @@ class LMTextVAEConfig(TextConditions):
             (self.word_slots >= 1, "word_slots must be at least 1"),
             (self.base_precision in ("auto", "bf16", "fp32"),
              f"base_precision must be auto, bf16 or fp32, got {self.base_precision!r}"),
+            (not self.hints or "memory" in self.inject, "word hints need the memory injection (z's key at position 0)"),
+            (0.0 <= self.hint_dropout <= 1.0, f"hint_dropout must be in [0, 1], got {self.hint_dropout}"),
+            (0.0 <= self.hint_keep <= 1.0, f"hint_keep must be in [0, 1], got {self.hint_keep}"),
         ]
         for ok, message in checks:
             if not ok:
@@ -148,6 +157,11 @@ class Bases:
     def config(self, **fields) -> LMTextVAEConfig:
         fields.setdefault("start_ids", start_prefix(self.lm_tokenizer))
         fields.setdefault("pooled_norm", True)
+        if fields.get("hints"):
+            from .hints import prompt_parts
+
+            fields.setdefault("hint_open", prompt_parts(self.lm_tokenizer)[0])
+            fields.setdefault("hint_close", prompt_parts(self.lm_tokenizer)[1])
         max_tokens = fields.get("max_tokens", 64)
         inject = fields.get("inject", ("memory",))
         taken = (max(len(fields["start_ids"]), 1) + fields.get("memory_slots", 1) * ("memory" in inject)
@@ -184,149 +198,6 @@ def start_prefix(lm_tokenizer) -> tuple[int, ...]:
     if not asked.startswith(plain) or len(asked) == len(plain):
         return ()
     return tuple(lm_tokenizer(asked[len(plain):], add_special_tokens=False).input_ids)
-
-
-def base_dtype(precision: str) -> torch.dtype:
-    """The dtype the frozen base weights are kept in (see LMTextVAEConfig.base_precision)."""
-    if precision == "auto":
-        from ..precision import resolve_precision
-
-        precision = resolve_precision("auto", "cuda" if torch.cuda.is_available() else "cpu")
-    return torch.bfloat16 if precision == "bf16" else torch.float32
-
-
-def base_autocast(dtype: torch.dtype, device: torch.device):
-    """bf16 base weights compute under bf16 autocast whatever the caller's precision: their inputs (embeddings
-    plus z's vector, z's memory keys) are fp32 otherwise, and a product of an fp32 input and a bf16 weight fails."""
-    if dtype == torch.float32:
-        return contextlib.nullcontext()
-    return torch.autocast(device.type, dtype=dtype)
-
-
-class KVState:
-    """The decoder's attention cache, one (keys, values) pair per layer, each (b, k, t, a); the first position
-    holds z's memory. ``select`` keeps (or repeats) rows, as decoding drops finished texts or reorders beams."""
-
-    def __init__(self, layers: list[tuple[torch.Tensor, torch.Tensor]]):
-        self.layers = layers
-
-    def select(self, index: torch.Tensor) -> "KVState":
-        return KVState([(k.index_select(0, index), v.index_select(0, index)) for k, v in self.layers])
-
-    def cache(self):
-        from transformers import DynamicCache
-
-        return DynamicCache(ddp_cache_data=self.layers) if self.layers else DynamicCache()
-
-
-class LMDecoder(nn.Module):
-    """A causal LM that reads a code (b, d + C) through its memory and its input embeddings."""
-
-    def __init__(self, lm: nn.Module, code_dim: int, config: LMTextVAEConfig, start_ids: tuple[int, ...],
-                 eos_id: int, special_ids: list[int]):
-        super().__init__()
-        self.lm = lm
-        lm_config = lm.config
-        self.layers = lm_config.num_hidden_layers
-        self.kv_heads = getattr(lm_config, "num_key_value_heads", None) or lm_config.num_attention_heads
-        self.head_dim = getattr(lm_config, "head_dim", None) or lm_config.hidden_size // lm_config.num_attention_heads
-        self.slots = config.memory_slots
-        self.to_memory = (nn.Linear(code_dim, self.layers * 2 * self.kv_heads * self.slots * self.head_dim)
-                          if "memory" in config.inject else None)
-        self.to_embedding = nn.Linear(code_dim, lm_config.hidden_size) if "embedding" in config.inject else None
-        self.prefix_slots = config.prefix_slots
-        self.to_prefix = (nn.Linear(code_dim, self.prefix_slots * lm_config.hidden_size)
-                          if "prefix" in config.inject else None)
-        self.word_slots = config.word_slots
-        self.to_words = (nn.Linear(code_dim, self.word_slots * lm_config.hidden_size)
-                         if "words" in config.inject else None)
-        for layer in (self.to_memory, self.to_embedding, self.to_prefix, self.to_words):
-            if layer is not None:  # the LM starts almost as it was trained: a small vector added, a small key and
-                nn.init.normal_(layer.weight, std=INJECTION_INIT_STD)  # value (PyTorch's default init: 173 nats a
-                nn.init.zeros_(layer.bias)  # headline after 32 steps; zero: 76 after 50, but no gradient reaches z)
-        self.bos_id, self.eos_id = start_ids[-1], eos_id
-        self.register_buffer("prefix", torch.tensor(start_ids[:-1], dtype=torch.long), persistent=False)
-        self.register_buffer("special_ids", torch.tensor(sorted(set(special_ids) - {eos_id}), dtype=torch.long),
-                             persistent=False)
-
-    def _base(self) -> nn.Module:
-        """The LM without its output head (``model.model`` of a transformers causal LM, under peft's wrapper)."""
-        return self.lm.get_base_model().base_model if hasattr(self.lm, "get_base_model") else self.lm.base_model
-
-    @property
-    def output_weight(self) -> torch.Tensor:
-        return self.lm.get_output_embeddings().weight  # (v, h)
-
-    def initial_state(self, code: torch.Tensor) -> KVState:
-        """The cache every text starts from: the memory of each code, z -> (b, L, 2, k, s, a), s keys and values
-        per layer; then the start prefix but its last token (which <bos> reads), read with that memory."""
-        state = KVState([])
-        if self.to_memory is not None:
-            memory = self.to_memory(code).view(len(code), self.layers, 2, self.kv_heads, self.slots, self.head_dim)
-            if self.output_weight.dtype != torch.float32:  # the cache holds the base's dtype (see base_autocast)
-                memory = memory.to(self.output_weight.dtype)
-            state = KVState([(memory[:, i, 0], memory[:, i, 1]) for i in range(self.layers)])
-        if self.to_prefix is not None:  # z's soft prompt, (b, p, h), then the start prefix
-            prompt = self.to_prefix(code).view(len(code), self.prefix_slots, -1)
-            _, state = self._forward(None, code, state, embedded=prompt)
-        if self.to_words is not None:  # z's words, (b, w, h), each the expected token embedding
-            embeddings = self.lm.get_input_embeddings().weight  # (V, h)
-            weights = self.word_log_weights(code).exp().to(embeddings.dtype)  # (b, w, V)
-            _, state = self._forward(None, code, state, embedded=weights @ embeddings)
-        if len(self.prefix):
-            _, state = self._forward(self.prefix.expand(len(code), -1), code, state)
-        return state
-
-    def word_log_weights(self, code: torch.Tensor) -> torch.Tensor:
-        """log q_s(v | z) (b, w, V), fp32: slot s's query A_s z scored against every token embedding E_v of the LM,
-        its special tokens excluded."""
-        embeddings = self.lm.get_input_embeddings().weight  # (V, h)
-        queries = self.to_words(code).view(len(code), self.word_slots, -1)  # (b, w, h)
-        with base_autocast(embeddings.dtype, code.device):
-            scores = (queries.to(embeddings.dtype) @ embeddings.T).float()  # (b, w, V)
-        scores[..., self.special_ids] = -1e9  # finite: a pad position's gather (then dropped) keeps finite gradients
-        scores[..., self.eos_id] = -1e9
-        return torch.log_softmax(scores, dim=-1)
-
-    @staticmethod
-    def select_state(state: KVState, index: torch.Tensor) -> KVState:
-        return state.select(index)
-
-    def lm_ids(self, ids: torch.Tensor) -> torch.Tensor:
-        """vaekit ids -> the LM's: <bos> is the LM's start token, padding reads token 0 (its outputs are unused)."""
-        return torch.where(ids == BOS_ID, torch.full_like(ids, self.bos_id), (ids - OFFSET).clamp_min(0))
-
-    def step(self, ids: torch.Tensor, code: torch.Tensor, state: KVState) -> tuple[torch.Tensor, KVState]:
-        """Hidden states (b, t, h) for input ids (b, t) after the cached positions, and the grown cache."""
-        return self._forward(self.lm_ids(ids), code, state)
-
-    def _forward(self, lm_ids: torch.Tensor | None, code: torch.Tensor, state: KVState,
-                 embedded: torch.Tensor | None = None) -> tuple[torch.Tensor, KVState]:
-        with base_autocast(self.output_weight.dtype, code.device):
-            if embedded is None:
-                embedded = self.lm.get_input_embeddings()(lm_ids)  # (b, t, h)
-            else:
-                embedded = embedded.to(self.output_weight.dtype)
-            if self.to_embedding is not None:
-                embedded = embedded + self.to_embedding(code)[:, None].to(embedded.dtype)
-            cache = state.cache()
-            hidden = self._base()(inputs_embeds=embedded, past_key_values=cache, use_cache=True).last_hidden_state
-        return hidden, KVState([(layer.keys, layer.values) for layer in cache.layers])
-
-    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        """(n, h) -> (n, v + 4) in vaekit's id layout: <pad>, <unk>, <bos> impossible, <eos> the LM's end token,
-        then the LM's tokens with its special tokens (and its end token, now at <eos>) masked."""
-        raw = F.linear(hidden, self.output_weight.to(hidden.dtype))  # (n, v)
-        out = raw.new_full((len(raw), OFFSET + raw.shape[-1]), float("-inf"))
-        out[:, OFFSET:] = raw
-        out[:, EOS_ID] = raw[:, self.eos_id]
-        out[:, OFFSET + self.eos_id] = float("-inf")
-        out[:, OFFSET + self.special_ids] = float("-inf")
-        return out
-
-    def target_ids(self, targets: torch.Tensor) -> torch.Tensor:
-        """vaekit target ids (real positions only) -> the LM's, <eos> -> its end token."""
-        return torch.where(targets == EOS_ID, torch.full_like(targets, self.eos_id), targets - OFFSET)
 
 
 class LMTextVAE(TextVAE):
@@ -417,8 +288,11 @@ class LMTextVAE(TextVAE):
     def loss(self, x: TextBatch, kl_weight: float = 1.0, free_bits: float = 0.0, generator=None):
         """The negative ELBO (and the constraint loss); with the "words" injection, plus bow_weight times a bag-of-
         words loss (Zhao et al. 2017): -sum over the text's tokens t of log (1/w) sum_s q_s(t | z), z a fresh
-        reparameterised sample of q(z|x). It is a training aid: the ELBO and what is logged as rec and kl leave it out."""
-        out = super().loss(x, kl_weight=kl_weight, free_bits=free_bits, generator=generator)
+        reparameterised sample of q(z|x). It is a training aid: the ELBO and what is logged as rec and kl leave it out.
+        A word-hints model trains on p(x | z, w), w drawn from each text's words (models/hints.py)."""
+        prompts = self.training_prompts(x, generator) if self.training and self.config.hints else None
+        with self.decoder.reading(prompts):
+            out = super().loss(x, kl_weight=kl_weight, free_bits=free_bits, generator=generator)
         if self.decoder.to_words is None or self.config.bow_weight <= 0 or not self.training:
             return out
         z = out.posterior.sample(generator)
@@ -435,12 +309,54 @@ class LMTextVAE(TextVAE):
         out.extra["bow"] = bow.detach()
         return out
 
+    # --- word hints: some of the text's words in the decoder's prompt (models/hints.py) ----------------
+    def hint_prompts(self, word_lists: list[list[str]]) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """Each row's prompt naming its words, as LM ids (r, t) left-padded with their mask (r, t); a row without
+        words has none; None when no row has any."""
+        if not any(word_lists):
+            return None
+        cfg = self.config
+        rows = [[*cfg.hint_open, *(i - OFFSET for i in self.tokenizer.encode(", ".join(words))), *cfg.hint_close]
+                if words else [] for words in word_lists]
+        t = max(map(len, rows))
+        ids = torch.zeros(len(rows), t, dtype=torch.long)
+        mask = torch.zeros(len(rows), t, dtype=torch.bool)
+        for i, row in enumerate(rows):
+            if row:
+                ids[i, t - len(row):] = torch.tensor(row)
+                mask[i, t - len(row):] = True
+        return ids, mask
+
+    def training_prompts(self, x: TextBatch, generator=None):
+        from .hints import training_words
+
+        rng = random.Random(int(torch.randint(1 << 62, (1,), generator=generator)))
+        return self.hint_prompts([training_words(text, self.config.hint_dropout, rng) for text in self._texts(x)])
+
+    def variation_context(self, text: str, rows: int, generator=None, keep: float | None = None, single: bool = False):
+        """Within the block, decoding for ``rows`` variations of ``text`` reads its word hints: each row its own
+        subset of the text's content words, each kept with probability ``keep`` (default hint_keep); one
+        subset for all rows when ``single`` (beam search)."""
+        if not self.config.hints:
+            return super().variation_context(text, rows, generator, keep, single)
+        from .hints import content_words, pick
+
+        keep = self.config.hint_keep if keep is None else keep
+        if not 0.0 <= keep <= 1.0:
+            raise VaekitError(f"--keep-words {keep}: give a fraction in [0, 1]")
+        rng = random.Random(int(torch.randint(1 << 62, (1,), generator=generator)))
+        words = content_words(text)
+        return self.decoder.reading(self.hint_prompts([pick(words, keep, rng) for _ in range(1 if single else rows)]))
+
     # --- the VAE pieces -------------------------------------------------------------------------
+    def _texts(self, x: TextBatch) -> list[str]:
+        return [self.tokenizer.decode(row[:n]) for row, n in zip(x.ids.tolist(), x.lengths.tolist())]
+
     def encode(self, x: TextBatch) -> DiagonalGaussian:
         """q(z|x): the encoder re-reads each text in its own vocabulary (decoded from the batch's ids, which are
         the decoder's), pools its states and maps them (with c) to mean and log-variance."""
         self._check(x)
-        texts = [self.tokenizer.decode(row[:n]) for row, n in zip(x.ids.tolist(), x.lengths.tolist())]
+        texts = self._texts(x)
         device = x.ids.device
         inputs = self.encoder_tokenizer(texts, padding=True, truncation=True, max_length=256,
                                         return_tensors="pt").to(device)

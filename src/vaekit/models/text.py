@@ -5,6 +5,8 @@ log p(x|z) = sum_t log p(x_t | x_<t, z), over the real tokens and the closing <e
 """
 from __future__ import annotations
 
+import contextlib
+
 import dataclasses
 from pathlib import Path
 from typing import Literal
@@ -460,6 +462,13 @@ class TextVAE(VAE):
                                   similarity=similarity, min_length=min_length, max_length=max_length,
                                   max_draws=max_draws, seed=seed, **options)
         return Variations(result.variations, result.similarities, result.drawn, result.passed, result.rejected)
+
+    def variation_context(self, text: str, rows: int, generator=None, keep: float | None = None, single: bool = False):
+        """What decoding reads besides the codes while varying ``text``: nothing for this model (LMTextVAE's
+        word hints), and ``keep`` is refused."""
+        if keep is not None:
+            raise VaekitError("--keep-words: this model was trained without --word-hints; it reads no words")
+        return contextlib.nullcontext()
 
     def generate_variations(self, text: str, n: int = 5, **options) -> list[str]:
         """The design documents' ``generate_variations(text, n)``: the texts of ``vary(text, n, ...)``, best first.
