@@ -281,3 +281,26 @@ def test_word_hints_model_trains_varies_and_round_trips(tmp_path):
     loaded = load(tmp_path / "run")
     assert loaded.config.hints and loaded.config.hint_open == model.config.hint_open
     assert loaded.vary("the cat sat on the mat", n=3, seed=3, keep_words=1.0, temperature=1.0).texts == first.texts
+
+
+def _text_model():
+    from conftest import tiny_text_overrides
+    from vaekit.data.tokenizer import TextTokenizer, TokenizerConfig
+    from vaekit.models.text import TextVAE, TextVAEConfig
+
+    tokenizer = TextTokenizer.train(two_topic_sentences(), TokenizerConfig(vocab_size=200))
+    return TextVAE(TextVAEConfig(vocab_size=tokenizer.vocab_size, **tiny_text_overrides()), tokenizer).eval()
+
+
+def test_required_words_are_given_to_a_word_hints_model():
+    """vary --require with word hints: the required word is in every draw's prompt, not only a post-filter."""
+    model = tiny_lm_text_vae().eval()
+    assert model.config.hints  # new models on an LM with z's memory read hints by default
+    seen = []
+    original = model.hint_prompts
+    model.hint_prompts = lambda lists: seen.extend(lists) or original(lists)
+    model.vary("the cat sat on the mat", n=2, seed=0, require=["dog"], max_draws=10)
+    assert seen and all("dog" in row for row in seen)
+    rnn = _text_model()
+    with pytest.raises(VaekitError, match="--keep-words"):
+        rnn.vary("the cat sat", n=2, keep_words=0.5)

@@ -254,7 +254,8 @@ def vary(model, text: str, n: int = 5, temperature: float = 0.5, strategy: Strat
          top_p: float = 0.9, seed: int | None = None, keep_copies: bool = False, oversample: int = 2,
          max_rounds: int = 4, banned: Iterable[int] = (), label: str | None = None,
          source_label: str | None = None, reject=None, tags=None, source_tags=None,
-         condition_text: str | None = None, keep_words: float | None = None) -> list[Variation]:
+         condition_text: str | None = None, keep_words: float | None = None,
+         hint_words: Iterable[str] = ()) -> list[Variation]:
     """Up to ``n`` variations of ``text``: encode it, draw codes z = mu + temperature * sigma * eps around its
     posterior (temperature 0 decodes the mean), decode them, drop duplicates and (unless ``keep_copies``)
     copies of the input, and rank by mean log-probability per token given the posterior mean.
@@ -264,7 +265,8 @@ def vary(model, text: str, n: int = 5, temperature: float = 0.5, strategy: Strat
     none) and ``tags`` (default: the source tags), and for a text-embedding condition the input itself
     (encoding) and ``condition_text`` (decoding; default: the input). ``reject(z) -> bool mask`` drops
     codes before decoding (latent-region constraints). A word-hints model (models/hints.py) gives each draw the
-    input's content words, each kept with probability ``keep_words`` (default: the model's hint_keep).
+    input's content words, each kept with probability ``keep_words`` (default: the model's hint_keep), and every
+    word of ``hint_words`` (vary_constrained's required words: asked for, not only filtered).
 
     A text longer than one unit is split into units (sentences or paragraphs, as the model was trained),
     each unit is varied, and the i-th variation joins the units' i-th variations."""
@@ -289,7 +291,8 @@ def vary(model, text: str, n: int = 5, temperature: float = 0.5, strategy: Strat
     if condition_text is not None:
         model.embed_conditions([condition_text])  # a model without a text condition fails here, by name
     per_unit = [_vary_unit(model, unit, n, temperature, strategy, top_p, generator, keep_copies, oversample,
-                           max_rounds, list(banned), target, source, reject, tagging, condition_text, keep_words)
+                           max_rounds, list(banned), target, source, reject, tagging, condition_text, keep_words,
+                           list(hint_words))
                 for unit in model.units(text)]
     count = min(len(v) for v in per_unit)
     return [Variation(" ".join(v[i].text for v in per_unit), sum(v[i].score for v in per_unit) / len(per_unit))
@@ -297,7 +300,8 @@ def vary(model, text: str, n: int = 5, temperature: float = 0.5, strategy: Strat
 
 
 def _vary_unit(model, unit, n, temperature, strategy, top_p, generator, keep_copies, oversample, max_rounds, banned,
-               target=None, source_label=None, reject=None, tagging=(None, None), condition_text=None, keep_words=None):
+               target=None, source_label=None, reject=None, tagging=(None, None), condition_text=None, keep_words=None,
+               hint_words=()):
     source_tags, target_tags = tagging
     batch = model.batch([unit], source_label, tags=[source_tags] if source_tags else None)
     posterior = model.encode(batch)
@@ -330,7 +334,8 @@ def _vary_unit(model, unit, n, temperature, strategy, top_p, generator, keep_cop
         code = model.decoder_code(z, None if labels is None else labels.expand(len(z)),
                                   None if tag_row is None else tag_row.expand(len(z), -1),
                                   None if cond_row is None else cond_row.expand(len(z), -1)) if conditional else z
-        with model.variation_context(unit, len(code), generator, keep_words, single=strategy == "beam"):
+        with model.variation_context(unit, len(code), generator, keep_words, single=strategy == "beam",
+                                     extra=hint_words):
             ids, _, under = _decode(model, code, strategy, top_p=top_p, generator=generator, banned=banned,
                                     score_code=mean_code if scored_while_decoding else None)
         for i, row in enumerate(ids):
@@ -452,7 +457,8 @@ def vary_constrained(model, text: str, n: int = 5, *, require: Iterable[str] = (
     rounds = 0
     while len(kept) < n and len(seen) < max_draws and rounds < 2 * max(1, max_draws // max(n, 1)) + 4:
         want = min(MAX_VARIATIONS, max(n * 3, 10), max_draws - len(seen))
-        batch = [v for v in vary(model, text, n=want, seed=base_seed + rounds, banned=banned, **vary_options)
+        batch = [v for v in vary(model, text, n=want, seed=base_seed + rounds, banned=banned, hint_words=require,
+                                 **vary_options)
                  if _normalise(v.text) not in seen]
         rounds += 1
         if not batch:

@@ -201,7 +201,7 @@ TEXT_RESUMABLE = RESUMABLE | {"text_column", "title_column", "label_column", "ta
               help="--backbone pretrained: rank of the LoRA adapters (on the attention's q and v projections).")
 @click.option("--encoder-finetune/--encoder-frozen", default=False, show_default=True,
               help="--backbone pretrained: fine-tune the sentence encoder too, or keep it frozen.")
-@click.option("--word-hints/--no-word-hints", "hints", default=False, show_default=True,
+@click.option("--word-hints/--no-word-hints", "hints", default=True, show_default=True,
               help="--backbone pretrained: the decoder also reads a random subset of each text's content words in its "
                    "prompt (none for 30%% of texts, and never when a likelihood is computed); vary then gives it the "
                    "input's words (vaekit vary --keep-words), so that variations keep the input's meaning.")

@@ -157,7 +157,9 @@ class Bases:
     def config(self, **fields) -> LMTextVAEConfig:
         fields.setdefault("start_ids", start_prefix(self.lm_tokenizer))
         fields.setdefault("pooled_norm", True)
-        if fields.get("hints"):
+        # new models read word hints (models/hints.py), which sit after z's memory; saved runs keep False
+        fields.setdefault("hints", "memory" in fields.get("inject", ("memory",)))
+        if fields["hints"]:
             from .hints import prompt_parts
 
             fields.setdefault("hint_open", prompt_parts(self.lm_tokenizer)[0])
@@ -333,20 +335,26 @@ class LMTextVAE(TextVAE):
         rng = random.Random(int(torch.randint(1 << 62, (1,), generator=generator)))
         return self.hint_prompts([training_words(text, self.config.hint_dropout, rng) for text in self._texts(x)])
 
-    def variation_context(self, text: str, rows: int, generator=None, keep: float | None = None, single: bool = False):
+    def variation_context(self, text: str, rows: int, generator=None, keep: float | None = None, single: bool = False,
+                          extra=()):
         """Within the block, decoding for ``rows`` variations of ``text`` reads its word hints: each row its own
         subset of the text's content words, each kept with probability ``keep`` (default hint_keep); one
-        subset for all rows when ``single`` (beam search)."""
+        subset for all rows when ``single`` (beam search); the words of ``extra`` (required words) in every row."""
         if not self.config.hints:
-            return super().variation_context(text, rows, generator, keep, single)
+            return super().variation_context(text, rows, generator, keep, single, extra)
         from .hints import content_words, pick
 
         keep = self.config.hint_keep if keep is None else keep
         if not 0.0 <= keep <= 1.0:
             raise VaekitError(f"--keep-words {keep}: give a fraction in [0, 1]")
         rng = random.Random(int(torch.randint(1 << 62, (1,), generator=generator)))
-        words = content_words(text)
-        return self.decoder.reading(self.hint_prompts([pick(words, keep, rng) for _ in range(1 if single else rows)]))
+        words, extra = content_words(text), list(extra)
+        wanted = {w.lower() for w in extra}
+        words = [w for w in words if w.lower() not in wanted]  # a required word is named once, in every row
+        lists = [extra + pick(words, keep, rng) for _ in range(1 if single else rows)]
+        for row in lists:
+            rng.shuffle(row)
+        return self.decoder.reading(self.hint_prompts(lists))
 
     # --- the VAE pieces -------------------------------------------------------------------------
     def _texts(self, x: TextBatch) -> list[str]:

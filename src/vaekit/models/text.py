@@ -463,7 +463,8 @@ class TextVAE(VAE):
                                   max_draws=max_draws, seed=seed, **options)
         return Variations(result.variations, result.similarities, result.drawn, result.passed, result.rejected)
 
-    def variation_context(self, text: str, rows: int, generator=None, keep: float | None = None, single: bool = False):
+    def variation_context(self, text: str, rows: int, generator=None, keep: float | None = None, single: bool = False,
+                          extra=()):
         """What decoding reads besides the codes while varying ``text``: nothing for this model (LMTextVAE's
         word hints), and ``keep`` is refused."""
         if keep is not None:
