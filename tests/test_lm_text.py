@@ -304,3 +304,21 @@ def test_required_words_are_given_to_a_word_hints_model():
     rnn = _text_model()
     with pytest.raises(VaekitError, match="--keep-words"):
         rnn.vary("the cat sat", n=2, keep_words=0.5)
+
+
+def test_vary_offers_texts_cut_at_max_tokens_only_after_finished_ones(monkeypatch):
+    """A variation that ran into --max-tokens stops mid-sentence: it ranks after every finished one, whatever its
+    score, and still comes back when nothing else does."""
+    import vaekit.generate as generate
+
+    model = _text_model()
+    long_row = [4 + i % (model.tokenizer.vocab_size - 4) for i in range(model.config.max_tokens)]
+    short_row = long_row[:3]
+
+    def fake_decode(model, code, strategy, **options):
+        rows = [long_row, short_row] * (len(code) // 2) + [long_row] * (len(code) % 2)
+        return rows, None, [0.0 if row is long_row else -50.0 for row in rows]
+
+    monkeypatch.setattr(generate, "_decode", fake_decode)
+    texts = model.vary("the cat sat", n=2, seed=0).texts
+    assert texts == [model.tokenizer.decode(short_row), model.tokenizer.decode(long_row)]

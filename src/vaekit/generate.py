@@ -323,6 +323,7 @@ def _vary_unit(model, unit, n, temperature, strategy, top_p, generator, keep_cop
     mean_code = (model.decoder_code(mean, labels, tag_row, cond_row) if conditional else mean)[0]
     scored_while_decoding = strategy in ("sample", "greedy")  # beam search's texts are scored afterwards
     seen: dict[str, tuple[str, float | None]] = {}  # normalised text -> (text, its score if known)
+    cut: set[str] = set()  # texts that reached max_tokens unfinished: offered only after every finished one
     for _ in range(max_rounds):
         draws = n * oversample
         eps = draw((draws, model.latent_dim), generator, posterior.mean.device)
@@ -344,15 +345,17 @@ def _vary_unit(model, unit, n, temperature, strategy, top_p, generator, keep_cop
             if not key or key in seen or (not keep_copies and key in (source, _normalise(unit))):
                 continue
             seen[key] = (candidate, under[i] / (len(row) + 1) if under is not None else None)  # per token, <eos> too
-        if len(seen) >= n:
+            if len(row) >= model.config.max_tokens:
+                cut.add(key)
+        if len(seen) - len(cut) >= n:
             break
     candidates = [text for text, _ in seen.values()]
     if not candidates:
         return [Variation(unit, 0.0)] if keep_copies else []
     scores = ([score for _, score in seen.values()] if scored_while_decoding
               else score_texts(model, candidates, mean_code))
-    ranked = sorted(zip(candidates, scores), key=lambda item: -item[1])[:n]
-    return [Variation(text, score) for text, score in ranked]
+    ranked = sorted(zip(seen, candidates, scores), key=lambda item: (item[0] in cut, -item[2]))[:n]
+    return [Variation(text, score) for _, text, score in ranked]
 
 
 # --- word constraints and post-filters (shared by the CLI, the API and the server) --------------------------
