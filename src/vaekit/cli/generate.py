@@ -31,7 +31,7 @@ from .base import (CONTEXT, _binarize, _condition_text, _constraint_line, _done,
 @click.option("--keep-words", type=click.FloatRange(0, 1), default=None,
               help="Models trained with --word-hints: the share of the input's content words each variation's "
                    "decoder is given (each kept with this probability); higher stays closer to the input "
-                   "[default: the model's, 0.7].")
+                   "[default: the model's, 1.0: every content word].")
 @click.option("--source-label", default=None,
               help="Conditional models: the input's own label (default: the most likely one under the model).")
 @click.option("--source-tags", default=None, metavar="A,B",
