@@ -8,20 +8,34 @@ import pytest
 import vaekit
 
 
+def _quickstart(*args):
+    result = subprocess.run([sys.executable, "-m", "vaekit", "quickstart", *map(str, args), "--quiet"],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
 def test_quickstart_writes_runs_and_never_overwrites(tmp_path):
     for expected in ("qs", "qs-2"):
-        result = subprocess.run([sys.executable, "-m", "vaekit", "quickstart", "--out", str(tmp_path / "qs"),
-                                 "--epochs", "2", "--quiet"], capture_output=True, text=True)
-        assert result.returncode == 0, result.stderr
+        stdout = _quickstart("--out", tmp_path / "qs", "--only", "image", "--epochs", 2)
         run = tmp_path / expected
-        assert f"run folder: {run}" in result.stdout
+        assert f"run folder: {run}" in stdout
         for name in ("curves.png", "samples.png", "reconstructions.png", "latent.png"):
             assert (run / "plots" / name).stat().st_size > 0
     model = vaekit.load(tmp_path / "qs")
     assert (model.config.height, model.config.width, model.latent_dim) == (8, 8, 2)
-    text_model = vaekit.load(tmp_path / "qs-text")
-    assert text_model.model_type == "text_vae" and (tmp_path / "qs-text-2" / "tokenizer.json").is_file()
-    assert result.stdout.count("variations of:") == 3
+
+
+def test_quickstart_text_on_the_bundled_lm_with_word_hints(tmp_path):
+    """The README's first command's text part: the pretrained backbone with word hints (a few steps here), and
+    the RNN one behind --text-backbone rnn."""
+    stdout = _quickstart("--out", tmp_path / "qs", "--only", "text", "--text-minutes", 0.02)
+    model = vaekit.load(tmp_path / "qs-text")
+    assert model.model_type == "lm_text_vae" and model.config.hints
+    assert stdout.count("variations of:") == 3 and "  1. " in stdout
+    stdout = _quickstart("--out", tmp_path / "qs", "--only", "text", "--text-backbone", "rnn", "--epochs", 1)
+    assert vaekit.load(tmp_path / "qs-text-2").model_type == "text_vae"
+    assert stdout.count("variations of:") == 3
 
 
 @pytest.mark.data

@@ -370,9 +370,16 @@ def _check_resume(ctx, resume, overwrite, data, allowed) -> None:
 @click.option("--out", type=click.Path(path_type=Path), default=Path("runs/quickstart"), show_default=True,
               help="Image run folder (the text run goes to OUT-text); an existing one gets a numbered suffix.")
 @click.option("--only", type=click.Choice(["image", "text"]), default=None, help="Run only one of the two parts.")
-@click.option("--epochs", type=click.IntRange(min=1), default=None, help="Training epochs (image: 80, text: 12).")
+@click.option("--epochs", type=click.IntRange(min=1), default=None,
+              help="Training epochs (image: 80; text: 12 with --text-backbone rnn, at most 1 otherwise).")
+@click.option("--text-backbone", type=click.Choice(["pretrained", "rnn"]), default="pretrained", show_default=True,
+              help="pretrained: a VAE on the bundled SmolLM2 decoder and MiniLM encoder with word hints, which writes "
+                   "English and keeps the input's meaning; rnn: a small GRU VAE that learns English from the corpus "
+                   "alone (faster, broken English).")
+@click.option("--text-minutes", type=click.FloatRange(min=0, min_open=True), default=2.0, show_default=True,
+              help="Training time of the pretrained text model.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def quickstart(out, only, epochs, quiet):
+def quickstart(out, only, epochs, text_backbone, text_minutes, quiet):
     """Train two small VAEs on real data bundled with the dependencies, in a few minutes on 2 CPU cores:
     an image VAE on scikit-learn's 8x8 handwritten digits (samples, reconstructions, latent plot, curves),
     and a text VAE on gensim's Lee news corpus, then print variations of three of its sentences."""
@@ -382,8 +389,8 @@ def quickstart(out, only, epochs, quiet):
         run = run_image_quickstart(out, **({"epochs": epochs} if epochs else {}), progress=not quiet)
         _report_run(run, "image")
     if only in (None, "text"):
-        run = run_text_quickstart(out.with_name(out.name + "-text"), **({"epochs": epochs} if epochs else {}),
-                                  progress=not quiet)
+        run = run_text_quickstart(out.with_name(out.name + "-text"), epochs, progress=not quiet,
+                                  backbone=text_backbone, minutes=text_minutes)
         _report_run(run, "text")
         for sentence in LEE_EXAMPLES:
             click.echo(f"\nvariations of: {sentence}")
