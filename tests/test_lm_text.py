@@ -293,7 +293,8 @@ def _text_model():
 
 
 def test_required_words_are_given_to_a_word_hints_model():
-    """vary --require with word hints: the required word is in every draw's prompt, not only a post-filter."""
+    """vary and sample --require with word hints: the required word is in every draw's prompt, not only a
+    post-filter."""
     model = tiny_lm_text_vae().eval()
     assert model.config.hints  # new models on an LM with z's memory read hints by default
     seen = []
@@ -301,6 +302,9 @@ def test_required_words_are_given_to_a_word_hints_model():
     model.hint_prompts = lambda lists: seen.extend(lists) or original(lists)
     model.vary("the cat sat on the mat", n=2, seed=0, require=["dog"], max_draws=10)
     assert seen and all("dog" in row for row in seen)
+    seen.clear()
+    model.sample(3, seed=0, require=["dog"], max_draws=6)
+    assert seen and all(row == ["dog"] for row in seen)
     rnn = _text_model()
     with pytest.raises(VaekitError, match="--keep-words"):
         rnn.vary("the cat sat", n=2, keep_words=0.5)

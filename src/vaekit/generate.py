@@ -335,8 +335,8 @@ def _vary_unit(model, unit, n, temperature, strategy, top_p, generator, keep_cop
         code = model.decoder_code(z, None if labels is None else labels.expand(len(z)),
                                   None if tag_row is None else tag_row.expand(len(z), -1),
                                   None if cond_row is None else cond_row.expand(len(z), -1)) if conditional else z
-        with model.variation_context(unit, len(code), generator, keep_words, single=strategy == "beam",
-                                     extra=hint_words):
+        with model.decoding_context(unit, len(code), generator, keep_words, single=strategy == "beam",
+                                    extra=hint_words):
             ids, _, under = _decode(model, code, strategy, top_p=top_p, generator=generator, banned=banned,
                                     score_code=mean_code if scored_while_decoding else None)
         for i, row in enumerate(ids):
@@ -486,7 +486,8 @@ def sample_constrained(model, n: int, generator: torch.Generator, *, temperature
     """Samples decoded from a region of the latent space (``region_codes``: near / avoid / between, or the
     prior), under the same conditions and post-filters as vary_constrained; ``min_similarity`` compares with
     the ``near`` text. Codes are drawn in rounds until ``n`` texts pass or ``max_draws`` codes were drawn.
-    The result's scores are 0: region samples have no input to score them against."""
+    The result's scores are 0: region samples have no input to score them against. A word-hints model is given
+    the required words in its prompt (models/hints.py)."""
     if min_similarity is not None and near is None:
         raise VaekitError("--min-similarity for sample compares with --near TEXT; give one")
     require, ban, banned = _prepare_filters(model, require, ban, min_similarity, similarity)
@@ -499,8 +500,9 @@ def sample_constrained(model, n: int, generator: torch.Generator, *, temperature
         rejected["region"] += stats["rejected"]
         if not len(z):
             break
-        texts = model.generate(model.condition_codes(z, label, tags, generator, condition_text),
-                               strategy=strategy, generator=generator, banned=banned)
+        with model.decoding_context("", len(z), generator, single=strategy == "beam", extra=require):
+            texts = model.generate(model.condition_codes(z, label, tags, generator, condition_text),
+                                   strategy=strategy, generator=generator, banned=banned)
         kept += [(texts[i], s) for i, s in _post_filter(texts, rejected, require, ban, min_length, max_length, near,
                                                           similarity, min_similarity)]
         if between is not None:

@@ -335,13 +335,13 @@ class LMTextVAE(TextVAE):
         rng = random.Random(int(torch.randint(1 << 62, (1,), generator=generator)))
         return self.hint_prompts([training_words(text, self.config.hint_dropout, rng) for text in self._texts(x)])
 
-    def variation_context(self, text: str, rows: int, generator=None, keep: float | None = None, single: bool = False,
-                          extra=()):
+    def decoding_context(self, text: str, rows: int, generator=None, keep: float | None = None, single: bool = False,
+                         extra=()):
         """Within the block, decoding for ``rows`` variations of ``text`` reads its word hints: each row its own
         subset of the text's content words, each kept with probability ``keep`` (default hint_keep); one
         subset for all rows when ``single`` (beam search); the words of ``extra`` (required words) in every row."""
         if not self.config.hints:
-            return super().variation_context(text, rows, generator, keep, single, extra)
+            return super().decoding_context(text, rows, generator, keep, single, extra)
         from .hints import content_words, pick
 
         keep = self.config.hint_keep if keep is None else keep

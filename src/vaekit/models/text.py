@@ -463,10 +463,10 @@ class TextVAE(VAE):
                                   max_draws=max_draws, seed=seed, **options)
         return Variations(result.variations, result.similarities, result.drawn, result.passed, result.rejected)
 
-    def variation_context(self, text: str, rows: int, generator=None, keep: float | None = None, single: bool = False,
-                          extra=()):
-        """What decoding reads besides the codes while varying ``text``: nothing for this model (LMTextVAE's
-        word hints), and ``keep`` is refused."""
+    def decoding_context(self, text: str, rows: int, generator=None, keep: float | None = None, single: bool = False,
+                         extra=()):
+        """What decoding ``rows`` codes reads besides them, for variations of ``text`` ("" when sampling) and the
+        required words ``extra``: nothing for this model (LMTextVAE's word hints), and ``keep`` is refused."""
         if keep is not None:
             raise VaekitError("--keep-words: this model was trained without --word-hints; it reads no words")
         return contextlib.nullcontext()
