@@ -213,13 +213,15 @@ def test_image_pictures_follow_the_model(device, tmp_path, tiny_npz):
 
 
 def training_step(model, batch) -> float:
-    """One bf16 training step as the Trainer takes it: loss, backward, clipping, fused Adam."""
+    """One bf16 training step as the Trainer takes it: loss, backward, clipping, fused Adam (fp32 on a CPU without
+    bf16, where PyTorch's LSTM refuses it)."""
+    from vaekit.precision import cpu_runs_bf16
     from vaekit.config import TrainConfig
     from vaekit.train import clip_gradients, make_optimizer
 
     optimizer = make_optimizer(TrainConfig(), model.parameters(), model.device)
     model.train()
-    with torch.autocast(model.device.type, dtype=torch.bfloat16):
+    with torch.autocast(model.device.type, dtype=torch.bfloat16, enabled=cpu_runs_bf16()):
         out = model.loss(batch, kl_weight=0.5, free_bits=0.1, generator=torch.Generator(model.device).manual_seed(0))
     out.loss.backward()
     clip_gradients(optimizer, 1.0)

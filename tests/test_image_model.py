@@ -159,9 +159,9 @@ def test_convolutions_with_fused_relu_match_conv_then_relu(precision, transposed
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
         y, y_ref = ours(x), torch.relu(ref(x))
     assert y.dtype == (torch.bfloat16 if precision == "bf16" else dtype)
-    from vaekit.nn.image import fused_bf16
+    from vaekit.precision import cpu_runs_bf16
 
-    fusable = precision == "fp32" or (precision == "bf16" and fused_bf16())  # oneDNN's bf16: AVX-512 CPUs
+    fusable = precision == "fp32" or (precision == "bf16" and cpu_runs_bf16())  # oneDNN's bf16: AVX-512 CPUs
     assert ("_ConvReLU" in type(y.grad_fn).__name__) == fusable  # fused where it can be
     assert y.is_contiguous(memory_format=torch.channels_last) and (y_ref > 0).any() and (y_ref == 0).any()
     tol = {"atol": 0.05, "rtol": 0.05} if precision == "bf16" else {}

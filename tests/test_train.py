@@ -177,6 +177,13 @@ def test_batch_larger_than_data_is_an_error(tiny_npz, tmp_path):
 
 
 def test_bf16_autocast_trains(tiny_npz, tmp_path):
+    """bf16 trains where the CPU computes it, and is refused in one line where it does not (an AVX2-only CPU)."""
+    from vaekit.precision import cpu_runs_bf16
+
+    if not cpu_runs_bf16():
+        with pytest.raises(VaekitError, match="--precision bf16: this CPU has no bf16 support"):
+            make_trainer(tiny_npz, tmp_path, precision="bf16").fit()
+        return
     result = make_trainer(tiny_npz, tmp_path, precision="bf16").fit()
     assert result.status == "finished" and torch.isfinite(torch.tensor(result.best_val_loss))
 

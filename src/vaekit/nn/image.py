@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..precision import cpu_runs_bf16
+
 # in-place ReLU: every ReLU here follows a convolution or a linear layer, whose backward needs its input, not
 # its output, so the ReLU can overwrite it instead of writing a second tensor
 ACTIVATIONS = {"relu": functools.partial(nn.ReLU, inplace=True), "elu": nn.ELU, "silu": nn.SiLU}
@@ -107,13 +109,6 @@ class _ConvReLU(torch.autograd.Function):
         return gx, gw, gb, None, None, None, None, None, None
 
 
-@functools.lru_cache(maxsize=None)
-def fused_bf16() -> bool:
-    """Whether oneDNN's bf16 convolution primitives run on this CPU (AVX-512 or AVX-NE-CONVERT): on an AVX2-only
-    CPU _convolution_transpose_pointwise raises for bf16, while PyTorch's own layers still compute it."""
-    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-
-
 def conv_relu(conv: nn.Conv2d | nn.ConvTranspose2d, x: torch.Tensor) -> torch.Tensor | None:
     """relu(conv(x)) through _ConvReLU where it applies (a CPU, fp32, or bf16 autocast where oneDNN does bf16, a
     bias, not under torch.compile, which fuses on its own); None elsewhere, for the caller's plain path."""
@@ -121,7 +116,8 @@ def conv_relu(conv: nn.Conv2d | nn.ConvTranspose2d, x: torch.Tensor) -> torch.Te
             or torch.compiler.is_compiling() or conv.padding_mode != "zeros"):
         return None
     dtype = torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else x.dtype
-    if dtype not in (torch.float32, torch.bfloat16) or (dtype == torch.bfloat16 and not fused_bf16()):
+    # oneDNN's bf16 primitives raise on a CPU without bf16 support, where PyTorch's own layers still compute it
+    if dtype not in (torch.float32, torch.bfloat16) or (dtype == torch.bfloat16 and not cpu_runs_bf16()):
         return None
     transposed = isinstance(conv, nn.ConvTranspose2d)
     return _ConvReLU.apply(x.to(dtype).contiguous(memory_format=torch.channels_last), conv.weight.to(dtype),
