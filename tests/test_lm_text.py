@@ -312,7 +312,7 @@ def test_required_words_are_given_to_a_word_hints_model():
 
 def test_vary_offers_texts_cut_at_max_tokens_only_after_finished_ones(monkeypatch):
     """A variation that ran into --max-tokens stops mid-sentence: it ranks after every finished one, whatever its
-    score, and still comes back when nothing else does."""
+    score, and still comes back when nothing else does; so does a list of words."""
     import vaekit.generate as generate
 
     model = _text_model()
@@ -326,3 +326,6 @@ def test_vary_offers_texts_cut_at_max_tokens_only_after_finished_ones(monkeypatc
     monkeypatch.setattr(generate, "_decode", fake_decode)
     texts = model.vary("the cat sat", n=2, seed=0).texts
     assert texts == [model.tokenizer.decode(short_row), model.tokenizer.decode(long_row)]
+    # a word-hints decoder that writes its hint back as a list ("Hundreds, homes, people, Southern, forced, Wales")
+    assert generate._word_list("hundreds, homes, people, southern, forced, wales")
+    assert not generate._word_list("Eat, Pray, Love") and not generate._word_list("Apples, pears, plums and figs are ripe")

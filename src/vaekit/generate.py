@@ -235,6 +235,12 @@ class Variation:
     score: float  # mean log-probability per token of this text given the input's posterior mean
 
 
+def _word_list(text: str) -> bool:
+    """A list rather than a sentence: four or more comma-separated parts of at most two words on average."""
+    parts = [p for p in text.split(",") if p.strip()]
+    return len(parts) >= 4 and sum(len(p.split()) for p in parts) <= 2 * len(parts)
+
+
 def _normalise(text: str) -> str:
     return " ".join(text.lower().split())
 
@@ -323,7 +329,9 @@ def _vary_unit(model, unit, n, temperature, strategy, top_p, generator, keep_cop
     mean_code = (model.decoder_code(mean, labels, tag_row, cond_row) if conditional else mean)[0]
     scored_while_decoding = strategy in ("sample", "greedy")  # beam search's texts are scored afterwards
     seen: dict[str, tuple[str, float | None]] = {}  # normalised text -> (text, its score if known)
-    cut: set[str] = set()  # texts that reached max_tokens unfinished: offered only after every finished one
+    # offered only after every other: texts that reached max_tokens unfinished, and lists of words (a decoder given
+    # word hints may write its hint back as a list before it has learnt the corpus's form)
+    poor: set[str] = set()
     for _ in range(max_rounds):
         draws = n * oversample
         eps = draw((draws, model.latent_dim), generator, posterior.mean.device)
@@ -345,16 +353,16 @@ def _vary_unit(model, unit, n, temperature, strategy, top_p, generator, keep_cop
             if not key or key in seen or (not keep_copies and key in (source, _normalise(unit))):
                 continue
             seen[key] = (candidate, under[i] / (len(row) + 1) if under is not None else None)  # per token, <eos> too
-            if len(row) >= model.config.max_tokens:
-                cut.add(key)
-        if len(seen) - len(cut) >= n:
+            if len(row) >= model.config.max_tokens or _word_list(candidate):
+                poor.add(key)
+        if len(seen) - len(poor) >= n:
             break
     candidates = [text for text, _ in seen.values()]
     if not candidates:
         return [Variation(unit, 0.0)] if keep_copies else []
     scores = ([score for _, score in seen.values()] if scored_while_decoding
               else score_texts(model, candidates, mean_code))
-    ranked = sorted(zip(seen, candidates, scores), key=lambda item: (item[0] in cut, -item[2]))[:n]
+    ranked = sorted(zip(seen, candidates, scores), key=lambda item: (item[0] in poor, -item[2]))[:n]
     return [Variation(text, score) for _, text, score in ranked]
 
 
