@@ -339,7 +339,8 @@ class Trainer:
 
     def _train_epoch(self, monitor: Monitor, batches_per_epoch: int, total_steps: int) -> tuple[int, float]:
         cfg = self.config
-        bar = tqdm(total=batches_per_epoch, desc=f"epoch {self.epoch + 1}/{cfg.epochs}", unit="batch",
+        budget = f" (stops after {cfg.max_minutes:g} min)" if cfg.max_minutes else ""  # the bar's estimate does not know
+        bar = tqdm(total=batches_per_epoch, desc=f"epoch {self.epoch + 1}/{cfg.epochs}{budget}", unit="batch",
                    disable=not self.progress, leave=True, dynamic_ncols=True, mininterval=0.5)
         window = {"loss": 0.0, "rec": 0.0, "kl": 0.0}
         window_n, seen, done = 0, 0, 0
