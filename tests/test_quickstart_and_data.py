@@ -29,7 +29,7 @@ def test_quickstart_writes_runs_and_never_overwrites(tmp_path):
 def test_quickstart_text_on_the_bundled_lm_with_word_hints(tmp_path):
     """The README's first command's text part: the pretrained backbone with word hints (a few steps here), and
     the RNN one behind --text-backbone rnn."""
-    stdout = _quickstart("--out", tmp_path / "qs", "--only", "text", "--text-minutes", 0.02)
+    stdout = _quickstart("--out", tmp_path / "qs", "--only", "text", "--text-minutes", 0.02, "--text-steps", 1)
     model = vaekit.load(tmp_path / "qs-text")
     assert model.model_type == "lm_text_vae" and model.config.hints
     assert stdout.count("variations of:") == 3 and "  1. " in stdout

@@ -193,6 +193,9 @@ def test_time_budget_ends_the_epoch_and_checkpoints(tiny_npz, tmp_path):
     assert result.status == "time-limit" and result.epochs == 1 and result.step == 1
     assert torch.load(tmp_path / "resume.pt", weights_only=True)["epoch"] == 1
     assert make_trainer(tiny_npz, tmp_path, epochs=2).fit(resume=True).status == "finished"
+    # a floor of steps holds against the clock (the quickstart's pretrained model wrote nonsense after 7 steps)
+    result = make_trainer(tiny_npz, tmp_path / "floor", epochs=5, max_minutes=1e-9, min_steps=3).fit()
+    assert result.status == "time-limit" and result.step == 3
 
 
 def test_posterior_collapse_is_named_once(tiny_npz, tmp_path, caplog):

@@ -152,6 +152,7 @@ class TrainConfig:
     # linear f = 1 - p, cosine f = (1 + cos(pi p)) / 2, wsd 1 then linear to 0 over the last 20%; see train.lr_factor
     lr_schedule: typing.Literal["constant", "linear", "cosine", "wsd"] = "constant"
     max_minutes: float = 0.0  # end the epoch in progress, validate and stop once training has run this long; 0 disables
+    min_steps: int = 0  # the time budget never ends training before this many steps (a slow machine still learns)
     # KL weight: beta * schedule(step); see objectives.kl_weight
     beta: float = 1.0
     kl_schedule: typing.Literal["constant", "linear", "logistic", "cyclical"] = "constant"
@@ -171,6 +172,7 @@ class TrainConfig:
             (self.ae_warmup_steps >= 0, "ae_warmup_steps must be non-negative"),
             (self.early_stop >= 0, "early_stop must be non-negative"),
             (self.max_minutes >= 0, "max_minutes must be non-negative"),
+            (self.min_steps >= 0, "min_steps must be non-negative"),
             (0 < self.lr_decay <= 1, "lr_decay must be in (0, 1]"),
             (self.lr_patience >= 0, "lr_patience must be non-negative"),
             (self.lr_schedule == "constant" or self.lr_decay == 1.0,

@@ -355,7 +355,7 @@ def _vary_unit(model, unit, n, temperature, strategy, top_p, generator, keep_cop
             seen[key] = (candidate, under[i] / (len(row) + 1) if under is not None else None)  # per token, <eos> too
             if len(row) >= model.config.max_tokens or _word_list(candidate):
                 poor.add(key)
-        if len(seen) - len(poor) >= n:
+        if len(seen) >= n:  # not more rounds for poor ones: an untrained model's rows all run to max_tokens
             break
     candidates = [text for text, _ in seen.values()]
     if not candidates:

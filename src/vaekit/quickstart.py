@@ -59,13 +59,15 @@ def run_image_quickstart(out: str | Path = "runs/quickstart", epochs: int = 80, 
 
 
 def run_text_quickstart(out: str | Path = "runs/quickstart-text", epochs: int | None = None, progress: bool = False,
-                        backbone: str = "pretrained", minutes: float = 2.0):
+                        backbone: str = "pretrained", minutes: float = 2.0, min_steps: int = 20):
     """A text VAE on the Lee corpus.
 
     ``backbone="pretrained"`` (the default): the VAE between the bundled MiniLM encoder and SmolLM2-135M-Instruct
     decoder, with word hints (models/hints.py): its English comes from the LM, and each variation's decoder is given
-    some of the input's content words, which keeps its meaning. Trained for ``minutes`` (the LoRA adapters and z's
-    memory learn the corpus's form; the LM already writes English). ``"rnn"``: a small sentence VAE that learns
+    some of the input's content words, which keeps its meaning. Trained for ``minutes`` but at least ``min_steps``
+    steps of 16 (the LoRA adapters and z's memory learn the corpus's form; the LM already writes English). Measured
+    on a 2-core AVX2 CPU: after 17 and 19 steps the variations were English on the input's subject, after 7 they
+    were not (validation reconstruction 113-114 nats against 125). ``"rnn"``: a small sentence VAE that learns
     English from these 2,700 sentences alone (KL annealing and word dropout keep z in use, Bowman et al. 2016; the
     decoder also reads each sentence's MiniLM embedding), for ``epochs`` (12)."""
     from .texts import train_text
@@ -73,7 +75,7 @@ def run_text_quickstart(out: str | Path = "runs/quickstart-text", epochs: int | 
     out = free_folder(Path(out))
     if backbone == "pretrained":
         training = TrainConfig(epochs=epochs or 1, batch_size=16, lr=5e-4, val_fraction=0.02, seed=0, grad_clip=5.0,
-                               free_bits=0.5, ae_warmup_steps=300, max_minutes=minutes)
+                               free_bits=0.5, ae_warmup_steps=300, max_minutes=minutes, min_steps=min_steps)
         return train_text(lee_corpus(), out, training=training, unit="sentence", max_tokens=48, progress=progress,
                           backbone={"hints": True})
     training = TrainConfig(epochs=epochs or 12, batch_size=32, lr=2e-3, val_fraction=0.1, seed=0, grad_clip=5.0,

@@ -326,7 +326,7 @@ class Trainer:
                     status = "early-stopped"
                     break
                 (time_used,) = distributed.max_over_ranks(self._time_used(), device=self.device)
-                if time_used >= 1.0 and self.epoch < cfg.epochs:
+                if time_used >= 1.0 and self.step >= cfg.min_steps and self.epoch < cfg.epochs:
                     status = "time-limit"
                     break
         except KeyboardInterrupt:
@@ -356,7 +356,7 @@ class Trainer:
                 # one all-reduce: every rank stops, fails and schedules its learning rate alike
                 bad, time_used = distributed.max_over_ranks(float(not math.isfinite(loss_value)), self._time_used(),
                                                             device=self.device)
-                late = time_used >= 1.0
+                late = time_used >= 1.0 and self.step + 1 >= cfg.min_steps
                 if bad:
                     raise NonFiniteLossError(self.step + 1, self.epoch + 1, loss_value)
                 self.optimizer.zero_grad(set_to_none=True)

@@ -378,8 +378,11 @@ def _check_resume(ctx, resume, overwrite, data, allowed) -> None:
                    "alone (faster, broken English).")
 @click.option("--text-minutes", type=click.FloatRange(min=0, min_open=True), default=2.0, show_default=True,
               help="Training time of the pretrained text model.")
+@click.option("--text-steps", type=click.IntRange(min=1), default=20, show_default=True,
+              help="Steps of 16 sentences the pretrained text model trains at least, however long they take "
+                   "(fewer left its variations unreadable).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def quickstart(out, only, epochs, text_backbone, text_minutes, quiet):
+def quickstart(out, only, epochs, text_backbone, text_minutes, text_steps, quiet):
     """Train two small VAEs on real data bundled with the dependencies, in a few minutes on 2 CPU cores:
     an image VAE on scikit-learn's 8x8 handwritten digits (samples, reconstructions, latent plot, curves),
     and a text VAE on gensim's Lee news corpus, then print variations of three of its sentences."""
@@ -390,7 +393,7 @@ def quickstart(out, only, epochs, text_backbone, text_minutes, quiet):
         _report_run(run, "image")
     if only in (None, "text"):
         run = run_text_quickstart(out.with_name(out.name + "-text"), epochs, progress=not quiet,
-                                  backbone=text_backbone, minutes=text_minutes)
+                                  backbone=text_backbone, minutes=text_minutes, min_steps=text_steps)
         _report_run(run, "text")
         for sentence in LEE_EXAMPLES:
             click.echo(f"\nvariations of: {sentence}")
