@@ -162,8 +162,9 @@ class Bases:
         if fields["hints"]:
             from .hints import prompt_parts
 
-            fields.setdefault("hint_open", prompt_parts(self.lm_tokenizer)[0])
-            fields.setdefault("hint_close", prompt_parts(self.lm_tokenizer)[1])
+            hint_open, hint_close = prompt_parts(self.lm_tokenizer)
+            fields.setdefault("hint_open", hint_open)
+            fields.setdefault("hint_close", hint_close)
         max_tokens = fields.get("max_tokens", 64)
         inject = fields.get("inject", ("memory",))
         taken = (max(len(fields["start_ids"]), 1) + fields.get("memory_slots", 1) * ("memory" in inject)
@@ -200,6 +201,11 @@ def start_prefix(lm_tokenizer) -> tuple[int, ...]:
     if not asked.startswith(plain) or len(asked) == len(plain):
         return ()
     return tuple(lm_tokenizer(asked[len(plain):], add_special_tokens=False).input_ids)
+
+
+def _python_rng(generator: torch.Generator | None) -> random.Random:
+    """A random.Random seeded from the torch generator, so that word draws follow the caller's seed."""
+    return random.Random(int(torch.randint(1 << 62, (1,), generator=generator)))
 
 
 class LMTextVAE(TextVAE):
@@ -332,7 +338,7 @@ class LMTextVAE(TextVAE):
     def training_prompts(self, x: TextBatch, generator=None):
         from .hints import training_words
 
-        rng = random.Random(int(torch.randint(1 << 62, (1,), generator=generator)))
+        rng = _python_rng(generator)
         return self.hint_prompts([training_words(text, self.config.hint_dropout, rng) for text in self._texts(x)])
 
     def decoding_context(self, text: str, rows: int, generator=None, keep: float | None = None, single: bool = False,
@@ -347,7 +353,7 @@ class LMTextVAE(TextVAE):
         keep = self.config.hint_keep if keep is None else keep
         if not 0.0 <= keep <= 1.0:
             raise VaekitError(f"--keep-words {keep}: give a fraction in [0, 1]")
-        rng = random.Random(int(torch.randint(1 << 62, (1,), generator=generator)))
+        rng = _python_rng(generator)
         words, extra = content_words(text), list(extra)
         wanted = {w.lower() for w in extra}
         words = [w for w in words if w.lower() not in wanted]  # a required word is named once, in every row
