@@ -41,7 +41,8 @@ from ..runs import ENCODER_TOKENIZER_NAME
 from ..nn.lm import INJECTIONS, LMDecoder, base_autocast, base_dtype
 from ..nn.text import linear_nll, pad_rows
 from .base import VAE
-from .text import TextConditions, TextVAE
+from .text import TextVAE
+from .text_conditions import TextConditions
 
 # peft asks transformers a deprecated question on every train()/eval(); not the user's to act on
 warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
