@@ -18,10 +18,8 @@ from .data.images import ImageDataset, load_images, model_batches, pixels
 from .errors import VaekitError
 from .evaluate import evaluate
 from .models.image import PRESETS, ImageVAE, ImageVAEConfig
-from .models import load
-from .precision import resolve_precision
-from .runs import CONFIG_NAME, data_of_resumed_run, prepare_run_dir, training_folder, update_config
-from .train import Trainer, TrainResult
+from .runs import CONFIG_NAME, data_of_resumed_run, update_config
+from .train import Prepared, TrainResult, run_training
 
 log = logging.getLogger(__name__)
 
@@ -44,36 +42,25 @@ def train_image(data: str | Path | ImageDataset, out: str | Path, *, preset: str
     Everything is validated (the folder, the data, the model and training settings) before anything is
     written. With ``resume`` the settings come from the run's config.json; only ``epochs`` may change.
     """
-    given = training or TrainConfig()
-    device = distributed.resolve_device(given.device)
-    distributed.init(device)
-    resolve_precision(given.precision, device)  # a bad --precision fails before the folder is touched
+    def prepare(training: TrainConfig, saved: dict | None, run_setup) -> Prepared:
+        return _prepare_images(data, out, training, saved, run_setup, preset=preset, model_overrides=model_overrides,
+                               binarize=binarize, resize=resize, conditional=conditional)
+
     out = Path(out)
-    with training_folder(out) as run_setup:
-        return _train_image(data, out, run_setup, preset=preset, model_overrides=model_overrides,
-                            training=training, binarize=binarize, resize=resize, resume=resume,
-                            overwrite=overwrite, progress=progress, epochs=epochs, conditional=conditional)
+    result, best = run_training(out, training, prepare, resume=resume, overwrite=overwrite, epochs=epochs,
+                                progress=progress)
+    return ImageRun(out, result, best)
 
 
-def _train_image(data, out: Path, run_setup, *, preset, model_overrides, training, binarize, resize, resume,
-                 overwrite, progress, epochs, conditional) -> ImageRun:
-    given = training or TrainConfig()
-    distributed.on_main(lambda: prepare_run_dir(out, overwrite=overwrite, resume=resume))
+def _prepare_images(data, out: Path, training: TrainConfig, saved: dict | None, run_setup, *, preset, model_overrides,
+                    binarize, resize, conditional) -> Prepared:
+    """The image data step of train.run_training: the images, the model, and the plots drawn at the end."""
+    resume = saved is not None
     if resume:
-        saved = read_json(out / CONFIG_NAME)
         model_config = from_dict(ImageVAEConfig, saved.get("model"), where=f"{out / CONFIG_NAME} \"model\"")
-        training = from_dict(TrainConfig, saved.get("training"), where=f"{out / CONFIG_NAME} \"training\"")
-        # the machine may differ from the one the run started on
-        training = dataclasses.replace(training, device=given.device, compile=given.compile)
-        if epochs is not None:
-            training = dataclasses.replace(training, epochs=epochs)
         data_info = saved.get("data", {})
         binarize, resize = data_info.get("binarize", "none"), data_info.get("resize")
         data = data_of_resumed_run(data, data_info.get("path"), out)
-    else:
-        training = training or TrainConfig()
-        if epochs is not None:
-            training = dataclasses.replace(training, epochs=epochs)
     if binarize not in ("none", "threshold", "dynamic"):
         raise VaekitError(f"--binarize {binarize!r}: choose none, threshold or dynamic")
     dataset = data if isinstance(data, ImageDataset) else load_images(data, resize=resize, split="train")
@@ -99,7 +86,6 @@ def _train_image(data, out: Path, run_setup, *, preset, model_overrides, trainin
     model = ImageVAE(model_config)
     train_batches = model_batches(model, train_set, binarize, training.seed)
     val_batches = model_batches(model, val_set, binarize, training.seed) if val_set is not None else None
-    trainer = Trainer(model, train_batches, val_batches, training, out, progress=progress)
     if not resume:
         distributed.on_main(lambda: _start_run(run_setup, out, {
             "path": dataset.source or None,
@@ -110,11 +96,12 @@ def _train_image(data, out: Path, run_setup, *, preset, model_overrides, trainin
             "val_items": len(val_set) if val_set is not None else 0,
             "label_names": dataset.label_names,
         }))
-    result = trainer.fit(resume=resume)
-    best = load(out) if (out / "model.safetensors").is_file() else model.cpu()
-    if result.epochs > 0 and distributed.is_main():
-        finish_plots(best, val_set or train_set, dataset, binarize, out, seed=training.seed)
-    return ImageRun(out, result, best)
+
+    def finish(best: ImageVAE, result: TrainResult) -> None:
+        if result.epochs > 0 and distributed.is_main():
+            finish_plots(best, val_set or train_set, dataset, binarize, out, seed=training.seed)
+
+    return Prepared(model, train_batches, val_batches, finish)
 
 
 def _start_run(run_setup, out: Path, data: dict) -> None:

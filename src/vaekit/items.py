@@ -82,12 +82,13 @@ def _npz_key(source: str, key: str, n: int) -> list[str]:
     return [str(v) for v in values.tolist()]
 
 
-def text_items(model, path: str | Path, source: dict | None = None, batch_size: int = 500,
+def text_items(model, path: str | Path, reading=None, batch_size: int = 500,
                keep_texts: bool = False, limit: int | None = None) -> Items:
-    """Texts of a file or folder, one item per record, streamed in batches of ``batch_size``."""
-    from .data.text import TextSource, read_records
+    """Texts of a file or folder, one item per record, read with ``reading`` (data.text.ReadOptions; None: the
+    defaults) and streamed in batches of ``batch_size``."""
+    from .data.text import ReadOptions, read_records
 
-    src = TextSource(str(path), **(source or {}))
+    src = (reading or ReadOptions()).at(path)
     with_labels = src.label_column is not None
 
     def generate(self: Items):
@@ -137,11 +138,11 @@ def check_vocabulary(model, batch, where: str) -> None:
 
 
 def model_items(model, data: Path, *, binarize: str | None = None, resize: str | None = None, split: str = "test",
-                seed: int = 0, source: dict | None = None, keep_texts: bool = False, limit: int | None = None,
+                seed: int = 0, reading=None, keep_texts: bool = False, limit: int | None = None,
                 anomaly_key: str | None = None) -> Items:
     """Images or texts of ``data``, whichever ``model`` reads."""
     if modality_of(model) == "text":
-        return text_items(model, data, source, keep_texts=keep_texts, limit=limit)
+        return text_items(model, data, reading, keep_texts=keep_texts, limit=limit)
     from .data.images import load_images
 
     images = load_images(data, resize=resize, split=split)

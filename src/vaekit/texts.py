@@ -17,15 +17,13 @@ import torch
 from .conditions import DenseCondition
 from .config import FOLDER_MODE, TrainConfig, from_dict, read_json
 from . import distributed
-from .data.text import TextBatches, TextSource, TokenFile, TokenFileWriter, Unit, corpus_units, read_records
+from .data.text import ReadOptions, TextBatches, TextSource, TokenFile, TokenFileWriter, Unit, corpus_units, read_records
 from .data.tokenizer import TextTokenizer, TokenizerConfig
 from .errors import VaekitError
 from .models.text import PRESETS, TextVAE, TextVAEConfig
-from .models import load
-from .precision import resolve_precision
 from .runs import (CONFIG_NAME, ENCODER_TOKENIZER_NAME, TOKENIZER_NAME, TOKENS_DIR, VECTORS_NAME, WORDS_NAME,
-                   data_of_resumed_run, prepare_run_dir, training_folder, update_config)
-from .train import Trainer, TrainResult
+                   data_of_resumed_run, update_config)
+from .train import Prepared, TrainResult, run_training
 
 log = logging.getLogger(__name__)
 ENCODE_CHUNK = 2048
@@ -152,46 +150,43 @@ def _condition_embedder(condition: DenseCondition, src: TextSource, unit: Unit, 
     return vectors
 
 
-def train_text(data: str | Path | None, out: str | Path, *, source: dict | None = None, val_data: str | Path | None = None,
+def train_text(data: str | Path | None, out: str | Path, *, reading: ReadOptions | None = None, val_data: str | Path | None = None,
                tokenizer_config: TokenizerConfig | None = None, preset: str = "default", model_overrides: dict | None = None,
                training: TrainConfig | None = None, unit: Unit = "sentence", max_tokens: int = 64,
                resume: bool = False, overwrite: bool = False, progress: bool = False, epochs: int | None = None,
                conditional: bool = False, condition: DenseCondition | None = None, backbone: dict | None = None) -> TextRun:
     """Train a TextVAE on a corpus into run folder ``out``.
 
-    ``source`` holds the reading options (text_column, title_column, label_column, encoding). Everything is
+    ``reading`` says which columns of a CSV/JSONL file hold the text, title, label, tags and condition, and the
+    encoding (data.text.ReadOptions; None: the defaults). Everything is
     read and tokenized into a temporary folder beside ``out`` first; ``out`` is touched only once that worked.
     With ``conditional`` the model is a conditional VAE on the label and/or tags columns (every text needs a
     label). ``condition`` (a vaekit.conditions.DenseCondition) adds a dense condition: an embedding of the
-    source's condition_column (or of each text itself). ``backbone`` {"decoder": name, "encoder": name, and
+    reading's condition_column (or of each text itself). ``backbone`` {"decoder": name, "encoder": name, and
     LMTextVAEConfig fields} trains an LMTextVAE on those pretrained models (None: the bundled defaults) instead
     of the RNN TextVAE of ``preset``; the decoder's tokenizer is used as it is (``tokenizer_config`` is not).
     """
-    given = training or TrainConfig()
-    device = distributed.resolve_device(given.device)
-    distributed.init(device)
-    resolve_precision(given.precision, device)  # a bad --precision fails before the folder is touched
     out = Path(out)
-    with training_folder(out) as run_setup:
-        return _train_text(data, out, run_setup, source=source, val_data=val_data,
-                           tokenizer_config=tokenizer_config, preset=preset, model_overrides=model_overrides,
-                           training=training, unit=unit, max_tokens=max_tokens, resume=resume,
-                           overwrite=overwrite, progress=progress, epochs=epochs, conditional=conditional,
-                           condition=condition, backbone=backbone)
+    stats: dict = {}
+
+    def prepare(training: TrainConfig, saved: dict | None, run_setup) -> Prepared:
+        return _prepare_texts(data, out, training, saved, run_setup, stats, reading=reading or ReadOptions(),
+                              val_data=val_data, tokenizer_config=tokenizer_config, preset=preset,
+                              model_overrides=model_overrides, unit=unit, max_tokens=max_tokens,
+                              conditional=conditional, condition=condition, backbone=backbone)
+
+    result, best = run_training(out, training, prepare, resume=resume, overwrite=overwrite, epochs=epochs,
+                                progress=progress)
+    return TextRun(out, result, best, stats)
 
 
-def _train_text(data, out: Path, run_setup, *, source, val_data, tokenizer_config, preset, model_overrides,
-                training, unit, max_tokens, resume, overwrite, progress, epochs, conditional, condition,
-                backbone) -> TextRun:
-    given = training or TrainConfig()
-    distributed.on_main(lambda: prepare_run_dir(out, overwrite=overwrite, resume=resume))
+def _prepare_texts(data, out: Path, training: TrainConfig, saved: dict | None, run_setup, stats_out: dict, *,
+                   reading: ReadOptions, val_data, tokenizer_config, preset, model_overrides, unit, max_tokens,
+                   conditional, condition, backbone) -> Prepared:
+    """The text data step of train.run_training: the corpus read and tokenized once into the run's data folder
+    (kept on resume), the model, and its data; the corpus statistics go into ``stats_out``."""
+    resume = saved is not None
     if resume:
-        saved = read_json(out / CONFIG_NAME)
-        training = from_dict(TrainConfig, saved.get("training"), where=f"{out / CONFIG_NAME} \"training\"")
-        # the machine may differ from the one the run started on
-        training = dataclasses.replace(training, device=given.device, compile=given.compile)
-        if epochs is not None:
-            training = dataclasses.replace(training, epochs=epochs)
         data_of_resumed_run(data, saved.get("data", {}).get("path"), out)
         model = load_for_resume(out, saved)
         tokens = out / TOKENS_DIR
@@ -199,15 +194,12 @@ def _train_text(data, out: Path, run_setup, *, source, val_data, tokenizer_confi
             raise VaekitError(f"{tokens}: the tokenized corpus is missing; retrain with --overwrite")
         stats = saved.get("data", {}).get("stats", {})
     else:
-        training = training or TrainConfig()
-        if epochs is not None:
-            training = dataclasses.replace(training, epochs=epochs)
         if preset not in PRESETS:
             raise VaekitError(f"--preset {preset!r}: choose from {', '.join(PRESETS)}")
         if data is None:
             raise VaekitError("--data is required (unless --resume)")
-        src = TextSource(str(data), **(source or {}))
-        val_src = TextSource(str(val_data), **(source or {})) if val_data is not None else None
+        src = reading.at(data)
+        val_src = reading.at(val_data) if val_data is not None else None
         tokenizer_config = tokenizer_config or TokenizerConfig()
         if conditional and src.label_column is None and src.tags_column is None and condition is None:
             raise VaekitError("--conditional needs --label-column, --tags-column or --condition-embedding: "
@@ -291,10 +283,8 @@ def _train_text(data, out: Path, run_setup, *, source, val_data, tokenizer_confi
     val_set = TextBatches(val_file) if len(val_file) else None
     if val_set is None and training.val_fraction > 0:
         log.warning("no text fell into the validation split; training without validation")
-    trainer = Trainer(model, train_set, val_set, training, out, progress=progress)
-    result = trainer.fit(resume=resume)
-    best = load(out) if (out / "model.safetensors").is_file() else model.cpu().eval()
-    return TextRun(out, result, best, stats)
+    stats_out.update(stats)
+    return Prepared(model, train_set, val_set)
 
 
 def _check_labels(work: Path, stats: dict, src: TextSource) -> None:
@@ -340,10 +330,10 @@ def load_for_resume(out: Path, saved: dict) -> TextVAE:
 
 
 # --- using a trained model ----------------------------------------------------------------
-def read_texts(path: str | Path, source: dict | None = None, limit: int | None = None) -> list[str]:
+def read_texts(path: str | Path, reading: ReadOptions | None = None, limit: int | None = None) -> list[str]:
     """Texts of a file or folder (one per record), in order."""
     texts = []
-    for record in read_records(TextSource(str(path), **(source or {}))):
+    for record in read_records((reading or ReadOptions()).at(path)):
         texts.append(" ".join(record.text.split()))
         if limit is not None and len(texts) >= limit:
             break
@@ -421,13 +411,14 @@ def variation_metrics(inputs: list[str], outputs: list[list[str]], encoder_name:
 
 def variation_report(model: TextVAE, texts: list[str], n: int = 5, temperature: float = 0.5, strategy: str = "sample",
                      top_p: float = 0.9, seed: int = 0, encoder_name: str | None = None, progress: bool = False,
-                     min_similarity: float | None = None, prompted: bool = False) -> dict:
+                     min_similarity: float | None = None, prompted: bool = False, examples: int = 5) -> dict:
     """vaekit's variations of each text beside two baselines: "copy" (the input n times) and "prior" (n samples
     from the prior that ignore the input: the design documents' recipe; a model conditioned on a text embedding
     gets the next input's embedding); with ``prompted`` a third, the bundled instruct LM asked to rewrite each
     text (vaekit.prompted). With ``min_similarity`` the variations go through vary's similarity
     post-filter (``vaekit vary --min-similarity``): candidates drawn in rounds, those at least that similar to the
-    input kept, the most similar n returned. It ranks by the same sentence encoder that scores the report."""
+    input kept, the most similar n returned. It ranks by the same sentence encoder that scores the report. The first
+    ``examples`` inputs are returned with their variations."""
     from tqdm.auto import tqdm
 
     from .semantic import similarity_function
@@ -460,7 +451,7 @@ def variation_report(model: TextVAE, texts: list[str], n: int = 5, temperature: 
         "self_bleu_definition": "sacrebleu sentence BLEU (lowercased) of each variation against the other n-1 "
                                 "variations of the same input, averaged; 0-1",
         "systems": {name: variation_metrics(texts, outputs, encoder_name) for name, outputs in systems.items()},
-        "examples": [{"input": t, "variations": v} for t, v in zip(texts[:5], ours[:5])],
+        "examples": [{"input": t, "variations": v} for t, v in zip(texts[:examples], ours[:examples])],
     }
 
 

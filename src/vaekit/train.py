@@ -1,4 +1,5 @@
-"""One Trainer for every vaekit model.
+"""One Trainer for every vaekit model, and one pipeline around it (run_training: the run folder, resume, the best
+model) into which each modality plugs its data step.
 
 The run folder it writes:
     config.json        model, training and data settings (written by the caller before training)
@@ -18,7 +19,7 @@ import os
 import pickle
 import time
 from pathlib import Path
-from typing import Any, Iterable, Protocol
+from typing import Any, Callable, Iterable, Protocol
 
 import numpy as np
 import torch
@@ -26,10 +27,11 @@ from tqdm.auto import tqdm
 
 from . import distributed
 from .distributed import to_device
-from .config import TrainConfig, atomic_path, to_dict
+from .config import TrainConfig, atomic_path, from_dict, read_json, to_dict
 from .errors import NonFiniteLossError, VaekitError
+from .models import load
 from .models.base import VAE
-from .runs import RESUME_NAME, WEIGHTS_NAME, update_config
+from .runs import CONFIG_NAME, RESUME_NAME, WEIGHTS_NAME, prepare_run_dir, training_folder, update_config
 from .memory import reuse_freed_memory, trim
 from .monitor import Monitor
 from .evaluate import active_units
@@ -464,3 +466,49 @@ class Trainer:
         monitor.flush()
         distributed.barrier()  # the checkpoint is complete before any rank goes on
         return cfg.early_stop > 0 and self.epochs_since_best >= cfg.early_stop
+
+
+# --- the training pipeline of every modality ---------------------------------------------------------------
+@dataclasses.dataclass
+class Prepared:
+    """What a modality's data step gives the pipeline: the model and its data, and what to do with the best model
+    once training ends (the image path draws its plots), run while the run folder is still locked."""
+
+    model: VAE
+    train_data: TrainData
+    val_data: TrainData | None
+    finish: Callable[[VAE, TrainResult], None] | None = None
+
+
+def run_training(out: str | Path, training: TrainConfig | None, prepare: Callable[..., Prepared], *,
+                 resume: bool = False, overwrite: bool = False, epochs: int | None = None,
+                 progress: bool = False) -> tuple[TrainResult, VAE]:
+    """Train into run folder ``out``, for every modality (images.train_image, texts.train_text): resolve the device
+    and precision before anything is written, lock the folder (runs.training_folder), make it ready (``--overwrite``
+    clears it, ``resume`` keeps it), read the training settings (``resume``: the run's own, only the device,
+    ``compile`` and ``epochs`` may change), then call the modality's data step ``prepare(training, saved,
+    run_setup)`` (``saved``: the run's config.json on resume, else None; it calls ``run_setup.start()`` once its
+    data checked out), fit, and return the result with the best model (the last one without validation)."""
+    given = training or TrainConfig()
+    device = distributed.resolve_device(given.device)
+    distributed.init(device)
+    resolve_precision(given.precision, device)  # a bad --precision fails before the folder is touched
+    out = Path(out)
+    with training_folder(out) as run_setup:
+        distributed.on_main(lambda: prepare_run_dir(out, overwrite=overwrite, resume=resume))
+        saved = None
+        training = given
+        if resume:
+            saved = read_json(out / CONFIG_NAME)
+            training = from_dict(TrainConfig, saved.get("training"), where=f"{out / CONFIG_NAME} \"training\"")
+            # the machine may differ from the one the run started on
+            training = dataclasses.replace(training, device=given.device, compile=given.compile)
+        if epochs is not None:
+            training = dataclasses.replace(training, epochs=epochs)
+        prepared = prepare(training, saved, run_setup)
+        result = Trainer(prepared.model, prepared.train_data, prepared.val_data, training, out,
+                         progress=progress).fit(resume=resume)
+        best = load(out) if (out / WEIGHTS_NAME).is_file() else prepared.model.cpu().eval()
+        if prepared.finish is not None:
+            prepared.finish(best, result)
+        return result, best

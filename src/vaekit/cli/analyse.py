@@ -10,7 +10,7 @@ from .. import runs
 from ..anomaly import SCORES
 from ..errors import VaekitError
 
-from .base import (CONTEXT, _binarize, _done, _is_text, _items, _load_data, _load_model, _output, _source, cli,
+from .base import (CONTEXT, _binarize, _done, _is_text, _items, _load_data, _load_model, _output, _reading, cli,
                    data_device_option, label_column_option, run_argument, text_source_options, use_data_options)
 
 @cli.command("latent-plot", context_settings=CONTEXT)
@@ -244,7 +244,7 @@ def evaluate(run, data, split, resize, binarize, seed, text_column, encoding, iw
     if _is_text(model):
         from ..texts import evaluate_texts, read_texts, variation_report, write_report_markdown
 
-        texts = read_texts(data, _source(text_column, encoding), limit=max_items)
+        texts = read_texts(data, _reading(text_column, encoding), limit=max_items)
         report = evaluate_texts(model, texts, iw_samples=iw_samples, seed=seed, precision=precision, progress=not quiet)
         if variations:
             report["variations"] = variation_report(model, texts[:variation_items], n=n, seed=seed,

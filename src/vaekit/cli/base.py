@@ -136,8 +136,10 @@ def label_column_option(f):
                         help="Text models: CSV/JSONL column with a label per text (colours plots, kept in outputs).")(f)
 
 
-def _source(text_column, encoding, label_column=None) -> dict:
-    return {"text_column": text_column, "encoding": encoding, "label_column": label_column}
+def _reading(text_column, encoding, label_column=None):
+    from ..data.text import ReadOptions
+
+    return ReadOptions(text_column=text_column, encoding=encoding, label_column=label_column)
 
 
 def _items(run: Path, model, data: Path, split, resize, binarize, seed, text_column, encoding, label_column=None,
@@ -145,7 +147,7 @@ def _items(run: Path, model, data: Path, split, resize, binarize, seed, text_col
     from ..items import model_items
 
     return model_items(model, data, binarize=None if _is_text(model) else _binarize(run, binarize), resize=resize,
-                       split=split, seed=seed, source=_source(text_column, encoding, label_column),
+                       split=split, seed=seed, reading=_reading(text_column, encoding, label_column),
                        keep_texts=keep_texts, limit=limit, anomaly_key=anomaly_key)
 
 

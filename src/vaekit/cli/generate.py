@@ -10,7 +10,7 @@ from .. import runs
 from ..errors import VaekitError
 
 from .base import (CONTEXT, _binarize, _condition_text, _constraint_line, _done, _echo_texts, _is_text,
-                   _load_data, _load_model, _need, _nonempty, _source, _tags, cli, constraint_options,
+                   _load_data, _load_model, _need, _nonempty, _reading, _tags, cli, constraint_options,
                    data_option, generation_device_option, image_input_options, run_argument, text_source_options)
 
 
@@ -147,7 +147,7 @@ def reconstruct(run, texts, data, split, resize, binarize, seed, text_column, en
         from ..texts import read_texts
 
         inputs = _nonempty(texts, "reconstruct") or read_texts(_need(data, "--data or TEXT", "text"),
-                                                               _source(text_column, encoding), limit=n)
+                                                               _reading(text_column, encoding), limit=n)
         outputs = model.reconstruct(inputs)
         _echo_texts([f"{a}\n  => {b}" for a, b in zip(inputs, outputs)], out, "reconstructions")
         return

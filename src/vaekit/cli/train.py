@@ -268,6 +268,7 @@ def train_text_command(ctx, data, out, text_column, title_column, label_column, 
           --pretokenized --out runs/ptb
     """
     from ..config import TrainConfig
+    from ..data.text import ReadOptions
     from ..data.tokenizer import TokenizerConfig
     from ..texts import train_text
 
@@ -314,8 +315,8 @@ def train_text_command(ctx, data, out, text_column, title_column, label_column, 
         overrides["decoder_layers"] = layers or base["decoder_layers"]
     if decoder_hidden:
         overrides["decoder_hidden"] = decoder_hidden
-    source = {"text_column": text_column, "title_column": title_column, "label_column": label_column,
-              "tags_column": tags_column, "condition_column": condition_column, "encoding": encoding}
+    reading = ReadOptions(text_column=text_column, title_column=title_column, label_column=label_column,
+                          tags_column=tags_column, condition_column=condition_column, encoding=encoding)
     condition = None
     if condition_embedding is not None:
         condition = DenseCondition(condition_embedding, encoder=sentence_encoder, train=train_word_vectors,
@@ -344,7 +345,7 @@ def train_text_command(ctx, data, out, text_column, title_column, label_column, 
                  if ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE]
         if given:
             raise VaekitError(f"--{given[0].replace('_name', '').replace('_', '-')} needs --backbone pretrained")
-    run = train_text(data, out, source=source, val_data=val_data, backbone=pretrained,
+    run = train_text(data, out, reading=reading, val_data=val_data, backbone=pretrained,
                      tokenizer_config=TokenizerConfig(kind=tokenizer_kind, vocab_size=vocab_size, lowercase=lowercase,
                                                       pretokenized=pretokenized),
                      preset=preset, model_overrides=overrides, training=training, unit=unit, max_tokens=max_tokens,

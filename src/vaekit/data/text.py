@@ -46,8 +46,24 @@ def parse_tags(value) -> tuple[str, ...]:
 
 
 @dataclasses.dataclass(frozen=True)
+class ReadOptions:
+    """How to read a corpus file's records: the CSV/JSONL columns that hold the text, a title put before it, a label,
+    tags and a condition text, and the file's encoding. ``at(path)`` gives the TextSource that reads that file."""
+
+    text_column: str | None = None
+    title_column: str | None = None
+    label_column: str | None = None
+    encoding: str = "utf-8"
+    tags_column: str | None = None
+    condition_column: str | None = None
+
+    def at(self, path: str | Path) -> "TextSource":
+        return TextSource(str(path), **dataclasses.asdict(self))
+
+
+@dataclasses.dataclass(frozen=True)
 class TextSource:
-    """How to read a corpus: the path and the column options, recorded in the run's config."""
+    """How to read a corpus: the path and the column options (ReadOptions), recorded in the run's config."""
 
     path: str
     text_column: str | None = None
