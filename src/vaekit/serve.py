@@ -128,6 +128,9 @@ class VaryRequest(_Body):
     min_similarity: float | None = Field(None, ge=-1, le=1, description="Minimum similarity to the input")
     keep_words: float | None = Field(None, ge=0, le=1, description="Models trained with word hints: the share of the "
                                      "input's content words each variation's decoder is given (default: the model's)")
+    rank: Literal["likelihood", "similarity"] | None = Field(
+        None, description="Order of the candidates: the model's likelihood, or similarity to the input (3n drawn, the n "
+                          "most similar kept); default: the model's")
 
 
 class SampleRequest(_Body):
@@ -438,17 +441,16 @@ def create_app(models: dict[str, str | Path] | dict[str, Served], limits: Limits
         no_conditions(body, s)
 
         def work():
-            wants_similarity = body.min_similarity is not None
             result = s.model.vary(body.text, n=body.n, require=body.require, ban=body.ban,
-                                  min_similarity=body.min_similarity, similarity=similarity if wants_similarity else None,
+                                  min_similarity=body.min_similarity, similarity=similarity,
                                   max_draws=limits.max_draws, seed=body.seed, temperature=body.temperature,
                                   strategy=body.strategy, top_p=body.top_p, label=body.label, tags=body.tags,
-                                  condition_text=body.condition_text, keep_words=body.keep_words)
+                                  condition_text=body.condition_text, keep_words=body.keep_words, rank=body.rank)
             if result.drawn is None:  # nothing constrained: every distinct candidate drawn passed
                 result.drawn = result.passed = len(result)
                 result.rejected = {"require": 0, "ban": 0, "length": 0, "similarity": 0}
             sims = result.similarities
-            if not wants_similarity and result:
+            if sims is None and result:
                 sims = similarity(body.text, result.texts) or [None] * len(result)
             return {"model": s.name, "input": body.text,
                     "variations": [{"text": v.text, "score": round(v.score, 4),

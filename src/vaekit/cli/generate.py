@@ -36,18 +36,23 @@ from .base import (CONTEXT, _binarize, _condition_text, _constraint_line, _done,
               help="Conditional models: the input's own label (default: the most likely one under the model).")
 @click.option("--source-tags", default=None, metavar="A,B",
               help="Conditional models with tags: the input's own tags (default: none).")
+@click.option("--rank", type=click.Choice(["likelihood", "similarity"]), default=None,
+              help="Order of the candidates: likelihood (the model's mean log-probability per token given the input's "
+                   "code) or similarity (sentence-embedding cosine to the input: 3N candidates drawn, the N most "
+                   "similar kept) [default: the model's: similarity for --backbone pretrained, else likelihood].")
 @constraint_options
 @click.option("--similarity-model", default=None,
-              help="Sentence-transformers model for --min-similarity (default: bundled all-MiniLM-L6-v2).")
+              help="Sentence-transformers model for --min-similarity and --rank similarity (default: bundled "
+                   "all-MiniLM-L6-v2).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (text and score of each variation).")
 @generation_device_option
-def vary(run, text, n, temperature, strategy, top_p, seed, keep_copies, keep_words, source_label, source_tags, label, tags,
-         condition_text, keywords, require, ban, min_similarity, min_length, max_length, avoid, radius, max_draws,
-         similarity_model, as_json, device):
+def vary(run, text, n, temperature, strategy, top_p, seed, keep_copies, keep_words, source_label, source_tags, rank,
+         label, tags, condition_text, keywords, require, ban, min_similarity, min_length, max_length, avoid, radius,
+         max_draws, similarity_model, as_json, device):
     """Generate N variations of TEXT that keep its meaning and change its wording.
 
     The text is encoded, codes are drawn around its posterior, decoded, de-duplicated (copies of the input
-    dropped) and ranked by the model's mean log-probability per token. A text longer than the model's
+    dropped) and ranked (--rank) by their similarity to the input or by the model's mean log-probability per token. A text longer than the model's
     --max-tokens is varied unit by unit (sentences or paragraphs) and reassembled. Constraints (--require,
     --ban, --min-similarity, lengths, --avoid) draw more candidates, up to --max-draws.
     """
@@ -61,7 +66,7 @@ def vary(run, text, n, temperature, strategy, top_p, seed, keep_copies, keep_wor
                             source_tags=_tags(source_tags), condition_text=_condition_text(condition_text, keywords),
                             require=require, ban=ban, min_similarity=min_similarity, similarity_model=similarity_model,
                             min_length=min_length, max_length=max_length, avoid=avoid, radius=radius,
-                            max_draws=max_draws)
+                            max_draws=max_draws, rank=rank)
     constrained = variations.drawn is not None
     if constrained:
         click.echo(_constraint_line(variations.drawn, variations.passed, variations.rejected, len(variations)),

@@ -78,32 +78,49 @@ class TextFrontEnd:
             return [" ".join(text.split())]
         return split_units(text, self.config.unit)
 
+    RANKS = ("likelihood", "similarity")
+    # the order of vary's candidates when none is asked: "similarity" needs the sentence encoder (vaekit[semantic]),
+    # which the pretrained backbone has and the RNN one may not
+    default_rank = "likelihood"
+
     def vary(self, text: str, n: int = 5, *, seed: int | None = None, require=(), ban=(),
              min_similarity: float | None = None, similarity=None, similarity_model: str | None = None,
              min_length: int | None = None, max_length: int | None = None, avoid: str | None = None,
-             radius: float = 1.0, max_draws: int = 200, **options) -> "Variations":
+             radius: float = 1.0, max_draws: int = 200, rank: str | None = None, **options) -> "Variations":
         """Up to ``n`` variations of ``text`` drawn around its posterior, best first (see vaekit.generate.vary for
         ``temperature``, ``strategy``, ``top_p``, ``keep_copies`` and the conditions ``label``, ``tags``,
         ``source_label``, ``source_tags``, ``condition_text``). Every option of ``vaekit vary`` is here: ``ban``
         masks the words in decoding, ``require``, ``min_length``/``max_length`` (words) and ``min_similarity``
         (sentence-embedding cosine to the input, by ``similarity(text, texts)`` or the encoder
         ``similarity_model``) filter, and ``avoid`` rejects codes within ``radius`` of that text's code; with
-        any of them candidates are drawn in rounds up to ``max_draws``. The result is a list of Variation with
-        the counts ``drawn``, ``passed`` and ``rejected`` (None when nothing was constrained)."""
+        any of them candidates are drawn in rounds up to ``max_draws``. ``rank`` orders the candidates:
+        "likelihood", the mean log-probability per token given the posterior mean, or "similarity", the
+        sentence-embedding cosine to the input (3n candidates drawn, the n most similar kept; ``min_similarity``
+        ranks so too); default ``default_rank``. The result is a list of Variation with the counts ``drawn``,
+        ``passed`` and ``rejected`` (None when nothing was constrained)."""
         from ..generate import code_of, near_mask, vary, vary_constrained
 
+        rank = self.default_rank if rank is None else rank
+        if rank not in self.RANKS:
+            raise VaekitError(f"--rank {rank!r}: choose {' or '.join(self.RANKS)}")
         if avoid is not None:
             centre = code_of(self, avoid)
             options["reject"] = lambda z: near_mask(z, centre, radius)
-        if not any([require, ban, min_similarity is not None, min_length, max_length, avoid]):
+        constrained = any([require, ban, min_similarity is not None, min_length, max_length, avoid])
+        if not constrained and rank == "likelihood":
             return Variations(vary(self, text, n=n, seed=seed, **options))
-        if min_similarity is not None and similarity is None:
+        by_similarity = min_similarity is not None or rank == "similarity"
+        if by_similarity and similarity is None:
             from ..semantic import similarity_function
 
             similarity = similarity_function(similarity_model)
+        if min_similarity is None and rank == "similarity":
+            min_similarity = -1.0  # every candidate passes; they are ranked by their similarity
         result = vary_constrained(self, text, n=n, require=require, ban=ban, min_similarity=min_similarity,
-                                  similarity=similarity, min_length=min_length, max_length=max_length,
-                                  max_draws=max_draws, seed=seed, **options)
+                                  similarity=similarity if by_similarity else None, min_length=min_length,
+                                  max_length=max_length, max_draws=max_draws, seed=seed, **options)
+        if not constrained:
+            return Variations(result.variations, result.similarities)
         return Variations(result.variations, result.similarities, result.drawn, result.passed, result.rejected)
 
     def decoding_context(self, text: str, rows: int, generator=None, keep: float | None = None, single: bool = False,
