@@ -45,7 +45,7 @@ def parse_tags(value) -> tuple[str, ...]:
     return tuple(dict.fromkeys(str(t).strip() for t in items if str(t).strip()))
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class ReadOptions:
     """How to read a corpus file's records: the CSV/JSONL columns that hold the text, a title put before it, a label,
     tags and a condition text, and the file's encoding. ``at(path)`` gives the TextSource that reads that file."""
@@ -58,20 +58,14 @@ class ReadOptions:
     condition_column: str | None = None
 
     def at(self, path: str | Path) -> "TextSource":
-        return TextSource(str(path), **dataclasses.asdict(self))
+        return TextSource(str(path), **{f.name: getattr(self, f.name) for f in dataclasses.fields(ReadOptions)})
 
 
 @dataclasses.dataclass(frozen=True)
-class TextSource:
-    """How to read a corpus: the path and the column options (ReadOptions), recorded in the run's config."""
+class TextSource(ReadOptions):
+    """How to read a corpus: the path and the reading options, recorded in the run's config."""
 
     path: str
-    text_column: str | None = None
-    title_column: str | None = None
-    label_column: str | None = None
-    encoding: str = "utf-8"
-    tags_column: str | None = None
-    condition_column: str | None = None
 
 
 def _kind(path: Path) -> tuple[str, bool]:
