@@ -18,6 +18,15 @@ from typing import Any
 from .errors import VaekitError
 
 
+def choices(cls, field: str) -> list[str]:
+    """The values a Literal-typed config field admits, in the order declared: the one source of a CLI choice list."""
+    annotation = typing.get_type_hints(cls)[field]
+    args = typing.get_args(annotation)
+    if typing.get_origin(annotation) is typing.Union:  # Optional[Literal[...]]
+        args = typing.get_args(next(a for a in args if a is not type(None)))
+    return list(args)
+
+
 def _coerce(value: Any, annotation: Any, where: str) -> Any:
     origin = typing.get_origin(annotation)
     args = typing.get_args(annotation)

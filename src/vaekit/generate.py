@@ -7,7 +7,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import re
-from typing import Iterable, Literal
+from typing import Iterable, Literal, get_args
 
 import torch
 import torch.nn.functional as F
@@ -22,6 +22,7 @@ from .nn.text import _softmax_nll
 log = logging.getLogger(__name__)
 
 Strategy = Literal["sample", "beam", "greedy"]
+STRATEGIES = get_args(Strategy)  # the CLI's and the server's choices
 MAX_VARIATIONS = 100
 COLLAPSED_KL = 0.5  # nats: below this a text's posterior is all but the prior
 

@@ -32,6 +32,7 @@ import torch
 from .anomaly import SCORES
 from .deadline import DeadlinePassed, deadline
 from .errors import VaekitError
+from .generate import Strategy
 from .models import modality_of
 
 log = logging.getLogger(__name__)
@@ -117,7 +118,7 @@ class VaryRequest(_Body):
     text: str = Field(..., description="The text to vary")
     n: int = Field(5, ge=1, strict=True, description="How many variations")
     temperature: float = Field(0.5, ge=0, le=5, description="Spread around the text's posterior (0: its mean)")
-    strategy: Literal["sample", "greedy", "beam"] = "sample"
+    strategy: Strategy = "sample"
     top_p: float = Field(0.9, gt=0, le=1)
     seed: int | None = Field(None, **SEED)
     label: str | None = Field(None, description="Condition: a label (conditional models)")
@@ -141,7 +142,7 @@ class SampleRequest(_Body):
                                                          "the text whose embedding the samples are written with")
     temperature: float = Field(1.0, ge=0, le=5)
     seed: int | None = Field(None, **SEED)
-    strategy: Literal["sample", "greedy", "beam"] = "greedy"
+    strategy: Strategy = "greedy"
     near: str | None = Field(None, description="Text models: draw codes only within radius of this text's code")
     avoid: str | None = Field(None, description="Text models: reject codes within radius of this text's code")
     radius: float = Field(1.0, gt=0, description="Radius of near/avoid, in prior standard deviations")

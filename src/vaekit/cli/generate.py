@@ -8,6 +8,8 @@ import click
 
 from .. import runs
 from ..errors import VaekitError
+from ..generate import STRATEGIES
+from ..models.text_front import TextFrontEnd
 
 from .base import (CONTEXT, _binarize, _condition_text, _constraint_line, _done, _echo_texts, _is_text,
                    _load_data, _load_model, _need, _nonempty, _reading, _tags, cli, constraint_options,
@@ -22,7 +24,7 @@ from .base import (CONTEXT, _binarize, _condition_text, _constraint_line, _done,
 @click.option("--temperature", type=click.FloatRange(min=0), default=0.5, show_default=True,
               help="Spread of the codes drawn around the text's posterior: 1 samples it, 0 decodes its mean; "
                    "lower keeps variations closer to the input.")
-@click.option("--strategy", type=click.Choice(["sample", "beam", "greedy"]), default="sample", show_default=True,
+@click.option("--strategy", type=click.Choice(STRATEGIES), default="sample", show_default=True,
               help="How each code is decoded: nucleus sampling, beam search or greedy.")
 @click.option("--top-p", type=click.FloatRange(0, 1, min_open=True), default=0.9, show_default=True,
               help="Nucleus size for --strategy sample.")
@@ -36,7 +38,7 @@ from .base import (CONTEXT, _binarize, _condition_text, _constraint_line, _done,
               help="Conditional models: the input's own label (default: the most likely one under the model).")
 @click.option("--source-tags", default=None, metavar="A,B",
               help="Conditional models with tags: the input's own tags (default: none).")
-@click.option("--rank", type=click.Choice(["likelihood", "similarity"]), default=None,
+@click.option("--rank", type=click.Choice(TextFrontEnd.RANKS), default=None,
               help="Order of the candidates: likelihood (the model's mean log-probability per token given the input's "
                    "code) or similarity (sentence-embedding cosine to the input: 3N candidates drawn, the N most "
                    "similar kept) [default: the model's: similarity for --backbone pretrained, else likelihood].")
@@ -88,7 +90,7 @@ def vary(run, text, n, temperature, strategy, top_p, seed, keep_copies, keep_wor
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--temperature", type=click.FloatRange(min=0), default=1.0, show_default=True,
               help="Scale of the prior draws (below 1: more typical, less varied).")
-@click.option("--strategy", type=click.Choice(["sample", "beam", "greedy"]), default="greedy", show_default=True,
+@click.option("--strategy", type=click.Choice(STRATEGIES), default="greedy", show_default=True,
               help="Text models: how each code is decoded.")
 @click.option("--near", default=None, metavar="TEXT",
               help="Text models: draw codes only inside the ball of --radius around this text's code.")

@@ -10,8 +10,11 @@ from click.core import ParameterSource
 
 from .. import runs
 from .. import distributed
+from ..config import TrainConfig, choices
 from ..conditions import DenseCondition
+from ..data.tokenizer import TokenizerConfig
 from ..errors import VaekitError
+from ..models import ImageVAEConfig, LMTextVAEConfig, TextVAEConfig
 
 from .base import CONTEXT, Group, cli, data_option, device_option
 
@@ -29,7 +32,7 @@ def run_control_options(f):
     f = click.option("--quiet", is_flag=True, help="No progress bar.")(f)
     f = click.option("--overwrite", is_flag=True, help="Replace an existing run in --out.")(f)
     f = click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint, with its settings.")(f)
-    f = click.option("--lr-schedule", type=click.Choice(["constant", "linear", "cosine", "wsd"]), default="constant",
+    f = click.option("--lr-schedule", type=click.Choice(choices(TrainConfig, "lr_schedule")), default="constant",
                      show_default=True,
                      help="Anneal the learning rate to 0 over the run: linear or cosine in the training's progress, "
                           "steps of --epochs or time of --max-minutes, whichever is further on (linear suits a "
@@ -48,7 +51,7 @@ def run_control_options(f):
                      help="torch.compile the networks (pays a compile time up front; helps most on GPUs).")(f)
     f = device_option("auto", "Where to train: auto takes a CUDA GPU (this process's LOCAL_RANK under torchrun), "
                               "then Apple MPS, then the CPU.")(f)
-    return click.option("--precision", type=click.Choice(["auto", "bf16", "fp16", "fp32"]), default="auto",
+    return click.option("--precision", type=click.Choice(choices(TrainConfig, "precision")), default="auto",
                         show_default=True,
                         help="auto: bf16 autocast where the CPU or GPU computes bf16 natively, else fp32; fp16 (GPUs "
                              "only) adds loss scaling. KL, log-softmax sums and the optimizer always stay fp32.")(f)
@@ -65,11 +68,11 @@ def run_control_options(f):
               help="Total epochs; with --resume, the new total.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=128, show_default=True, help="Images per step.")
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=1e-3, show_default=True, help="Learning rate.")
-@click.option("--optimizer", type=click.Choice(["adam", "rmsprop", "adamw"]), default="adam", show_default=True)
+@click.option("--optimizer", type=click.Choice(choices(TrainConfig, "optimizer")), default="adam", show_default=True)
 @click.option("--val-fraction", type=click.FloatRange(0, 1, max_open=True), default=0.1, show_default=True,
               help="Fraction held out for validation each epoch (0 disables).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for the split, initialisation and sampling.")
-@click.option("--loss", type=click.Choice(["bce", "mse"]), default="bce", show_default=True,
+@click.option("--loss", type=click.Choice(choices(ImageVAEConfig, "loss")), default="bce", show_default=True,
               help="Reconstruction term: Bernoulli (binary cross-entropy) or Gaussian (squared error).")
 @click.option("--binarize", type=click.Choice(["none", "threshold", "dynamic"]), default="none", show_default=True,
               help="none: grey levels as probabilities; threshold: pixel > 0.5; dynamic: a fresh Bernoulli draw "
@@ -93,7 +96,6 @@ def train_image_command(ctx, data, out, preset, latent_dim, epochs, batch_size, 
       vaekit train image --data ../shared/data/mnist --out runs/cvae --conditional
       vaekit train image --out runs/mnist --resume --epochs 20
     """
-    from ..config import TrainConfig
     from ..images import train_image
 
     _check_resume(ctx, resume, overwrite, data, RESUMABLE)
@@ -172,11 +174,11 @@ TEXT_RESUMABLE = RESUMABLE | {"text_column", "title_column", "label_column", "ta
 @click.option("--encoding", default="utf-8", show_default=True, help="Text encoding of the input files.")
 @click.option("--val-data", type=click.Path(path_type=Path), default=None,
               help="A separate validation corpus (then --val-fraction is not used).")
-@click.option("--unit", type=click.Choice(["sentence", "paragraph", "document"]), default="sentence", show_default=True,
+@click.option("--unit", type=click.Choice(choices(TextVAEConfig, "unit")), default="sentence", show_default=True,
               help="Documents longer than --max-tokens are split into these units (document: truncate instead).")
 @click.option("--max-tokens", type=click.IntRange(min=1), default=64, show_default=True,
               help="Longest text in tokens; longer ones are truncated (and counted in the log).")
-@click.option("--tokenizer", "tokenizer_kind", type=click.Choice(["word", "bpe"]), default="word", show_default=True,
+@click.option("--tokenizer", "tokenizer_kind", type=click.Choice(choices(TokenizerConfig, "kind")), default="word", show_default=True,
               help="word: the --vocab-size most frequent words, others become <unk>; bpe: subword units.")
 @click.option("--vocab-size", type=click.IntRange(min=8), default=20000, show_default=True, help="Vocabulary size, special tokens included.")
 @click.option("--lowercase/--no-lowercase", default=True, show_default=True, help="Lowercase before tokenizing.")
@@ -195,7 +197,7 @@ TEXT_RESUMABLE = RESUMABLE | {"text_column", "title_column", "label_column", "ta
 @click.option("--encoder", "encoder_name", default=None,
               help="--backbone pretrained: a sentence-transformers or BERT-style encoder by name or folder "
                    "[default: the bundled all-MiniLM-L6-v2].")
-@click.option("--finetune", type=click.Choice(["lora", "full", "none"]), default="lora", show_default=True,
+@click.option("--finetune", type=click.Choice(choices(LMTextVAEConfig, "finetune")), default="lora", show_default=True,
               help="--backbone pretrained: train LoRA adapters on the frozen LM, the whole LM, or only z's injections.")
 @click.option("--lora-rank", type=click.IntRange(min=1), default=8, show_default=True,
               help="--backbone pretrained: rank of the LoRA adapters (on the attention's q and v projections).")
@@ -205,7 +207,7 @@ TEXT_RESUMABLE = RESUMABLE | {"text_column", "title_column", "label_column", "ta
               help="--backbone pretrained: the decoder also reads a random subset of each text's content words in its "
                    "prompt (none for 30%% of texts, and never when a likelihood is computed); vary then gives it the "
                    "input's words (vaekit vary --keep-words), so that variations keep the input's meaning.")
-@click.option("--rnn", type=click.Choice(["gru", "lstm"]), default=None, help="Recurrent cell for encoder and decoder.")
+@click.option("--rnn", type=click.Choice(choices(TextVAEConfig, "rnn")), default=None, help="Recurrent cell for encoder and decoder.")
 @click.option("--bidirectional/--unidirectional", default=True, show_default=True,
               help="Encoder reads each text both ways, or forward only (Bowman et al. 2016's encoder; training steps "
                    "about 1.2x faster at Sentence-VAE sizes).")
@@ -215,7 +217,7 @@ TEXT_RESUMABLE = RESUMABLE | {"text_column", "title_column", "label_column", "ta
 @click.option("--embedding-dim", type=click.IntRange(min=1), default=None, help="Word embedding size.")
 @click.option("--latent-dim", type=click.IntRange(min=1), default=None, help="Latent dimensions.")
 @click.option("--tie-embeddings", is_flag=True, help="Score output words with the input embedding matrix.")
-@click.option("--output", "output_layer", type=click.Choice(["softmax", "adaptive"]), default="softmax", show_default=True,
+@click.option("--output", "output_layer", type=click.Choice(choices(TextVAEConfig, "output")), default="softmax", show_default=True,
               help="Decoder output layer. softmax: score every word at every step; adaptive: the adaptive softmax "
                    "(Grave et al. 2017), frequent words in a small head and rarer ones in clusters behind it, an exact "
                    "distribution that makes a PTB training step about 1.6x faster (word vocabularies; not with --tie-embeddings).")
@@ -225,7 +227,7 @@ TEXT_RESUMABLE = RESUMABLE | {"text_column", "title_column", "label_column", "ta
 @click.option("--dropout", type=click.FloatRange(0, 1, max_open=True), default=None, help="Dropout on embeddings and decoder outputs.")
 @click.option("--word-dropout", type=click.FloatRange(0, 1, max_open=True), default=0.0, show_default=True,
               help="Replace decoder inputs by <unk> with this probability (Bowman et al. 2016), forcing use of z.")
-@click.option("--kl-schedule", type=click.Choice(["constant", "linear", "logistic", "cyclical"]), default="linear",
+@click.option("--kl-schedule", type=click.Choice(choices(TrainConfig, "kl_schedule")), default="linear",
               show_default=True, help="KL weight over training: annealing (Bowman et al. 2016) or cyclical (Fu et al. 2019).")
 @click.option("--kl-warmup-steps", type=click.IntRange(min=0), default=0, show_default=True,
               help="Steps for linear/logistic annealing to reach --beta (0: a third of training).")
@@ -238,7 +240,7 @@ TEXT_RESUMABLE = RESUMABLE | {"text_column", "title_column", "label_column", "ta
 @click.option("--epochs", type=click.IntRange(min=1), default=10, show_default=True, help="Total epochs; with --resume, the new total.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True, help="Texts per step.")
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=1e-3, show_default=True, help="Learning rate.")
-@click.option("--optimizer", type=click.Choice(["adam", "rmsprop", "adamw"]), default="adam", show_default=True)
+@click.option("--optimizer", type=click.Choice(choices(TrainConfig, "optimizer")), default="adam", show_default=True)
 @click.option("--grad-clip", type=click.FloatRange(min=0), default=5.0, show_default=True, help="Clip the gradient norm (0: off).")
 @click.option("--val-fraction", type=click.FloatRange(0, 1, max_open=True), default=0.1, show_default=True,
               help="Fraction of documents held out for validation.")
@@ -267,9 +269,7 @@ def train_text_command(ctx, data, out, text_column, title_column, label_column, 
       vaekit train text --data ../shared/data/ptb/ptb.train.txt --val-data ../shared/data/ptb/ptb.valid.txt \\
           --pretokenized --out runs/ptb
     """
-    from ..config import TrainConfig
     from ..data.text import ReadOptions
-    from ..data.tokenizer import TokenizerConfig
     from ..texts import train_text
 
     _check_resume(ctx, resume, overwrite, data, TEXT_RESUMABLE)
