@@ -102,10 +102,10 @@ def vary_latency(args) -> None:
     times = []
     for i in range(args.calls + 2):
         start = time.perf_counter()
-        model.vary(held[i % len(held)], n=5, seed=i)
+        model.vary(held[i % len(held)], n=5, seed=i, rank=args.rank)
         times.append(time.perf_counter() - start)
     times = sorted(times[2:])
-    emit({"bench": "lm_text_vary_latency", "calls": args.calls, "median_ms": round(1000 * statistics.median(times), 1),
+    emit({"bench": "lm_text_vary_latency", "calls": args.calls, "rank": args.rank or model.default_rank, "median_ms": round(1000 * statistics.median(times), 1),
           "p95_ms": round(1000 * times[int(0.95 * (len(times) - 1))], 1)})
 
 
@@ -265,6 +265,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--steps", type=int, default=10, help="speed: timed steps each")
     parser.add_argument("--calls", type=int, default=50, help="vary: timed calls")
+    parser.add_argument("--rank", choices=["likelihood", "similarity"], default=None, help="vary: the ranking (default: the model's)")
     parser.add_argument("--inputs", type=int, default=200, help="quality: held-out headlines")
     parser.add_argument("--fluency-inputs", type=int, default=50, help="quality: headlines scored for fluency")
     parser.add_argument("--temperature", type=float, default=1.0)

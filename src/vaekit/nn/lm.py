@@ -35,6 +35,17 @@ def base_autocast(dtype: torch.dtype, device: torch.device):
     return torch.autocast(device.type, dtype=dtype)
 
 
+def _attention_kernel(device: torch.device):
+    """PyTorch's plain ("math") attention when training on the CPU: at headline lengths the CPU flash-attention
+    backward took 30% of a step, and a training step of 16 headlines took 1.86 s with the math kernel against 2.46 s
+    (benchmarks/bench_lm_text.py speed, 2026-12-07). Decoding and GPUs keep PyTorch's choice."""
+    if device.type != "cpu" or not torch.is_grad_enabled():
+        return contextlib.nullcontext()
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    return sdpa_kernel(SDPBackend.MATH)
+
+
 class KVState:
     """The decoder's attention cache, one (keys, values) pair per layer, each (b, k, t, a); the first position
     holds z's memory. ``mask`` (b, t), where rows have prompts of different lengths (word hints, left-padded): which
@@ -168,7 +179,7 @@ class LMDecoder(nn.Module):
             full = torch.cat([state.mask, new], dim=1)  # (b, past + t)
             positions = state.mask.sum(1, keepdim=True) + new.cumsum(1) - 1  # (b, t): padding repeats a position
             masking = dict(attention_mask=full.long(), position_ids=positions.clamp_min(0))
-        with base_autocast(self.output_weight.dtype, code.device):
+        with base_autocast(self.output_weight.dtype, code.device), _attention_kernel(code.device):
             if embedded is None:
                 embedded = self.lm.get_input_embeddings()(lm_ids)  # (b, t, h)
             else:
