@@ -118,6 +118,16 @@ def test_image_readers_give_images_or_one_line(case, in_folder, resize):
     shutil.rmtree(path.parent)
 
 
+def test_npy_header_with_a_null_byte_is_one_line(tmp_path):
+    """Found by the fuzz test above: numpy parses a .npy header with Python's tokenizer, which raises
+    tokenize.TokenError (not a ValueError) for a header whose first byte became a null byte."""
+    data = bytearray(_npy_bytes())
+    data[10] = 0  # '{', the header's first byte, after the magic, the version and the header length
+    (tmp_path / "x.npy").write_bytes(bytes(data))
+    with pytest.raises(VaekitError, match=r"x\.npy: cannot be read as a NumPy array"):
+        load_images(tmp_path / "x.npy")
+
+
 @pytest.fixture(scope="module")
 def saved_runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("fuzz-runs")

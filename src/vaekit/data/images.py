@@ -9,6 +9,7 @@ import dataclasses
 import gzip
 import re
 import struct
+import tokenize
 import zipfile
 import zlib
 from pathlib import Path
@@ -141,8 +142,10 @@ def _array_to_nchw(array: np.ndarray, where: str) -> np.ndarray:
     raise VaekitError(f"{where}: array of shape {array.shape} is not (n, h, w), (n, h, w, c) or (n, c, h, w) with c = 1 or 3")
 
 
-# what numpy raises for a damaged .npy or .npz (a cut file, a broken zip, a bad compressed stream or header)
-UNREADABLE_ARRAY = (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error, KeyError, struct.error)
+# what numpy raises for a damaged .npy or .npz (a cut file, a broken zip, a bad compressed stream or header; numpy
+# reads the header with Python's tokenizer, which raises TokenError for some damaged ones)
+UNREADABLE_ARRAY = (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error, KeyError, struct.error,
+                    tokenize.TokenError)
 
 
 def _load_array(path: Path) -> ImageDataset:
