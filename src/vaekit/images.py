@@ -14,7 +14,7 @@ from . import runs
 from . import viz
 from . import distributed
 from .config import TrainConfig, from_dict, read_json
-from .data.images import ImageDataset, load_images, model_batches, pixels
+from .data.images import BINARIZE, ImageDataset, load_images, model_batches, pixels
 from .errors import VaekitError
 from .evaluate import evaluate
 from .models.image import PRESETS, ImageVAE, ImageVAEConfig
@@ -61,8 +61,8 @@ def _prepare_images(data, out: Path, training: TrainConfig, saved: dict | None, 
         data_info = saved.get("data", {})
         binarize, resize = data_info.get("binarize", "none"), data_info.get("resize")
         data = data_of_resumed_run(data, data_info.get("path"), out)
-    if binarize not in ("none", "threshold", "dynamic"):
-        raise VaekitError(f"--binarize {binarize!r}: choose none, threshold or dynamic")
+    if binarize not in BINARIZE:
+        raise VaekitError(f"--binarize {binarize!r}: choose {', '.join(BINARIZE)}")
     dataset = data if isinstance(data, ImageDataset) else load_images(data, resize=resize, split="train")
     train_set, val_set = dataset.split(training.val_fraction, training.seed)
     c, h, w = dataset.shape

@@ -34,6 +34,7 @@ from .deadline import DeadlinePassed, deadline
 from .errors import VaekitError
 from .generate import Strategy
 from .models import modality_of
+from .models.text_front import Rank
 
 log = logging.getLogger(__name__)
 
@@ -129,7 +130,7 @@ class VaryRequest(_Body):
     min_similarity: float | None = Field(None, ge=-1, le=1, description="Minimum similarity to the input")
     keep_words: float | None = Field(None, ge=0, le=1, description="Models trained with word hints: the share of the "
                                      "input's content words each variation's decoder is given (default: the model's)")
-    rank: Literal["likelihood", "similarity"] | None = Field(
+    rank: Rank | None = Field(
         None, description="Order of the candidates: the model's likelihood, or similarity to the input (3n drawn, the n "
                           "most similar kept); default: the model's")
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from ..data.images import BINARIZE
 from ..distributed import DEVICES, resolve_device
 from ..errors import NonFiniteLossError, VaekitError, require_text
 from ..models import modality_of
@@ -55,7 +56,7 @@ def image_input_options(f):
     """--split, --resize, --binarize and --seed, for the commands that read images with a model."""
     f = click.option("--seed", type=int, default=0, show_default=True,
                      help="Seed for stochastic binarization and sampling.")(f)
-    f = click.option("--binarize", type=click.Choice(["none", "threshold", "dynamic"]), default=None,
+    f = click.option("--binarize", type=click.Choice(BINARIZE), default=None,
                      help="Images: how pixels are binarized before encoding; default: as the run was trained "
                           "(dynamic becomes one fixed stochastic binarization drawn with --seed).")(f)
     f = click.option("--resize", metavar="HxW", default=None, help="Images: resize every image to H x W pixels.")(f)

@@ -54,8 +54,9 @@ def vary(run, text, n, temperature, strategy, top_p, seed, keep_copies, keep_wor
     """Generate N variations of TEXT that keep its meaning and change its wording.
 
     The text is encoded, codes are drawn around its posterior, decoded, de-duplicated (copies of the input
-    dropped) and ranked (--rank) by their similarity to the input or by the model's mean log-probability per token. A text longer than the model's
-    --max-tokens is varied unit by unit (sentences or paragraphs) and reassembled. Constraints (--require,
+    dropped) and ranked (--rank) by their similarity to the input or by the model's mean log-probability per
+    token. A text longer than the model's --max-tokens is varied unit by unit (sentences or paragraphs) and
+    reassembled. Constraints (--require,
     --ban, --min-similarity, lengths, --avoid) draw more candidates, up to --max-draws.
     """
     if n == 0:

@@ -12,9 +12,12 @@ from .. import runs
 from .. import distributed
 from ..config import TrainConfig, choices
 from ..conditions import DenseCondition
+from ..data.images import BINARIZE
 from ..data.tokenizer import TokenizerConfig
 from ..errors import VaekitError
 from ..models import ImageVAEConfig, LMTextVAEConfig, TextVAEConfig
+from ..models.image import PRESETS as IMAGE_PRESETS
+from ..models.text import PRESETS as TEXT_PRESETS
 
 from .base import CONTEXT, Group, cli, data_option, device_option
 
@@ -60,7 +63,7 @@ def run_control_options(f):
 @train.command("image", context_settings=CONTEXT)
 @data_option(required=False, help_extra=" Required unless --resume.")
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Run folder to write.")
-@click.option("--preset", type=click.Choice(["seed", "default"]), default="default", show_default=True,
+@click.option("--preset", type=click.Choice(list(IMAGE_PRESETS)), default="default", show_default=True,
               help="seed: the design documents' network exactly (Conv 32/64 stride 2, Dense 16, latent 2). "
                    "default: wider, latent 32, for quality.")
 @click.option("--latent-dim", type=click.IntRange(min=1), default=None, help="Latent dimensions (overrides the preset).")
@@ -74,7 +77,7 @@ def run_control_options(f):
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for the split, initialisation and sampling.")
 @click.option("--loss", type=click.Choice(choices(ImageVAEConfig, "loss")), default="bce", show_default=True,
               help="Reconstruction term: Bernoulli (binary cross-entropy) or Gaussian (squared error).")
-@click.option("--binarize", type=click.Choice(["none", "threshold", "dynamic"]), default="none", show_default=True,
+@click.option("--binarize", type=click.Choice(BINARIZE), default="none", show_default=True,
               help="none: grey levels as probabilities; threshold: pixel > 0.5; dynamic: a fresh Bernoulli draw "
                    "every time an image is seen.")
 @click.option("--resize", metavar="HxW", default=None, help="Resize every image to H x W pixels (needed for mixed sizes).")
@@ -183,7 +186,7 @@ TEXT_RESUMABLE = RESUMABLE | {"text_column", "title_column", "label_column", "ta
 @click.option("--vocab-size", type=click.IntRange(min=8), default=20000, show_default=True, help="Vocabulary size, special tokens included.")
 @click.option("--lowercase/--no-lowercase", default=True, show_default=True, help="Lowercase before tokenizing.")
 @click.option("--pretokenized", is_flag=True, help="The text is already tokenized (e.g. Penn Treebank): split on whitespace only.")
-@click.option("--preset", type=click.Choice(["seed", "default"]), default="default", show_default=True,
+@click.option("--preset", type=click.Choice(list(TEXT_PRESETS)), default="default", show_default=True,
               help="seed: the design documents' sizes (Embedding 64, BiGRU 32 -> BiGRU 16 -> Dense 16, latent 32); "
                    "default: embedding 256, BiGRU 256, GRU decoder 512, latent 32.")
 @click.option("--backbone", type=click.Choice(["rnn", "pretrained"]), default="rnn", show_default=True,
@@ -306,8 +309,6 @@ def train_text_command(ctx, data, out, text_column, title_column, label_column, 
     if dropout is not None:
         overrides["dropout"] = dropout
     if hidden or layers:
-        from ..models.text import PRESETS as TEXT_PRESETS
-
         base = TEXT_PRESETS[preset]
         size = hidden or base["encoder_hidden"][0]
         overrides["encoder_hidden"] = (size,) * (layers or len(base["encoder_hidden"]))

@@ -13,7 +13,7 @@ import tokenize
 import zipfile
 import zlib
 from pathlib import Path
-from typing import Iterator, Literal
+from typing import Iterator, Literal, get_args
 
 import numpy as np
 import torch
@@ -23,6 +23,7 @@ from ..errors import VaekitError
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
 IDX_IMAGES = re.compile(r"images[-.]idx3[-.]ubyte(\.gz)?$")
 Binarize = Literal["none", "threshold", "dynamic"]
+BINARIZE = get_args(Binarize)  # the CLI's choices and the trainer's check
 
 
 @dataclasses.dataclass

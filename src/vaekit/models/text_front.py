@@ -6,6 +6,7 @@ vaekit.generate uses."""
 from __future__ import annotations
 
 import contextlib
+from typing import Literal, get_args
 
 import numpy as np
 import torch
@@ -16,6 +17,9 @@ from ..distributed import to_device
 from ..distributions import draw
 from ..errors import VaekitError, require_text
 from .base import generator_for
+
+# vary's orders of candidates (TextFrontEnd.vary's rank; the CLI's and the server's choices)
+Rank = Literal["likelihood", "similarity"]
 
 
 class Variations(list):
@@ -78,7 +82,7 @@ class TextFrontEnd:
             return [" ".join(text.split())]
         return split_units(text, self.config.unit)
 
-    RANKS = ("likelihood", "similarity")
+    RANKS = get_args(Rank)
     # the order of vary's candidates when none is asked: "similarity" needs the sentence encoder (vaekit[semantic]),
     # which the pretrained backbone has and the RNN one may not
     default_rank = "likelihood"
