@@ -329,3 +329,41 @@ def test_vary_offers_texts_cut_at_max_tokens_only_after_finished_ones(monkeypatc
     # a word-hints decoder that writes its hint back as a list ("Hundreds, homes, people, Southern, forced, Wales")
     assert generate._word_list("hundreds, homes, people, southern, forced, wales")
     assert not generate._word_list("Eat, Pray, Love") and not generate._word_list("Apples, pears, plums and figs are ripe")
+
+
+def test_fluency_is_the_base_lm_alone_whatever_the_adapters_learnt():
+    """LMTextVAE.fluency asks the pretrained LM as it was (adapters off, no z, no hints): the same figure as the
+    unwrapped transformers model gives the text after the start prompt; a fully fine-tuned LM has no base left."""
+    from transformers import AutoModelForCausalLM
+
+    model = tiny_lm_text_vae().eval()
+    with torch.no_grad():  # adapters that have learnt something: the LM with them is another LM
+        for name, param in model.named_parameters():
+            if "lora_B" in name:
+                param.normal_(std=0.5)
+    texts = ["the black cat sat on the red mat.", "shares fell sharply in early trading."]
+    base = AutoModelForCausalLM.from_pretrained(str(tiny_backbones()[0])).eval()
+    expected = []
+    for text in texts:
+        ids = [model.decoder.bos_id, *(i - 4 for i in model.tokenizer.encode(text)), model.decoder.eos_id]
+        with torch.no_grad():
+            expected.append(float(base(torch.tensor([ids]), labels=torch.tensor([ids])).loss))
+    assert model.fluency(texts) == pytest.approx(expected, abs=2e-2)
+    assert tiny_lm_text_vae(finetune="full").fluency(texts) is None
+
+
+def test_vary_offers_variations_far_less_fluent_than_the_input_last():
+    """vary_constrained with a fluency judge: candidates more than FLUENCY_MARGIN nats per token worse than the
+    input come after every fluent one, each group in its own order (here, by score)."""
+    from vaekit.generate import FLUENCY_MARGIN, vary_constrained
+
+    model = tiny_lm_text_vae().eval()
+    text = "the black cat sat on the red mat."
+    judge = lambda texts: [len(t) / 8 for t in texts]  # noqa: E731 (a shorter text reads "better" here)
+    result = vary_constrained(model, text, n=12, seed=0, temperature=2.0, fluency=judge)
+    fluent = [len(v.text) / 8 <= len(text) / 8 + FLUENCY_MARGIN for v in result.variations]
+    assert True in fluent and False in fluent, [v.text for v in result.variations]
+    assert fluent == sorted(fluent, reverse=True)
+    for group in (True, False):
+        scores = [v.score for v, ok in zip(result.variations, fluent) if ok == group]
+        assert scores == sorted(scores, reverse=True)

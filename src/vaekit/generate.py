@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import re
 from typing import Iterable, Literal, get_args
 
@@ -25,6 +26,9 @@ Strategy = Literal["sample", "beam", "greedy"]
 STRATEGIES = get_args(Strategy)  # the CLI's and the server's choices
 MAX_VARIATIONS = 100
 COLLAPSED_KL = 0.5  # nats: below this a text's posterior is all but the prior
+# nats per token: a variation whose base-LM fluency is this much worse than its input's is offered after the others
+# (vary_constrained's ``fluency``); the issue's judge of "reads as well as the input" (benchmarks/bench_lm_text.py)
+FLUENCY_MARGIN = 1.0
 
 
 def _step_logits(model, tokens: torch.Tensor, z: torch.Tensor, state, banned: torch.Tensor | None, scored: int = 0):
@@ -456,14 +460,17 @@ def _prepare_filters(model, require: Iterable[str], ban: Iterable[str], min_simi
 def vary_constrained(model, text: str, n: int = 5, *, require: Iterable[str] = (), ban: Iterable[str] = (),
                      min_similarity: float | None = None, similarity=None, min_length: int | None = None,
                      max_length: int | None = None, max_draws: int = 200, seed: int | None = None,
-                     **vary_options) -> ConstrainedResult:
+                     fluency=None, **vary_options) -> ConstrainedResult:
     """Variations of ``text`` that meet constraints: banned words are masked in decoding (and filtered, for
     multi-token words); required words, length bounds (in words) and a minimum similarity to the input (by
     ``similarity(input, candidates) -> list[float]``) are post-filters. Candidates are drawn in rounds until
-    ``n`` pass or ``max_draws`` distinct candidates were looked at; it never loops forever."""
+    ``n`` pass or ``max_draws`` distinct candidates were looked at; it never loops forever. The ones that pass are
+    ordered by their similarity (else their score); with ``fluency(texts) -> mean NLL per token`` (the base LM's,
+    LMTextVAE.fluency), those more than FLUENCY_MARGIN nats per token less fluent than the input come last."""
     require, ban, banned = _prepare_filters(model, require, ban, min_similarity, similarity)
     base_seed = seed if seed is not None else torch.seed() % 2**31
-    kept: list[tuple[Variation, float | None]] = []
+    worst = (fluency([text]) or [math.inf])[0] + FLUENCY_MARGIN if fluency is not None else math.inf
+    kept: list[tuple[Variation, float | None, bool]] = []  # (variation, its similarity, whether it is fluent)
     seen: set[str] = set()
     rejected = _rejections()
     rounds = 0
@@ -478,11 +485,13 @@ def vary_constrained(model, text: str, n: int = 5, *, require: Iterable[str] = (
         seen.update(_normalise(v.text) for v in batch)
         passing = _post_filter([v.text for v in batch], rejected, require, ban, min_length, max_length, text,
                                similarity, min_similarity)
-        kept += [(batch[i], s) for i, s in passing]
+        nll = (fluency([batch[i].text for i, _ in passing]) if fluency is not None and passing else None) \
+            or [-math.inf] * len(passing)
+        kept += [(batch[i], s, f <= worst) for (i, s), f in zip(passing, nll)]
     passed = len(kept)
-    kept.sort(key=lambda item: -(item[1] if item[1] is not None else item[0].score))
+    kept.sort(key=lambda item: (not item[2], -(item[1] if item[1] is not None else item[0].score)))
     kept = kept[:n]
-    return ConstrainedResult([v for v, _ in kept], [s for _, s in kept], len(seen), passed, rejected)
+    return ConstrainedResult([v for v, _, _ in kept], [s for _, s, _ in kept], len(seen), passed, rejected)
 
 
 @torch.no_grad()

@@ -22,8 +22,9 @@ refuses base weights that differ.
 """
 from __future__ import annotations
 
-import math
+import contextlib
 import dataclasses
+import math
 import random
 import warnings
 from pathlib import Path
@@ -367,6 +368,35 @@ class LMTextVAE(TextVAE):
         for row in lists:
             rng.shuffle(row)
         return self.decoder.reading(self.hint_prompts(lists))
+
+    # --- fluency: what the unmodified base LM thinks of a text ---------------------------------
+    @torch.no_grad()
+    def fluency(self, texts: list[str]) -> list[float] | None:
+        """Each text's mean negative log-likelihood per token (nats, its end token included) under the base LM as it
+        was pretrained: the adapters switched off, no z, no word hints, after the decoder's start prompt. None
+        where the LM itself was fine-tuned (``finetune="full"``): no base is left to ask. vary ranks by it
+        (generate.vary_constrained's ``fluency``): a variation should read as well as its input."""
+        if self.config.finetune == "full" or not texts:
+            return None if texts else []
+        start = [*self.decoder.prefix.tolist(), self.decoder.bos_id]
+        rows = [start + [i - OFFSET for i in self.tokenizer.encode(text)] + [self.decoder.eos_id] for text in texts]
+        t = max(map(len, rows))
+        ids = torch.zeros(len(rows), t, dtype=torch.long)
+        mask = torch.zeros(len(rows), t, dtype=torch.long)
+        for i, row in enumerate(rows):
+            ids[i, :len(row)], mask[i, :len(row)] = torch.tensor(row), 1
+        ids, mask = ids.to(self.device), mask.to(self.device)
+        lm = self.decoder.lm
+        plain = lm.disable_adapter() if hasattr(lm, "disable_adapter") else contextlib.nullcontext()
+        from ..generate import _decoding_autocast
+
+        base = self.decoder.output_weight.dtype
+        with plain, base_autocast(base, ids.device) if base != torch.float32 else _decoding_autocast(ids.device):
+            hidden = self.decoder._base()(input_ids=ids, attention_mask=mask).last_hidden_state  # (b, t, h)
+        real = mask[:, len(start):].bool()  # (b, t - s): the text's tokens and its end token
+        token_nll = self._token_nll(hidden[:, len(start) - 1:-1][real], ids[:, len(start):][real])  # (n,)
+        total = torch.zeros(len(rows), device=token_nll.device).index_add_(0, real.nonzero()[:, 0], token_nll)
+        return (total / real.sum(1)).tolist()
 
     # --- the VAE pieces -------------------------------------------------------------------------
     def _texts(self, x: TextBatch) -> list[str]:

@@ -87,6 +87,11 @@ class TextFrontEnd:
     # which the pretrained backbone has and the RNN one may not
     default_rank = "likelihood"
 
+    def fluency(self, texts: list[str]) -> list[float] | None:
+        """Each text's mean NLL per token under a language model that knows English beyond this corpus, or None
+        where the model has none (the RNN backbone; LMTextVAE asks its pretrained base)."""
+        return None
+
     def vary(self, text: str, n: int = 5, *, seed: int | None = None, require=(), ban=(),
              min_similarity: float | None = None, similarity=None, similarity_model: str | None = None,
              min_length: int | None = None, max_length: int | None = None, avoid: str | None = None,
@@ -100,8 +105,10 @@ class TextFrontEnd:
         any of them candidates are drawn in rounds up to ``max_draws``. ``rank`` orders the candidates:
         "likelihood", the mean log-probability per token given the posterior mean, or "similarity", the
         sentence-embedding cosine to the input (3n candidates drawn, the n most similar kept; ``min_similarity``
-        ranks so too); default ``default_rank``. The result is a list of Variation with the counts ``drawn``,
-        ``passed`` and ``rejected`` (None when nothing was constrained)."""
+        ranks so too); default ``default_rank``. Whenever candidates are drawn in rounds, a model with a base LM
+        (``fluency``) offers those far less fluent than the input last (generate.FLUENCY_MARGIN). The result is a
+        list of Variation with the counts ``drawn``, ``passed`` and ``rejected`` (None when nothing was
+        constrained)."""
         from ..generate import code_of, near_mask, vary, vary_constrained
 
         rank = self.default_rank if rank is None else rank
@@ -122,7 +129,8 @@ class TextFrontEnd:
             min_similarity = -1.0  # every candidate passes; they are ranked by their similarity
         result = vary_constrained(self, text, n=n, require=require, ban=ban, min_similarity=min_similarity,
                                   similarity=similarity if by_similarity else None, min_length=min_length,
-                                  max_length=max_length, max_draws=max_draws, seed=seed, **options)
+                                  max_length=max_length, max_draws=max_draws, seed=seed, fluency=self.fluency,
+                                  **options)
         if not constrained:
             return Variations(result.variations, result.similarities)
         return Variations(result.variations, result.similarities, result.drawn, result.passed, result.rejected)
