@@ -359,3 +359,21 @@ def test_bundled_glove_keeps_the_corpus_words_with_their_vectors():
     stock, market, cat = (vectors([w])[0] for w in ("stock", "market", "cat"))
     cos = lambda a, b: float(a @ b / np.linalg.norm(a) / np.linalg.norm(b))  # noqa: E731
     assert cos(stock, market) > cos(stock, cat)
+
+
+def test_decoding_stops_once_enough_rows_have_finished(labelled):
+    """_decode(enough=k) gives the same texts as a full decode for the rows that finished by the step the k-th one
+    did, and nothing for the rows still writing then; vary(finish=...) ends its rounds so."""
+    from vaekit.generate import _decode, vary
+
+    out, _ = labelled
+    model = vaekit.load(out)
+    z = torch.randn(12, model.latent_dim, generator=torch.Generator().manual_seed(0))
+    code = model.decoder_code(z, torch.zeros(12, dtype=torch.long), None, None)
+    full, _, _ = _decode(model, code, "sample", generator=torch.Generator().manual_seed(1))
+    cut, _, _ = _decode(model, code, "sample", generator=torch.Generator().manual_seed(1), enough=4)
+    finished = sorted(len(row) for row in full if len(row) < model.config.max_tokens)
+    assert len(finished) >= 4
+    stop = finished[3]
+    assert cut == [row if len(row) <= stop else [] for row in full]
+    assert len(vary(model, CAT, n=3, seed=0, oversample=2, finish=0.5, likelihood=False)) == 3

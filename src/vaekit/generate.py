@@ -115,11 +115,15 @@ def decode_ids(model, z: torch.Tensor, strategy: Strategy = "greedy", max_tokens
 def _decode(model, z: torch.Tensor, strategy: Strategy = "greedy", max_tokens: int | None = None,
             top_p: float = 1.0, softmax_temperature: float = 1.0, beam_size: int = 5,
             generator: torch.Generator | None = None, banned: Iterable[int] = (),
-            score_code: torch.Tensor | None = None) -> tuple[list[list[int]], list[float], list[float] | None]:
+            score_code: torch.Tensor | None = None,
+            enough: int | None = None) -> tuple[list[list[int]], list[float], list[float] | None]:
     """decode_ids, and with ``score_code`` (d,) (sampling and greedy decoding) each row's log p(ids + <eos> |
     score_code) as well: a teacher-forced copy of each row decodes under score_code in the same steps, fed the
     tokens the row draws. A decoding step reads the whole output weight for few rows, so the copies cost far less
-    than scoring the texts afterwards (score_texts: a second pass through the decoder and the output layer)."""
+    than scoring the texts afterwards (score_texts: a second pass through the decoder and the output layer).
+    With ``enough``, decoding stops once that many rows have finished and the rows still writing come back empty:
+    a step costs about the same for 1 row as for 15 (the weights are read either way), and the last rows to finish
+    are the long ones."""
     was_training = model.training
     model.eval()
     reuse_freed_memory()  # each step's (rows x vocabulary) arrays, again and again (see vaekit.memory)
@@ -159,6 +163,9 @@ def _decode(model, z: torch.Tensor, strategy: Strategy = "greedy", max_tokens: i
                 out[live, t] = tokens
                 going = tokens != EOS_ID
                 if not going.any():
+                    break
+                if enough is not None and n - len(live) + int((~going).sum()) >= enough:
+                    out[live[going]] = PAD_ID  # unfinished: dropped
                     break
                 if not going.all():
                     keep = going.nonzero()[:, 0]
@@ -262,14 +269,18 @@ def score_texts(model, texts: list[str], z: torch.Tensor) -> list[float]:
 
 @torch.no_grad()
 def vary(model, text: str, n: int = 5, temperature: float = 0.5, strategy: Strategy = "sample",
-         top_p: float = 0.9, seed: int | None = None, keep_copies: bool = False, oversample: int = 2,
+         top_p: float = 0.9, seed: int | None = None, keep_copies: bool = False, oversample: float = 2,
          max_rounds: int = 4, banned: Iterable[int] = (), label: str | None = None,
          source_label: str | None = None, reject=None, tags=None, source_tags=None,
          condition_text: str | None = None, keep_words: float | None = None,
-         hint_words: Iterable[str] = ()) -> list[Variation]:
+         hint_words: Iterable[str] = (), likelihood: bool = True, finish: float = 1.0) -> list[Variation]:
     """Up to ``n`` variations of ``text``: encode it, draw codes z = mu + temperature * sigma * eps around its
     posterior (temperature 0 decodes the mean), decode them, drop duplicates and (unless ``keep_copies``)
-    copies of the input, and rank by mean log-probability per token given the posterior mean.
+    copies of the input, and rank by mean log-probability per token given the posterior mean. Without
+    ``likelihood`` that score is not computed (it doubles a sampling step's rows, or costs a second pass): each
+    variation's score is its own log-probability per token under the code that wrote it, for a caller that ranks
+    by something else (vary_constrained's similarity). With ``finish`` < 1 a round of draws stops decoding once
+    that share of its rows has finished; the longest texts are not waited for.
 
     A conditional model encodes the text with ``source_label`` (inferred when not given) and decodes with
     ``label`` (default: the same): keep the content, change the label; likewise ``source_tags`` (default:
@@ -303,7 +314,7 @@ def vary(model, text: str, n: int = 5, temperature: float = 0.5, strategy: Strat
         model.embed_conditions([condition_text])  # a model without a text condition fails here, by name
     per_unit = [_vary_unit(model, unit, n, temperature, strategy, top_p, generator, keep_copies, oversample,
                            max_rounds, list(banned), target, source, reject, tagging, condition_text, keep_words,
-                           list(hint_words))
+                           list(hint_words), likelihood, finish)
                 for unit in model.units(text)]
     count = min(len(v) for v in per_unit)
     return [Variation(" ".join(v[i].text for v in per_unit), sum(v[i].score for v in per_unit) / len(per_unit))
@@ -312,7 +323,7 @@ def vary(model, text: str, n: int = 5, temperature: float = 0.5, strategy: Strat
 
 def _vary_unit(model, unit, n, temperature, strategy, top_p, generator, keep_copies, oversample, max_rounds, banned,
                target=None, source_label=None, reject=None, tagging=(None, None), condition_text=None, keep_words=None,
-               hint_words=()):
+               hint_words=(), likelihood=True, finish=1.0):
     source_tags, target_tags = tagging
     batch = model.batch([unit], source_label, tags=[source_tags] if source_tags else None)
     posterior = model.encode(batch)
@@ -332,13 +343,14 @@ def _vary_unit(model, unit, n, temperature, strategy, top_p, generator, keep_cop
     source = _normalise(model.tokenizer.decode(batch.ids[0]))
     mean = posterior.mean
     mean_code = (model.decoder_code(mean, labels, tag_row, cond_row) if conditional else mean)[0]
-    scored_while_decoding = strategy in ("sample", "greedy")  # beam search's texts are scored afterwards
+    # under the posterior mean while decoding; beam search's texts afterwards; without likelihood, their own scores
+    scored_while_decoding = likelihood and strategy in ("sample", "greedy")
     seen: dict[str, tuple[str, float | None]] = {}  # normalised text -> (text, its score if known)
     # offered only after every other: texts that reached max_tokens unfinished, and lists of words (a decoder given
     # word hints may write its hint back as a list before it has learnt the corpus's form)
     poor: set[str] = set()
     for _ in range(max_rounds):
-        draws = n * oversample
+        draws = math.ceil(n * oversample)
         eps = draw((draws, model.latent_dim), generator, posterior.mean.device)
         z = posterior.mean + temperature * posterior.std * eps  # (draws, d)
         if reject is not None:
@@ -350,8 +362,10 @@ def _vary_unit(model, unit, n, temperature, strategy, top_p, generator, keep_cop
                                   None if cond_row is None else cond_row.expand(len(z), -1)) if conditional else z
         with model.decoding_context(unit, len(code), generator, keep_words, single=strategy == "beam",
                                     extra=hint_words):
-            ids, _, under = _decode(model, code, strategy, top_p=top_p, generator=generator, banned=banned,
-                                    score_code=mean_code if scored_while_decoding else None)
+            ids, own, under = _decode(model, code, strategy, top_p=top_p, generator=generator, banned=banned,
+                                      score_code=mean_code if scored_while_decoding else None,
+                                      enough=math.ceil(finish * len(code)) if finish < 1 else None)
+            under = under if likelihood else own
         for i, row in enumerate(ids):
             candidate = model.tokenizer.decode(row)
             key = _normalise(candidate)
@@ -365,7 +379,7 @@ def _vary_unit(model, unit, n, temperature, strategy, top_p, generator, keep_cop
     candidates = [text for text, _ in seen.values()]
     if not candidates:
         return [Variation(unit, 0.0)] if keep_copies else []
-    scores = ([score for _, score in seen.values()] if scored_while_decoding
+    scores = ([score for _, score in seen.values()] if scored_while_decoding or not likelihood
               else score_texts(model, candidates, mean_code))
     ranked = sorted(zip(seen, candidates, scores), key=lambda item: (item[0] in poor, -item[2]))[:n]
     return [Variation(text, score) for _, text, score in ranked]

@@ -20,6 +20,9 @@ from .base import generator_for
 
 # vary's orders of candidates (TextFrontEnd.vary's rank; the CLI's and the server's choices)
 Rank = Literal["likelihood", "similarity"]
+# how generate.vary draws candidates that are ranked by similarity: 1.5 rows per candidate wanted, the round ended
+# once two thirds have finished, no likelihood under the posterior mean (measured in docs/pretrained-backbone.md)
+SIMILARITY_DRAWS = {"oversample": 1.5, "finish": 2 / 3, "likelihood": False}
 
 
 class Variations(list):
@@ -127,6 +130,8 @@ class TextFrontEnd:
             similarity = similarity_function(similarity_model)
         if min_similarity is None and rank == "similarity":
             min_similarity = -1.0  # every candidate passes; they are ranked by their similarity
+        if rank == "similarity":  # no likelihood to compute, and not waiting for the longest third of the draws
+            options = {**SIMILARITY_DRAWS, **options}
         result = vary_constrained(self, text, n=n, require=require, ban=ban, min_similarity=min_similarity,
                                   similarity=similarity if by_similarity else None, min_length=min_length,
                                   max_length=max_length, max_draws=max_draws, seed=seed, fluency=self.fluency,
