@@ -41,7 +41,9 @@ from .base import (CONTEXT, _binarize, _condition_text, _constraint_line, _done,
 @click.option("--rank", type=click.Choice(TextFrontEnd.RANKS), default=None,
               help="Order of the candidates: likelihood (the model's mean log-probability per token given the input's "
                    "code) or similarity (sentence-embedding cosine to the input: 3N candidates drawn, the N most "
-                   "similar kept) [default: the model's: similarity for --backbone pretrained, else likelihood].")
+                   "similar kept) [default: the model's: similarity for --backbone pretrained, else likelihood]. "
+                   "With --backbone pretrained, candidates that read more than 1 nat per token worse than the input "
+                   "under the base LM come last.")
 @constraint_options
 @click.option("--similarity-model", default=None,
               help="Sentence-transformers model for --min-similarity and --rank similarity (default: bundled "
