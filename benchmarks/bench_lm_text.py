@@ -57,7 +57,8 @@ def speed(args) -> None:
     cpu = torch.device("cpu")
 
     torch.manual_seed(0)
-    model = LMTextVAE.from_bases(load_bases(None, None), lora_rank=8, lora_alpha=16, max_tokens=32).train()
+    model = LMTextVAE.from_bases(load_bases(None, None), lora_rank=8, lora_alpha=16, max_tokens=32,
+                                 hints=args.word_hints).train()
     batches = [model.batch(g) for g in groups]
     tokens = sum(int(b.lengths.sum()) + len(b) for b in batches[2:])
     optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], 1e-4)
@@ -90,7 +91,7 @@ def speed(args) -> None:
     theirs = _time_steps(plain_step, encoded)
     emit({"bench": "lm_text_train_speed", "batch_size": args.batch_size, "steps": args.steps, "tokens": tokens,
           "vaekit_tokens_per_s": round(tokens / ours, 1), "plain_peft_tokens_per_s": round(tokens / theirs, 1),
-          "ratio": round(theirs / ours, 2),
+          "ratio": round(theirs / ours, 2), "word_hints": args.word_hints,
           "note": "vaekit's step also runs the MiniLM encoder and the KL; both count the same real tokens"})
 
 
@@ -264,6 +265,8 @@ def main() -> None:
     parser.add_argument("--run", type=Path, help="a run folder trained with --backbone pretrained (vary, quality)")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--steps", type=int, default=10, help="speed: timed steps each")
+    parser.add_argument("--no-word-hints", dest="word_hints", action="store_false",
+                        help="speed: time a model without word hints (the hint prompt adds its tokens to each text)")
     parser.add_argument("--calls", type=int, default=50, help="vary: timed calls")
     parser.add_argument("--rank", choices=["likelihood", "similarity"], default=None, help="vary: the ranking (default: the model's)")
     parser.add_argument("--inputs", type=int, default=200, help="quality: held-out headlines")

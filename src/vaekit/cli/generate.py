@@ -48,7 +48,9 @@ from .base import (CONTEXT, _binarize, _condition_text, _constraint_line, _done,
 @click.option("--similarity-model", default=None,
               help="Sentence-transformers model for --min-similarity and --rank similarity (default: bundled "
                    "all-MiniLM-L6-v2).")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON (text and score of each variation).")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print JSON (text and score of each variation: its mean log-probability per token, given the "
+                   "input's code with --rank likelihood, given the code it was drawn from with similarity).")
 @generation_device_option
 def vary(run, text, n, temperature, strategy, top_p, seed, keep_copies, keep_words, source_label, source_tags, rank,
          label, tags, condition_text, keywords, require, ban, min_similarity, min_length, max_length, avoid, radius,
