@@ -43,7 +43,7 @@ def tiny_lm_text_vae(**fields):
 
     decoder, encoder = tiny_backbones()
     torch.manual_seed(0)
-    # fp32 base weights unless a test asks: several compare two computations exactly, and "auto" (the default)
-    # depends on the CPU; test_frozen_base_weights_in_bf16_... covers the bf16 base
+    # fp32 base weights unless a test asks: several compare two computations exactly, which "auto" would make
+    # depend on the CPU; test_frozen_base_weights_in_bf16_... covers the bf16 base
     fields = {"latent_dim": 4, "lora_rank": 4, "base_precision": "fp32", **fields}
     return LMTextVAE.build(str(decoder), str(encoder), **fields)

@@ -84,11 +84,11 @@ class LMTextVAEConfig(TextConditions):
     # the frozen base weights kept in bf16 ("auto": where the CPU or GPU computes bf16 natively). Under bf16
     # autocast PyTorch casts a frozen fp32 weight again in every operation: half of a `vary` call's time went
     # into those copies. The trained tensors (adapters, injections, heads) and their optimizer state stay fp32.
-    # Measured (docs/pretrained-backbone.md, 2026-12-08, AMX CPU): the quickstart's 2 minutes gave 57 steps against
-    # 46 with an fp32 base, and its variations of held-out Lee sentences similarity 0.610 against 0.589; the
-    # 475-step headline run decoding with its base in bf16 kept similarity 0.809 (fp32: 0.810) at half the time
-    # per decoding step. Runs saved with "fp32" keep it.
-    base_precision: Literal["auto", "bf16", "fp32"] = "auto"
+    # fp32 by default, measured (docs/pretrained-backbone.md, 2026-12-08, AMX CPU): a bf16 base trains 1.6x faster
+    # (quickstart: 57 steps in 2 minutes against 46) and decodes at half the time per step with the same variations,
+    # but on the 31,800 headlines its run diverged once the KL weight passed 0.4 (reconstruction 48 -> 102 nats
+    # between steps 500 and 560) where the same run with an fp32 base went on improving (45 at step 580).
+    base_precision: Literal["auto", "bf16", "fp32"] = "fp32"
     max_tokens: int = 64
     # the decoder's token ids every text starts after (its last one is what <bos> reads); empty: the LM's start
     # token alone. A new model on an instruct LM starts where its chat template has the assistant answer
