@@ -376,6 +376,8 @@ class LMTextVAE(TextVAE):
         was pretrained: the adapters switched off, no z, no word hints, after the decoder's start prompt. None
         where the LM itself was fine-tuned (``finetune="full"``): no base is left to ask. vary ranks by it
         (generate.vary_constrained's ``fluency``): a variation should read as well as its input."""
+        from ..generate import _decoding_autocast
+
         if self.config.finetune == "full" or not texts:
             return None if texts else []
         start = [*self.decoder.prefix.tolist(), self.decoder.bos_id]
@@ -388,8 +390,6 @@ class LMTextVAE(TextVAE):
         ids, mask = ids.to(self.device), mask.to(self.device)
         lm = self.decoder.lm
         plain = lm.disable_adapter() if hasattr(lm, "disable_adapter") else contextlib.nullcontext()
-        from ..generate import _decoding_autocast
-
         base = self.decoder.output_weight.dtype
         with plain, base_autocast(base, ids.device) if base != torch.float32 else _decoding_autocast(ids.device):
             hidden = self.decoder._base()(input_ids=ids, attention_mask=mask).last_hidden_state  # (b, t, h)
