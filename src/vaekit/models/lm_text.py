@@ -30,12 +30,14 @@ import warnings
 from pathlib import Path
 from typing import Literal
 
+import numpy as np
 import torch
 from torch import nn
 
 from ..data.lm_tokenizer import OFFSET, LMTokenizer
-from ..data.text import TextBatch
+from ..data.text import TextBatch, collate
 from ..data.tokenizer import EOS_ID, PAD_ID, TOKENIZER_NAME
+from ..distributed import to_device
 from ..distributions import DiagonalGaussian
 from ..errors import VaekitError
 from ..runs import ENCODER_TOKENIZER_NAME
@@ -380,22 +382,20 @@ class LMTextVAE(TextVAE):
 
         if self.config.finetune == "full" or not texts:
             return None if texts else []
-        start = [*self.decoder.prefix.tolist(), self.decoder.bos_id]
-        rows = [start + [i - OFFSET for i in self.tokenizer.encode(text)] + [self.decoder.eos_id] for text in texts]
-        t = max(map(len, rows))
-        ids = torch.zeros(len(rows), t, dtype=torch.long)
-        mask = torch.zeros(len(rows), t, dtype=torch.long)
-        for i, row in enumerate(rows):
-            ids[i, :len(row)], mask[i, :len(row)] = torch.tensor(row), 1
-        ids, mask = ids.to(self.device), mask.to(self.device)
+        batch = to_device(collate([np.asarray(ids, dtype=np.int64) for ids in self.tokenizer.encode_batch(texts)]),
+                          self.device)
+        inputs, targets = self.decoder_io(batch)  # (b, t + 1) each, as log_likelihood reads them
+        prefix = self.decoder.prefix.expand(len(texts), -1)  # the start prompt but its last token, which <bos> reads
+        ids = torch.cat([prefix, self.decoder.lm_ids(inputs)], dim=1)
+        mask = torch.cat([torch.ones_like(prefix), (inputs != PAD_ID).long()], dim=1)
         lm = self.decoder.lm
         plain = lm.disable_adapter() if hasattr(lm, "disable_adapter") else contextlib.nullcontext()
         base = self.decoder.output_weight.dtype
         with plain, base_autocast(base, ids.device) if base != torch.float32 else _decoding_autocast(ids.device):
-            hidden = self.decoder._base()(input_ids=ids, attention_mask=mask).last_hidden_state  # (b, t, h)
-        real = mask[:, len(start):].bool()  # (b, t - s): the text's tokens and its end token
-        token_nll = self._token_nll(hidden[:, len(start) - 1:-1][real], ids[:, len(start):][real])  # (n,)
-        total = torch.zeros(len(rows), device=token_nll.device).index_add_(0, real.nonzero()[:, 0], token_nll)
+            hidden = self.decoder._base()(input_ids=ids, attention_mask=mask).last_hidden_state  # (b, p + t + 1, h)
+        real = targets != PAD_ID  # (b, t + 1): the text's tokens and its end token
+        token_nll = self._token_nll(hidden[:, prefix.shape[1]:][real], self.decoder.target_ids(targets[real]))  # (n,)
+        total = torch.zeros(len(texts), device=token_nll.device).index_add_(0, real.nonzero()[:, 0], token_nll)
         return (total / real.sum(1)).tolist()
 
     # --- the VAE pieces -------------------------------------------------------------------------
