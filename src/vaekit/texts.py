@@ -9,7 +9,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Literal, get_args
 
 import numpy as np
 import torch
@@ -26,6 +26,10 @@ from .runs import (CONFIG_NAME, ENCODER_TOKENIZER_NAME, TOKENIZER_NAME, TOKENS_D
 from .train import Prepared, TrainResult, run_training
 
 log = logging.getLogger(__name__)
+
+# the text backbones a user names: vaekit train text --backbone, vaekit quickstart --text-backbone
+Backbone = Literal["rnn", "pretrained"]
+BACKBONES = get_args(Backbone)
 ENCODE_CHUNK = 2048
 
 

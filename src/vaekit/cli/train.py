@@ -18,6 +18,7 @@ from ..errors import VaekitError
 from ..models import ImageVAEConfig, LMTextVAEConfig, TextVAEConfig
 from ..models.image import PRESETS as IMAGE_PRESETS
 from ..models.text import PRESETS as TEXT_PRESETS
+from ..texts import BACKBONES
 
 from .base import CONTEXT, Group, cli, data_option, device_option
 
@@ -189,7 +190,7 @@ TEXT_RESUMABLE = RESUMABLE | {"text_column", "title_column", "label_column", "ta
 @click.option("--preset", type=click.Choice(list(TEXT_PRESETS)), default="default", show_default=True,
               help="seed: the design documents' sizes (Embedding 64, BiGRU 32 -> BiGRU 16 -> Dense 16, latent 32); "
                    "default: embedding 256, BiGRU 256, GRU decoder 512, latent 32.")
-@click.option("--backbone", type=click.Choice(["rnn", "pretrained"]), default="rnn", show_default=True,
+@click.option("--backbone", type=click.Choice(BACKBONES), default="rnn", show_default=True,
               help="rnn: a GRU/LSTM VAE that learns the language from your corpus alone (--preset sizes it); "
                    "pretrained: a VAE between a pretrained sentence encoder and a pretrained causal LM (Optimus, "
                    "Li et al. 2020), whose English does not depend on the corpus size. Offline on bundled models. "
@@ -374,7 +375,7 @@ def _check_resume(ctx, resume, overwrite, data, allowed) -> None:
 @click.option("--only", type=click.Choice(["image", "text"]), default=None, help="Run only one of the two parts.")
 @click.option("--epochs", type=click.IntRange(min=1), default=None,
               help="Training epochs (image: 80; text: 12 with --text-backbone rnn, at most 1 otherwise).")
-@click.option("--text-backbone", type=click.Choice(["pretrained", "rnn"]), default="pretrained", show_default=True,
+@click.option("--text-backbone", type=click.Choice(BACKBONES), default="pretrained", show_default=True,
               help="pretrained: a VAE on the bundled SmolLM2 decoder and MiniLM encoder with word hints, which writes "
                    "English and keeps the input's meaning; rnn: a small GRU VAE that learns English from the corpus "
                    "alone (faster, broken English).")
