@@ -16,9 +16,10 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from .config import TrainConfig, choices
 from .errors import VaekitError
 
-DEVICES = ("auto", "cpu", "cuda", "mps")
+DEVICES = tuple(choices(TrainConfig, "device"))  # --device's choices, from the training config's field
 
 
 def resolve_device(name: str = "auto") -> torch.device:
