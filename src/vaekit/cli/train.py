@@ -18,6 +18,7 @@ from ..errors import VaekitError
 from ..models import ImageVAEConfig, LMTextVAEConfig, TextVAEConfig
 from ..models.image import PRESETS as IMAGE_PRESETS
 from ..models.text import PRESETS as TEXT_PRESETS
+from ..quickstart import TEXT_MIN_STEPS, TEXT_MINUTES
 from ..texts import BACKBONES
 
 from .base import CONTEXT, Group, cli, data_option, device_option
@@ -379,9 +380,9 @@ def _check_resume(ctx, resume, overwrite, data, allowed) -> None:
               help="pretrained: a VAE on the bundled SmolLM2 decoder and MiniLM encoder with word hints, which writes "
                    "English and keeps the input's meaning; rnn: a small GRU VAE that learns English from the corpus "
                    "alone (faster, broken English).")
-@click.option("--text-minutes", type=click.FloatRange(min=0, min_open=True), default=2.0, show_default=True,
+@click.option("--text-minutes", type=click.FloatRange(min=0, min_open=True), default=TEXT_MINUTES, show_default=True,
               help="Training time of the pretrained text model.")
-@click.option("--text-steps", type=click.IntRange(min=1), default=20, show_default=True,
+@click.option("--text-steps", type=click.IntRange(min=1), default=TEXT_MIN_STEPS, show_default=True,
               help="Steps of 16 sentences the pretrained text model trains at least, however long they take "
                    "(fewer left its variations unreadable).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
